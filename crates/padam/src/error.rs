@@ -1,0 +1,64 @@
+//! Errors of the padam library: invalid configuration and non-finite gradients.
+
+use thiserror::Error;
+
+/// A configuration value that cannot be used, found when an optimizer is built.
+///
+/// The message names the field and the offending value, e.g.
+/// `invalid PAdam config: p = -1 (p must be finite and > 0)`.
+#[derive(Debug, Clone, PartialEq, Error)]
+#[error("invalid {optimizer} config: {field} = {value} ({reason})")]
+pub struct ConfigError {
+    /// Which optimizer (or component) the field belongs to.
+    pub optimizer: &'static str,
+    /// The field name, as spelled in the config struct.
+    pub field: String,
+    /// The offending value, formatted.
+    pub value: String,
+    /// What a valid value looks like.
+    pub reason: &'static str,
+}
+
+impl ConfigError {
+    pub(crate) fn new(
+        optimizer: &'static str,
+        field: impl Into<String>,
+        value: impl std::fmt::Display,
+        reason: &'static str,
+    ) -> Self {
+        Self {
+            optimizer,
+            field: field.into(),
+            value: value.to_string(),
+            reason,
+        }
+    }
+}
+
+/// One parameter whose gradient held NaN or infinite values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NonFiniteParam {
+    /// Module path of the parameter, e.g. `fc1.weight`.
+    pub path: String,
+    /// How many gradient entries were NaN or +-inf.
+    pub count: usize,
+}
+
+/// A step was refused because some gradients were not finite
+/// ([`NonFinitePolicy::Error`](crate::NonFinitePolicy::Error)). The weights were not changed.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("non-finite gradient (NaN or inf) at step {step} in {}; the weights were left unchanged", describe(.params))]
+pub struct NonFiniteGradient {
+    /// The optimizer step (0-based) that was refused.
+    pub step: usize,
+    /// The parameters with non-finite gradient entries.
+    pub params: Vec<NonFiniteParam>,
+}
+
+fn describe(params: &[NonFiniteParam]) -> String {
+    params
+        .iter()
+        .map(|p| format!("`{}` ({} values)", p.path, p.count))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,382 @@
+//! [`PWdOptimizer`]: a burn [`Optimizer`] over a whole module, built from [`PWd`].
+//!
+//! It plays the role of burn's `OptimizerAdaptor` and adds what needs the parameter's module
+//! path: the decay selection (`*.bias`, rank >= 2, ...) and the non-finite gradient policy that
+//! names the offending parameters. Per step it does one device-to-host read (the non-finite
+//! counts of all gradients, gathered into one tensor) before touching any weight.
+
+use std::marker::PhantomData;
+
+use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::optim::grad_clipping::GradientClipping;
+use burn::optim::record::AdaptorRecord;
+use burn::optim::{
+    GradientsParams, LearningRate, MultiGradientsParams, Optimizer, SimpleOptimizer,
+};
+use burn::record::Record;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Int, Tensor};
+use hashbrown::{HashMap, HashSet};
+
+use crate::config::{validate_lr, NonFinitePolicy};
+use crate::error::{ConfigError, NonFiniteGradient, NonFiniteParam};
+use crate::paths::{visit_with_paths, PathStack, PathVisitor};
+use crate::wrap::PWd;
+
+/// Saved state of a [`PWdOptimizer`]: per-parameter states plus the step and skip counters.
+#[derive(Record)]
+pub struct PWdOptimizerRecord<O: SimpleOptimizer<B::InnerBackend>, B: AutodiffBackend> {
+    /// Per-parameter state (base optimizer state, step count, `s`), keyed by parameter id.
+    pub states: HashMap<ParamId, AdaptorRecord<PWd<O>, B>>,
+    /// Optimizer steps taken (module-level).
+    pub steps: usize,
+    /// Tensor updates skipped for non-finite gradients.
+    pub skipped: usize,
+}
+
+impl<O: SimpleOptimizer<B::InnerBackend>, B: AutodiffBackend> Clone for PWdOptimizerRecord<O, B> {
+    fn clone(&self) -> Self {
+        Self {
+            states: self.states.clone(),
+            steps: self.steps,
+            skipped: self.skipped,
+        }
+    }
+}
+
+/// pWD around base optimizer `O` for module `M`: what `PAdamConfig::init` and friends return.
+#[derive(Clone)]
+pub struct PWdOptimizer<O, M, B>
+where
+    O: SimpleOptimizer<B::InnerBackend>,
+    M: AutodiffModule<B>,
+    B: AutodiffBackend,
+{
+    optim: PWd<O>,
+    states: HashMap<ParamId, AdaptorRecord<PWd<O>, B>>,
+    grad_clipping: Option<GradientClipping>,
+    steps: usize,
+    skipped: usize,
+    module: PhantomData<M>,
+}
+
+impl<O, M, B> PWdOptimizer<O, M, B>
+where
+    O: SimpleOptimizer<B::InnerBackend>,
+    M: AutodiffModule<B>,
+    B: AutodiffBackend,
+{
+    /// A fresh optimizer around an already validated [`PWd`].
+    pub fn new(optim: PWd<O>) -> Self {
+        Self {
+            optim,
+            states: HashMap::new(),
+            grad_clipping: None,
+            steps: 0,
+            skipped: 0,
+            module: PhantomData,
+        }
+    }
+
+    /// Clip each gradient before the base step (burn's per-tensor clipping).
+    pub fn with_grad_clipping(mut self, clipping: GradientClipping) -> Self {
+        self.grad_clipping = Some(clipping);
+        self
+    }
+
+    /// The wrapped [`PWd`].
+    pub fn pwd(&self) -> &PWd<O> {
+        &self.optim
+    }
+
+    /// Optimizer steps taken so far.
+    pub fn steps(&self) -> usize {
+        self.steps
+    }
+
+    /// Tensor updates skipped because their gradient was not finite
+    /// ([`NonFinitePolicy::SkipTensor`]).
+    pub fn skipped_updates(&self) -> usize {
+        self.skipped
+    }
+
+    /// One step; with [`NonFinitePolicy::Error`] a non-finite gradient returns an error naming
+    /// every offending parameter and leaves the module and the optimizer state untouched
+    /// (the module is handed back inside the error).
+    pub fn try_step(
+        &mut self,
+        lr: LearningRate,
+        module: M,
+        grads: GradientsParams,
+    ) -> Result<M, StepError<M>> {
+        if let Err(e) = validate_lr(lr) {
+            return Err(StepError {
+                module,
+                error: StepFailure::InvalidLearningRate(e),
+            });
+        }
+        let params = describe_params(&module);
+        let bad = non_finite_counts::<B, M>(&module, &params, &grads, self.grad_clipping.as_ref());
+        let bad_ids: HashSet<ParamId> = bad.iter().map(|(id, _)| *id).collect();
+        if !bad.is_empty() && self.optim.decay().non_finite == NonFinitePolicy::Error {
+            let params = bad
+                .into_iter()
+                .map(|(id, count)| NonFiniteParam {
+                    path: params.path(id),
+                    count,
+                })
+                .collect();
+            return Err(StepError {
+                module,
+                error: StepFailure::NonFiniteGradient(NonFiniteGradient {
+                    step: self.steps,
+                    params,
+                }),
+            });
+        }
+        let mut mapper = StepMapper::<B, O> {
+            optim: &self.optim,
+            states: &mut self.states,
+            grads,
+            lr,
+            clipping: self.grad_clipping.as_ref(),
+            skip: &bad_ids,
+            path: PathStack::default(),
+            skipped: 0,
+        };
+        let module = module.map(&mut mapper);
+        self.skipped += mapper.skipped;
+        self.steps += 1;
+        Ok(module)
+    }
+}
+
+/// Why a step was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StepFailure {
+    /// Some gradients held NaN or inf ([`NonFinitePolicy::Error`]).
+    #[error(transparent)]
+    NonFiniteGradient(#[from] NonFiniteGradient),
+    /// The learning rate was negative, NaN or infinite.
+    #[error(transparent)]
+    InvalidLearningRate(#[from] ConfigError),
+}
+
+/// A refused step: the reason, and the module handed back unchanged.
+pub struct StepError<M> {
+    /// The module as it was before the step.
+    pub module: M,
+    /// Why the step was refused.
+    pub error: StepFailure,
+}
+
+impl<M> std::fmt::Debug for StepError<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.error, f)
+    }
+}
+
+impl<M> std::fmt::Display for StepError<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.error, f)
+    }
+}
+
+impl<M> std::error::Error for StepError<M> {}
+
+impl<O, M, B> Optimizer<M, B> for PWdOptimizer<O, M, B>
+where
+    O: SimpleOptimizer<B::InnerBackend>,
+    M: AutodiffModule<B>,
+    B: AutodiffBackend,
+{
+    type Record = PWdOptimizerRecord<O, B>;
+
+    /// # Panics
+    /// With [`NonFinitePolicy::Error`], on a non-finite gradient (the message names the
+    /// parameters), and on an invalid learning rate. Use [`PWdOptimizer::try_step`] to get
+    /// either as a `Result`.
+    fn step(&mut self, lr: LearningRate, module: M, grads: GradientsParams) -> M {
+        match self.try_step(lr, module, grads) {
+            Ok(m) => m,
+            Err(e) => panic!("{}", e.error),
+        }
+    }
+
+    fn step_multi(&mut self, lr: LearningRate, module: M, grads: MultiGradientsParams) -> M {
+        // Gather every device's gradients onto the parameter's device, then take one step.
+        let mut merged = GradientsParams::new();
+        let mut collector = MultiGradCollector::<B> {
+            grads,
+            out: &mut merged,
+            _b: PhantomData,
+        };
+        module.visit(&mut collector);
+        self.step(lr, module, merged)
+    }
+
+    fn to_record(&self) -> Self::Record {
+        PWdOptimizerRecord {
+            states: self.states.clone(),
+            steps: self.steps,
+            skipped: self.skipped,
+        }
+    }
+
+    fn load_record(mut self, record: Self::Record) -> Self {
+        self.states = record.states;
+        self.steps = record.steps;
+        self.skipped = record.skipped;
+        self
+    }
+}
+
+/// Module paths and ranks of every float parameter, by id.
+struct ParamTable {
+    paths: HashMap<ParamId, String>,
+}
+
+impl ParamTable {
+    fn path(&self, id: ParamId) -> String {
+        self.paths
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| format!("<param {id}>"))
+    }
+}
+
+fn describe_params<B: Backend, M: burn::module::Module<B>>(module: &M) -> ParamTable {
+    struct Paths {
+        paths: HashMap<ParamId, String>,
+    }
+    impl<B: Backend> PathVisitor<B> for Paths {
+        fn visit<const D: usize>(&mut self, path: &str, param: &Param<Tensor<B, D>>) {
+            self.paths.insert(param.id, path.to_string());
+        }
+    }
+    let mut v = Paths {
+        paths: HashMap::new(),
+    };
+    visit_with_paths(module, &mut v);
+    ParamTable { paths: v.paths }
+}
+
+/// Count non-finite gradient entries of every parameter with one device-to-host read.
+/// Returns `(id, count)` for the parameters with a non-zero count, in module order.
+fn non_finite_counts<B: AutodiffBackend, M: AutodiffModule<B>>(
+    module: &M,
+    _params: &ParamTable,
+    grads: &GradientsParams,
+    _clipping: Option<&GradientClipping>,
+) -> Vec<(ParamId, usize)> {
+    struct Counter<'a, B: AutodiffBackend> {
+        grads: &'a GradientsParams,
+        ids: Vec<ParamId>,
+        counts: Vec<Tensor<B::InnerBackend, 1, Int>>,
+    }
+    impl<B: AutodiffBackend> ModuleVisitor<B> for Counter<'_, B> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            if let Some(g) = self.grads.get::<B::InnerBackend, D>(param.id) {
+                let count = g.is_finite().bool_not().int().sum();
+                self.ids.push(param.id);
+                self.counts.push(count);
+            }
+        }
+    }
+    let mut c = Counter::<B> {
+        grads,
+        ids: Vec::new(),
+        counts: Vec::new(),
+    };
+    module.visit(&mut c);
+    if c.counts.is_empty() {
+        return Vec::new();
+    }
+    let device = c.counts[0].device();
+    let all = Tensor::cat(
+        c.counts.into_iter().map(|t| t.to_device(&device)).collect(),
+        0,
+    );
+    let values: Vec<i64> = all
+        .into_data()
+        .convert::<i64>()
+        .into_vec()
+        .expect("int tensor data converts to i64");
+    c.ids
+        .into_iter()
+        .zip(values)
+        .filter(|(_, n)| *n != 0)
+        .map(|(id, n)| (id, n as usize))
+        .collect()
+}
+
+struct StepMapper<'a, B: AutodiffBackend, O: SimpleOptimizer<B::InnerBackend>> {
+    optim: &'a PWd<O>,
+    states: &'a mut HashMap<ParamId, AdaptorRecord<PWd<O>, B>>,
+    grads: GradientsParams,
+    lr: LearningRate,
+    clipping: Option<&'a GradientClipping>,
+    skip: &'a HashSet<ParamId>,
+    path: PathStack,
+    skipped: usize,
+}
+
+impl<B: AutodiffBackend, O: SimpleOptimizer<B::InnerBackend>> ModuleMapper<B>
+    for StepMapper<'_, B, O>
+{
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name);
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let (id, tensor, mapper) = param.consume();
+        let Some(grad) = self.grads.remove::<B::InnerBackend, D>(id) else {
+            return Param::from_mapped_value(id, tensor, mapper);
+        };
+        if self.skip.contains(&id) {
+            self.skipped += 1;
+            return Param::from_mapped_value(id, tensor, mapper);
+        }
+        let require_grad = tensor.is_require_grad();
+        let device = grad.device();
+        let inner = tensor.inner().to_device(&device);
+        let grad = match self.clipping {
+            Some(c) => c.clip_gradient(grad),
+            None => grad,
+        };
+        let state = self.states.remove(&id).map(|r| {
+            <PWd<O> as SimpleOptimizer<B::InnerBackend>>::to_device(r.into_state::<D>(), &device)
+        });
+        let decayed = self
+            .optim
+            .decay()
+            .selection
+            .is_decayed(&self.path.current(), D);
+        let (w_new, state) = self.optim.step_tensor(self.lr, inner, grad, state, decayed);
+        self.states
+            .insert(id, AdaptorRecord::from_state::<D>(state));
+        let mut tensor = Tensor::from_inner(w_new);
+        if require_grad {
+            tensor = tensor.require_grad();
+        }
+        Param::from_mapped_value(id, tensor, mapper)
+    }
+}
+
+struct MultiGradCollector<'a, B: AutodiffBackend> {
+    grads: MultiGradientsParams,
+    out: &'a mut GradientsParams,
+    _b: PhantomData<B>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for MultiGradCollector<'_, B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if let Some((g, _device)) = self.grads.remove::<B::InnerBackend, D>(param.id) {
+            self.out.register::<B::InnerBackend, D>(param.id, g);
+        }
+    }
+}

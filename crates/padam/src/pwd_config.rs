@@ -1,0 +1,55 @@
+//! [`PWdConfig`]: pWD around any burn `SimpleOptimizer` (RmsProp, AdaGrad, Muon, Adan, ...).
+
+use burn::module::AutodiffModule;
+use burn::optim::SimpleOptimizer;
+use burn::tensor::backend::AutodiffBackend;
+use serde::{Deserialize, Serialize};
+
+use crate::config::DecayConfig;
+use crate::error::ConfigError;
+use crate::optimizer::PWdOptimizer;
+use crate::wrap::PWd;
+
+/// pWD settings to wrap around a base optimizer of your choice.
+///
+/// ```
+/// use burn::optim::RmsPropConfig;
+/// use padam::PWdConfig;
+/// # type B = burn::backend::Autodiff<burn::backend::Flex>;
+/// # type M = burn::nn::Linear<B>;
+/// let optim = PWdConfig::new()
+///     .with_p(0.8)
+///     .with_lambda(1e-3)
+///     .init_with::<B, M, _>(RmsPropConfig::new().build())
+///     .unwrap();
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PWdConfig {
+    /// The pWD settings.
+    pub decay: DecayConfig,
+}
+
+impl PWdConfig {
+    /// Default decay settings (`p = 1`, `lambda = 1e-2`, all parameters).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Check every field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.decay.validate("pWD")
+    }
+
+    /// Wrap `base` (a burn `SimpleOptimizer` built without weight decay of its own).
+    pub fn init_with<B, M, O>(&self, base: O) -> Result<PWdOptimizer<O, M, B>, ConfigError>
+    where
+        B: AutodiffBackend,
+        M: AutodiffModule<B>,
+        O: SimpleOptimizer<B::InnerBackend>,
+    {
+        Ok(PWdOptimizer::new(PWd::new(base, self.decay.clone())?))
+    }
+}
+
+crate::config::decay_builders!(PWdConfig);

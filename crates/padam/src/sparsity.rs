@@ -1,0 +1,146 @@
+//! Sparsity as SPEC 6 defines it: per tensor and globally, the fraction of weights exactly
+//! zero and the fraction with `|w| < threshold` (default 1e-9), with the counts and the names
+//! of the tensors counted.
+
+use burn::module::{Module, Param};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::paths::{visit_with_paths, PathVisitor};
+use crate::select::ParamSelection;
+
+/// The threshold the reference compares AdamW against.
+pub const DEFAULT_THRESHOLD: f64 = 1e-9;
+
+/// Counts for one parameter tensor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TensorSparsity {
+    /// Module path, e.g. `fc1.weight`.
+    pub path: String,
+    /// Shape of the tensor.
+    pub shape: Vec<usize>,
+    /// Number of weights.
+    pub numel: usize,
+    /// Weights exactly `0.0` (either sign).
+    pub zeros: usize,
+    /// Weights with `|w| < threshold` (includes the exact zeros).
+    pub below: usize,
+}
+
+impl TensorSparsity {
+    /// Fraction exactly zero.
+    pub fn zero_fraction(&self) -> f64 {
+        ratio(self.zeros, self.numel)
+    }
+
+    /// Fraction below the threshold.
+    pub fn below_fraction(&self) -> f64 {
+        ratio(self.below, self.numel)
+    }
+}
+
+/// Sparsity of a set of tensors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SparsityReport {
+    /// The `|w| < threshold` threshold used.
+    pub threshold: f64,
+    /// Per-tensor counts, in module order; only the tensors counted.
+    pub tensors: Vec<TensorSparsity>,
+}
+
+impl SparsityReport {
+    /// Weights counted (sum over the tensors).
+    pub fn numel(&self) -> usize {
+        self.tensors.iter().map(|t| t.numel).sum()
+    }
+
+    /// Weights exactly zero.
+    pub fn zeros(&self) -> usize {
+        self.tensors.iter().map(|t| t.zeros).sum()
+    }
+
+    /// Weights below the threshold.
+    pub fn below(&self) -> usize {
+        self.tensors.iter().map(|t| t.below).sum()
+    }
+
+    /// Global fraction exactly zero.
+    pub fn zero_fraction(&self) -> f64 {
+        ratio(self.zeros(), self.numel())
+    }
+
+    /// Global fraction below the threshold.
+    pub fn below_fraction(&self) -> f64 {
+        ratio(self.below(), self.numel())
+    }
+}
+
+fn ratio(a: usize, b: usize) -> f64 {
+    if b == 0 {
+        0.0
+    } else {
+        a as f64 / b as f64
+    }
+}
+
+/// Measure the sparsity of every float parameter of `module` selected by `which` (use
+/// [`ParamSelection::all`] for all, [`ParamSelection::matrices_only`] for weight matrices).
+/// One device-to-host read for the whole module.
+pub fn measure<B: Backend, M: Module<B>>(
+    module: &M,
+    threshold: f64,
+    which: &ParamSelection,
+) -> SparsityReport {
+    struct Counter<'a, B: Backend> {
+        which: &'a ParamSelection,
+        threshold: f64,
+        meta: Vec<(String, Vec<usize>)>,
+        counts: Vec<Tensor<B, 1, Int>>,
+    }
+    impl<B: Backend> PathVisitor<B> for Counter<'_, B> {
+        fn visit<const D: usize>(&mut self, path: &str, param: &Param<Tensor<B, D>>) {
+            if !self.which.is_decayed(path, D) {
+                return;
+            }
+            let tensor = param.val();
+            let zeros = tensor.clone().equal_elem(0.0).int().sum();
+            let below = tensor.clone().abs().lower_elem(self.threshold).int().sum();
+            self.meta
+                .push((path.to_string(), tensor.shape().dims::<D>().to_vec()));
+            self.counts.push(zeros);
+            self.counts.push(below);
+        }
+    }
+    let mut c = Counter::<B> {
+        which,
+        threshold,
+        meta: Vec::new(),
+        counts: Vec::new(),
+    };
+    visit_with_paths(module, &mut c);
+    let values: Vec<i64> = if c.counts.is_empty() {
+        Vec::new()
+    } else {
+        let device = c.counts[0].device();
+        let counts = c.counts.into_iter().map(|t| t.to_device(&device)).collect();
+        Tensor::cat(counts, 0)
+            .into_data()
+            .convert::<i64>()
+            .into_vec()
+            .expect("int tensor data converts to i64")
+    };
+    let tensors = c
+        .meta
+        .into_iter()
+        .zip(values.chunks(2))
+        .map(|((path, shape), zb)| TensorSparsity {
+            numel: shape.iter().product(),
+            path,
+            shape,
+            zeros: zb[0] as usize,
+            below: zb[1] as usize,
+        })
+        .collect();
+    SparsityReport { threshold, tensors }
+}
