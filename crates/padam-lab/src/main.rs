@@ -1,1 +1,33 @@
-fn main() {}
+//! `padam`: train, measure and compare sparse models with p-norm decoupled weight decay.
+
+use clap::{Parser, Subcommand};
+
+use padam_lab::{bench, demo, toy};
+
+/// padam: p-norm decoupled weight decay (pWD) for burn.
+#[derive(Parser, Debug)]
+#[command(name = "padam", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Train a small MLP on the built-in digits data with AdamW and PAdam, side by side.
+    Demo(demo::DemoArgs),
+    /// The Higgs-potential toy of the paper: plain GD + pWD, trajectory printed and as CSV.
+    Toy(toy::ToyArgs),
+    /// Benchmarks (optimizer step over real model shapes).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Demo(args) => demo::run(args),
+        Command::Toy(args) => toy::run(args),
+        Command::Bench(cmd) => bench::run(cmd),
+    }
+}

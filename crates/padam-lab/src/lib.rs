@@ -1,0 +1,9 @@
+//! padam-lab: everything that reproduces, measures and shows pWD results, built on the
+//! `padam` library exactly as an outside user would use it.
+
+pub mod backend;
+pub mod bench;
+pub mod data;
+pub mod demo;
+pub mod models;
+pub mod toy;
