@@ -1,14 +1,696 @@
-//! `padam bench ...` (placeholder).
-use clap::Subcommand;
+//! `padam bench ...`: measured numbers, one device run at a time.
+//!
+//! - `bench step`: one optimizer step over the parameter shapes of ResNet18 (CIFAR-10 head,
+//!   11.18M) and GPT-2 small (124M), for burn AdamW, burn Adam, PAdam and pSGD on one backend in
+//!   one run: median ms/step, achieved GB/s and the ratio to the bandwidth floor (bytes each
+//!   optimizer must move at the measured copy bandwidth of the device).
+//! - `bench verify`: the step of every optimizer on this backend against the float64 reference
+//!   on random tensors with exact zeros and tiny values (the GPU correctness check).
+
+use std::time::Instant;
+
+use burn::module::{Module, Param};
+use burn::optim::{
+    AdaGradConfig, AdamConfig, AdamWConfig, GradientsParams, Optimizer, RmsPropConfig,
+    SimpleOptimizer,
+};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Distribution, Tensor, TensorData};
+use clap::{Args, Subcommand, ValueEnum};
+use padam::reference::{self, AdamParams, Decay, SgdParams};
+use padam::{PAdamConfig, PSgdConfig, PWdConfig, Schedule};
+use serde::Serialize;
 
 /// Benchmarks.
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
-    /// One optimizer step over model-shaped parameters.
-    Step,
+    /// One optimizer step over ResNet18 and GPT-2 parameter shapes.
+    Step(StepArgs),
+    /// Check every optimizer's step on this backend against the float64 reference.
+    Verify(VerifyArgs),
+}
+
+/// Which backend a benchmark runs on.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendKind {
+    /// burn-flex on the CPU.
+    Cpu,
+    /// CUDA (binary built with `--features cuda`).
+    Cuda,
+}
+
+/// Options of `padam bench step`.
+#[derive(Args, Debug)]
+pub struct StepArgs {
+    /// Backend to run on.
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub backend: BackendKind,
+    /// Parameter-shape sets to time (resnet18, gpt2).
+    #[arg(long, value_delimiter = ',', default_value = "resnet18,gpt2")]
+    pub shapes: Vec<String>,
+    /// Timed steps per optimizer (after warm-up); the median is reported.
+    #[arg(long, default_value_t = 30)]
+    pub iters: usize,
+    /// Warm-up steps per optimizer (kernel compilation and autotune happen here).
+    #[arg(long, default_value_t = 5)]
+    pub warmup: usize,
+    /// Write the rows as JSON here.
+    #[arg(long)]
+    pub json: Option<std::path::PathBuf>,
+}
+
+/// Options of `padam bench verify`.
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// Backend to run on.
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub backend: BackendKind,
+    /// Elements per random tensor.
+    #[arg(long, default_value_t = 4096)]
+    pub numel: usize,
+    /// Steps per optimizer.
+    #[arg(long, default_value_t = 5)]
+    pub steps: usize,
+    /// Random seed.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
 }
 
 /// Run a benchmark.
-pub fn run(_cmd: BenchCommand) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented yet")
+pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
+    match cmd {
+        BenchCommand::Step(args) => match args.backend {
+            BackendKind::Cpu => {
+                step_bench::<burn::backend::Autodiff<crate::backend::Cpu>>(&args, "cpu (burn-flex)")
+            }
+            #[cfg(feature = "cuda")]
+            BackendKind::Cuda => {
+                step_bench::<burn::backend::Autodiff<crate::backend::Cuda>>(&args, "cuda")
+            }
+            #[cfg(not(feature = "cuda"))]
+            BackendKind::Cuda => anyhow::bail!(CUDA_MISSING),
+        },
+        BenchCommand::Verify(args) => match args.backend {
+            BackendKind::Cpu => verify::<burn::backend::Autodiff<crate::backend::Cpu>>(&args),
+            #[cfg(feature = "cuda")]
+            BackendKind::Cuda => verify::<burn::backend::Autodiff<crate::backend::Cuda>>(&args),
+            #[cfg(not(feature = "cuda"))]
+            BackendKind::Cuda => anyhow::bail!(CUDA_MISSING),
+        },
+    }
+}
+
+const CUDA_MISSING: &str =
+    "--backend cuda: this padam binary was built without CUDA; rebuild with `cargo build --release --features cuda`";
+
+/// A bag of parameters with the shapes of a real model, so optimizers see the same tensors.
+#[derive(Module, Debug)]
+pub struct ParamBank<B: Backend> {
+    v1: Vec<Param<Tensor<B, 1>>>,
+    v2: Vec<Param<Tensor<B, 2>>>,
+    v4: Vec<Param<Tensor<B, 4>>>,
+}
+
+/// Parameter shapes of torchvision's ResNet18 with 10 classes (11,181,642 parameters).
+pub fn resnet18_shapes() -> Vec<Vec<usize>> {
+    let mut s: Vec<Vec<usize>> = vec![vec![64, 3, 7, 7], vec![64], vec![64]];
+    let mut c_in = 64;
+    for (stage, c) in [64usize, 128, 256, 512].into_iter().enumerate() {
+        for block in 0..2 {
+            let first_in = if block == 0 { c_in } else { c };
+            s.extend([
+                vec![c, first_in, 3, 3],
+                vec![c],
+                vec![c],
+                vec![c, c, 3, 3],
+                vec![c],
+                vec![c],
+            ]);
+            if block == 0 && stage > 0 {
+                s.extend([vec![c, c_in, 1, 1], vec![c], vec![c]]);
+            }
+        }
+        c_in = c;
+    }
+    s.extend([vec![10, 512], vec![10]]);
+    s
+}
+
+/// Parameter shapes of GPT-2 small (vocab padded to 50304, context 1024), as the PyTorch bench.
+pub fn gpt2_shapes() -> Vec<Vec<usize>> {
+    let (d, layers, vocab, ctx) = (768usize, 12, 50304, 1024);
+    let mut s = vec![vec![vocab, d], vec![ctx, d]];
+    for _ in 0..layers {
+        s.extend([
+            vec![d],
+            vec![d],
+            vec![3 * d, d],
+            vec![3 * d],
+            vec![d, d],
+            vec![d],
+            vec![d],
+            vec![d],
+            vec![4 * d, d],
+            vec![4 * d],
+            vec![d, 4 * d],
+            vec![d],
+        ]);
+    }
+    s.extend([vec![d], vec![d]]);
+    s
+}
+
+fn bank<B: AutodiffBackend>(
+    shapes: &[Vec<usize>],
+    device: &B::Device,
+) -> (ParamBank<B>, GradBank<B>) {
+    let mut bank = ParamBank {
+        v1: Vec::new(),
+        v2: Vec::new(),
+        v4: Vec::new(),
+    };
+    let mut grads = GradBank::default();
+    let w = Distribution::Normal(0.0, 0.05);
+    let g = Distribution::Normal(0.0, 1e-3);
+    for shape in shapes {
+        match shape.len() {
+            1 => {
+                let p = Param::from_tensor(Tensor::<B, 1>::random([shape[0]], w, device));
+                grads.g1.push((p.id, Tensor::random([shape[0]], g, device)));
+                bank.v1.push(p);
+            }
+            2 => {
+                let dims = [shape[0], shape[1]];
+                let p = Param::from_tensor(Tensor::<B, 2>::random(dims, w, device));
+                grads.g2.push((p.id, Tensor::random(dims, g, device)));
+                bank.v2.push(p);
+            }
+            4 => {
+                let dims = [shape[0], shape[1], shape[2], shape[3]];
+                let p = Param::from_tensor(Tensor::<B, 4>::random(dims, w, device));
+                grads.g4.push((p.id, Tensor::random(dims, g, device)));
+                bank.v4.push(p);
+            }
+            n => panic!("no rank-{n} parameters in the benchmark shapes"),
+        }
+    }
+    (bank, grads)
+}
+
+/// Fixed gradients, re-registered for every step (the optimizer consumes them).
+pub struct GradBank<B: AutodiffBackend> {
+    g1: Vec<(burn::module::ParamId, Tensor<B::InnerBackend, 1>)>,
+    g2: Vec<(burn::module::ParamId, Tensor<B::InnerBackend, 2>)>,
+    g4: Vec<(burn::module::ParamId, Tensor<B::InnerBackend, 4>)>,
+}
+
+impl<B: AutodiffBackend> Default for GradBank<B> {
+    fn default() -> Self {
+        Self {
+            g1: Vec::new(),
+            g2: Vec::new(),
+            g4: Vec::new(),
+        }
+    }
+}
+
+impl<B: AutodiffBackend> GradBank<B> {
+    fn params(&self) -> GradientsParams {
+        let mut gp = GradientsParams::new();
+        for (id, g) in &self.g1 {
+            gp.register(*id, g.clone());
+        }
+        for (id, g) in &self.g2 {
+            gp.register(*id, g.clone());
+        }
+        for (id, g) in &self.g4 {
+            gp.register(*id, g.clone());
+        }
+        gp
+    }
+}
+
+/// One row of `bench step`.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepRow {
+    /// Shape set.
+    pub shapes: String,
+    /// Optimizer.
+    pub optimizer: String,
+    /// Parameters stepped.
+    pub params: usize,
+    /// Median ms per step.
+    pub ms: f64,
+    /// Bytes the optimizer must move per parameter (f32).
+    pub bytes_per_param: usize,
+    /// Achieved GB/s for those bytes.
+    pub gb_per_s: f64,
+    /// The floor (28 bytes/param at the measured copy bandwidth), ms.
+    pub floor_28b_ms: f64,
+    /// ms / floor.
+    pub ratio_to_floor: f64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn sync<B: Backend>(device: &B::Device) {
+    B::sync(device).expect("device synchronisation failed");
+}
+
+/// Copy bandwidth in bytes/s: a large elementwise pass (read + write of f32).
+fn copy_bandwidth<B: Backend>(device: &B::Device, numel: usize) -> f64 {
+    let x = Tensor::<B, 1>::random([numel], Distribution::Default, device);
+    let mut times = Vec::new();
+    for i in 0..8 {
+        sync::<B>(device);
+        let t = Instant::now();
+        let y = x.clone().add_scalar(1.0);
+        sync::<B>(device);
+        if i >= 2 {
+            times.push(t.elapsed().as_secs_f64());
+        }
+        drop(y);
+    }
+    (2 * 4 * numel) as f64 / median(times)
+}
+
+fn time_steps<B, O>(
+    mut optim: O,
+    mut model: ParamBank<B>,
+    grads: &GradBank<B>,
+    args: &StepArgs,
+    device: &B::Device,
+) -> f64
+where
+    B: AutodiffBackend,
+    O: Optimizer<ParamBank<B>, B>,
+{
+    for _ in 0..args.warmup {
+        model = optim.step(1e-3, model, grads.params());
+    }
+    sync::<B>(device);
+    let mut times = Vec::with_capacity(args.iters);
+    for _ in 0..args.iters {
+        let gp = grads.params();
+        let t = Instant::now();
+        model = optim.step(1e-3, model, gp);
+        sync::<B>(device);
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    median(times)
+}
+
+fn step_bench<B: AutodiffBackend>(args: &StepArgs, backend_name: &str) -> anyhow::Result<()> {
+    let device = B::Device::default();
+    let bw_numel = if backend_name == "cuda" {
+        1 << 28
+    } else {
+        1 << 24
+    };
+    let bw = copy_bandwidth::<B::InnerBackend>(&device, bw_numel);
+    println!(
+        "backend {backend_name}; copy bandwidth {:.2} TB/s",
+        bw / 1e12
+    );
+    let mut rows = Vec::new();
+    for set in &args.shapes {
+        let shapes = match set.as_str() {
+            "resnet18" => resnet18_shapes(),
+            "gpt2" => gpt2_shapes(),
+            other => {
+                anyhow::bail!("--shapes: unknown shape set `{other}` (expected resnet18 or gpt2)")
+            }
+        };
+        let n: usize = shapes.iter().map(|s| s.iter().product::<usize>()).sum();
+        let floor_ms = 28.0 * n as f64 / bw * 1e3;
+        let mut record = |name: &str, bytes: usize, ms: f64| {
+            let row = StepRow {
+                shapes: set.clone(),
+                optimizer: name.to_string(),
+                params: n,
+                ms,
+                bytes_per_param: bytes,
+                gb_per_s: bytes as f64 * n as f64 / (ms / 1e3) / 1e9,
+                floor_28b_ms: floor_ms,
+                ratio_to_floor: ms / floor_ms,
+            };
+            println!(
+                "{:9} {:22} params={:7.2}M step={:8.3} ms  {:7.1} GB/s  floor(28B/param)={:.3} ms  ratio={:5.2}",
+                row.shapes, row.optimizer, n as f64 / 1e6, row.ms, row.gb_per_s, floor_ms, row.ratio_to_floor
+            );
+            rows.push(row);
+        };
+        let (model, grads) = bank::<B>(&shapes, &device);
+        let adamw = AdamWConfig::new()
+            .with_epsilon(1e-8)
+            .with_weight_decay(0.1)
+            .init();
+        record(
+            "burn_adamw",
+            28,
+            time_steps(adamw, model.clone(), &grads, args, &device),
+        );
+        let adam = AdamConfig::new().with_epsilon(1e-8).init();
+        record(
+            "burn_adam",
+            28,
+            time_steps(adam, model.clone(), &grads, args, &device),
+        );
+        let padam = PAdamConfig::new().with_p(0.8).with_lambda(1e-2).init()?;
+        record(
+            "padam",
+            28,
+            time_steps(padam, model.clone(), &grads, args, &device),
+        );
+        let psgd = PSgdConfig::new()
+            .with_momentum(0.9)
+            .with_p(0.8)
+            .with_lambda(1e-2)
+            .init()?;
+        record(
+            "psgd_momentum",
+            20,
+            time_steps(psgd, model.clone(), &grads, args, &device),
+        );
+    }
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&rows)?)
+            .map_err(|e| anyhow::anyhow!("--json {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Random weights with exact zeros, tiny and subnormal values mixed in.
+fn tricky_values(n: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let mut next = || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((state >> 33) as f64 / (1u64 << 31) as f64) * 2.0 - 1.0
+    };
+    (0..n)
+        .map(|i| match i % 8 {
+            0 => 0.0,
+            1 => (next() * 1e-39) as f32, // subnormal f32
+            2 => (next() * 1e-7) as f32,
+            _ => (next() * 0.1) as f32,
+        })
+        .collect()
+}
+
+/// One parameter, the tensor under test.
+#[derive(Module, Debug)]
+struct One<B: Backend> {
+    w: Param<Tensor<B, 1>>,
+}
+
+struct VerifyCase {
+    name: &'static str,
+    max_rel_err: f64,
+    nonzero_at_zero: usize,
+    ok: bool,
+}
+
+fn run_case<B, O>(
+    mut optim: O,
+    w0: &[f32],
+    grads: &[Vec<f32>],
+    lr: f64,
+    device: &B::Device,
+) -> Vec<f32>
+where
+    B: AutodiffBackend,
+    O: Optimizer<One<B>, B>,
+{
+    let mut m = One {
+        w: Param::from_tensor(Tensor::<B, 1>::from_data(
+            TensorData::new(w0.to_vec(), [w0.len()]),
+            device,
+        )),
+    };
+    for g in grads {
+        let mut gp = GradientsParams::new();
+        gp.register(
+            m.w.id,
+            Tensor::<B::InnerBackend, 1>::from_data(TensorData::new(g.clone(), [g.len()]), device),
+        );
+        m = optim.step(lr, m, gp);
+    }
+    to_vec(m.w.val())
+}
+
+fn verify<B: AutodiffBackend>(args: &VerifyArgs) -> anyhow::Result<()> {
+    let device = B::Device::default();
+    let n = args.numel;
+    let w0 = tricky_values(n, args.seed);
+    let grads: Vec<Vec<f32>> = (0..args.steps)
+        .map(|k| {
+            tricky_values(n, args.seed + 100 + k as u64)
+                .iter()
+                .map(|g| g * 0.1)
+                .collect()
+        })
+        .collect();
+    let grads64: Vec<Vec<f64>> = grads
+        .iter()
+        .map(|g| g.iter().map(|&x| x as f64).collect())
+        .collect();
+    let w064: Vec<f64> = w0.iter().map(|&x| x as f64).collect();
+    let lr = 1e-2;
+    let adam = AdamParams {
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+    };
+    let mut cases = Vec::new();
+    let compare = |name: &'static str, got: Vec<f32>, want: Vec<f64>| -> VerifyCase {
+        let (mut num, mut den) = (0.0f64, 0.0f64);
+        let mut nonzero_at_zero = 0;
+        for i in 0..n {
+            let d = got[i] as f64 - want[i];
+            num += d * d;
+            den += want[i] * want[i];
+            if want[i] == 0.0 && got[i] != 0.0 {
+                nonzero_at_zero += 1;
+            }
+            if !got[i].is_finite() {
+                nonzero_at_zero += 1;
+            }
+        }
+        let rel = (num / den.max(1e-300)).sqrt();
+        VerifyCase {
+            name,
+            max_rel_err: rel,
+            nonzero_at_zero,
+            ok: rel < 1e-5 && nonzero_at_zero == 0,
+        }
+    };
+    for &(p, lambda) in &[
+        (0.5, 1e-2),
+        (0.8, 1e-3),
+        (1.0, 1e-2),
+        (1.5, 1e-1),
+        (2.0, 1e-2),
+        (3.0, 1e-2),
+    ] {
+        let decay = Decay::new(p, lambda);
+        // PAdam
+        let optim = PAdamConfig::new()
+            .with_p(p)
+            .with_lambda(lambda)
+            .init::<B, One<B>>()?;
+        let got = run_case::<B, _>(optim, &w0, &grads, lr, &device);
+        let mut want = w064.clone();
+        let mut st = reference::AdamState::new(n);
+        for g in &grads64 {
+            reference::padam_step(&mut want, g, &mut st, lr, &adam, &decay);
+        }
+        let mut c = compare("padam", got, want);
+        c.name = leak(format!("padam p={p} lambda={lambda}"));
+        cases.push(c);
+        // pSGD with Nesterov momentum
+        let sp = SgdParams {
+            momentum: 0.9,
+            dampening: 0.0,
+            nesterov: true,
+        };
+        let optim = PSgdConfig::new()
+            .with_momentum(0.9)
+            .with_nesterov(true)
+            .with_p(p)
+            .with_lambda(lambda)
+            .init::<B, One<B>>()?;
+        let got = run_case::<B, _>(optim, &w0, &grads, lr, &device);
+        let mut want = w064.clone();
+        let mut st = reference::SgdState::new(n);
+        for g in &grads64 {
+            reference::psgd_step(&mut want, g, &mut st, lr, &sp, &decay);
+        }
+        let mut c = compare("psgd", got, want);
+        c.name = leak(format!("psgd nesterov p={p} lambda={lambda}"));
+        cases.push(c);
+    }
+    // Extensions: elastic net, non-adiabatic s, p schedule.
+    {
+        let decay = Decay {
+            p: 0.8,
+            lambda: 1e-2,
+            lambda2: 0.5,
+            s_rate: Some(0.3),
+        };
+        let optim = PAdamConfig::new()
+            .with_p(0.8)
+            .with_lambda(1e-2)
+            .with_lambda2(0.5)
+            .with_s_rate(0.3)
+            .init::<B, One<B>>()?;
+        let got = run_case::<B, _>(optim, &w0, &grads, lr, &device);
+        let mut want = w064.clone();
+        let mut st = reference::AdamState::new(n);
+        for g in &grads64 {
+            reference::padam_step(&mut want, g, &mut st, lr, &adam, &decay);
+        }
+        let mut c = compare("padam", got, want);
+        c.name = "padam elastic-net + non-adiabatic s";
+        cases.push(c);
+
+        let sched = Schedule::p_anneal(0.6, 3);
+        let optim = PAdamConfig::new()
+            .with_p_schedule(sched.clone())
+            .with_lambda(1e-2)
+            .init::<B, One<B>>()?;
+        let got = run_case::<B, _>(optim, &w0, &grads, lr, &device);
+        let mut want = w064.clone();
+        let mut st = reference::AdamState::new(n);
+        for (t, g) in grads64.iter().enumerate() {
+            reference::padam_step(
+                &mut want,
+                g,
+                &mut st,
+                lr,
+                &adam,
+                &Decay::new(sched.value(t), 1e-2),
+            );
+        }
+        let mut c = compare("padam", got, want);
+        c.name = "padam p schedule 2 -> 0.6";
+        cases.push(c);
+    }
+    // pWD around other burn optimizers: the base's own step (w_hat) comes from burn on this
+    // backend, the decay from the float64 reference.
+    cases.push(verify_wrapped::<B, _>(
+        "pwd(rmsprop)",
+        RmsPropConfig::new().build(),
+        &w0,
+        &grads,
+        lr,
+        &device,
+    )?);
+    cases.push(verify_wrapped::<B, _>(
+        "pwd(adagrad)",
+        AdaGradConfig::new().build(),
+        &w0,
+        &grads,
+        lr,
+        &device,
+    )?);
+
+    println!(
+        "{:42} {:>12} {:>14}  result",
+        "case", "rel. error", "zeros broken"
+    );
+    let mut failed = 0;
+    for c in &cases {
+        println!(
+            "{:42} {:>12.3e} {:>14}  {}",
+            c.name,
+            c.max_rel_err,
+            c.nonzero_at_zero,
+            if c.ok { "ok" } else { "FAIL" }
+        );
+        failed += usize::from(!c.ok);
+    }
+    println!("{} passed, {} failed", cases.len() - failed, failed);
+    if failed > 0 {
+        anyhow::bail!("{failed} optimizer cases differ from the float64 reference");
+    }
+    Ok(())
+}
+
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
+/// pWD around `base`: each step, `w_new` must equal `w_hat * factor(w_old)` where `w_hat` comes
+/// from the bare base optimizer stepping from the same weights and state.
+fn verify_wrapped<B, O>(
+    name: &'static str,
+    base: O,
+    w0: &[f32],
+    grads: &[Vec<f32>],
+    lr: f64,
+    device: &B::Device,
+) -> anyhow::Result<VerifyCase>
+where
+    B: AutodiffBackend,
+    O: SimpleOptimizer<B::InnerBackend>,
+{
+    let (p, lambda) = (0.7, 1e-2);
+    let n = w0.len();
+    let mut wrapped = PWdConfig::new()
+        .with_p(p)
+        .with_lambda(lambda)
+        .init_with::<B, One<B>, _>(base.clone())?;
+    let mut bare = burn::optim::adaptor::OptimizerAdaptor::<O, One<B>, B>::from(base);
+    let mut m = One {
+        w: Param::from_tensor(Tensor::<B, 1>::from_data(
+            TensorData::new(w0.to_vec(), [n]),
+            device,
+        )),
+    };
+    let (mut num, mut den, mut broken) = (0.0f64, 0.0f64, 0usize);
+    for g in grads {
+        let w_old = to_vec(m.w.val());
+        let grad = |id| {
+            let mut gp = GradientsParams::new();
+            let t = TensorData::new(g.clone(), [n]);
+            gp.register(id, Tensor::<B::InnerBackend, 1>::from_data(t, device));
+            gp
+        };
+        // Same parameter id and weights: the bare optimizer's state advances in lockstep.
+        let w_hat = to_vec(bare.step(lr, One { w: m.w.clone() }, grad(m.w.id)).w.val());
+        let id = m.w.id;
+        m = wrapped.step(lr, m, grad(id));
+        let got = to_vec(m.w.val());
+        for i in 0..n {
+            let want =
+                w_hat[i] as f64 * reference::factor(w_old[i] as f64, lr, p, lambda, 0.0, None);
+            let d = got[i] as f64 - want;
+            num += d * d;
+            den += want * want;
+            if (want == 0.0 && got[i] != 0.0) || !got[i].is_finite() {
+                broken += 1;
+            }
+        }
+    }
+    let rel = (num / den.max(1e-300)).sqrt();
+    Ok(VerifyCase {
+        name,
+        max_rel_err: rel,
+        nonzero_at_zero: broken,
+        ok: rel < 1e-5 && broken == 0,
+    })
+}
+
+fn to_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .into_vec()
+        .expect("float tensor converts to f32")
 }
