@@ -1,1 +1,5 @@
 //! Models, one module each.
+
+pub mod fashion_cnn;
+pub mod nanogpt;
+pub mod resnet;

@@ -1,0 +1,289 @@
+//! A character-level GPT after Karpathy's nanoGPT (`shakespeare_char` configuration): token
+//! and learned position embeddings, `n_layer` pre-norm blocks of causal multi-head
+//! self-attention and a 4x GELU MLP, a final LayerNorm and an untied linear head without bias.
+//!
+//! Defaults: vocabulary 65, context 256, 6 layers, 6 heads, width 384, dropout 0.2, biases in
+//! the LayerNorms and the block's linear layers: 10,795,776 parameters.
+//!
+//! Initialisation follows nanoGPT, drawn from the crate's seeded [`Rng`]: linear and embedding
+//! weights normal with std 0.02, the residual output projections with std
+//! `0.02 / sqrt(2 * n_layer)`, biases 0, LayerNorm weight 1 and bias 0. Dropout is active only
+//! on an autodiff backend (training).
+
+use burn::module::{Module, Param};
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::nn::{Dropout, DropoutConfig, Embedding, Gelu, LayerNorm, LayerNormConfig, Linear};
+use burn::tensor::activation::softmax;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Bool, Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use crate::data::Rng;
+
+/// Shape of a [`NanoGpt`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NanoGptConfig {
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Longest context (number of position embeddings).
+    pub block_size: usize,
+    /// Number of transformer blocks.
+    pub n_layer: usize,
+    /// Attention heads per block (must divide `n_embd`).
+    pub n_head: usize,
+    /// Width of the residual stream.
+    pub n_embd: usize,
+    /// Dropout probability (embeddings, attention weights, residual branches).
+    pub dropout: f64,
+    /// Bias in the LayerNorms and in the blocks' linear layers (the head never has one).
+    pub bias: bool,
+}
+
+impl Default for NanoGptConfig {
+    /// nanoGPT's `shakespeare_char` model: 65 characters, context 256, 6 x 6 heads x 384,
+    /// dropout 0.2, with biases.
+    fn default() -> Self {
+        Self {
+            vocab_size: 65,
+            block_size: 256,
+            n_layer: 6,
+            n_head: 6,
+            n_embd: 384,
+            dropout: 0.2,
+            bias: true,
+        }
+    }
+}
+
+impl NanoGptConfig {
+    /// Number of parameters the model has.
+    pub fn param_count(&self) -> usize {
+        let c = self.n_embd;
+        let b = usize::from(self.bias);
+        let ln = c + b * c;
+        let linear = |i: usize, o: usize| i * o + b * o;
+        let block = 2 * ln + linear(c, 3 * c) + linear(c, c) + linear(c, 4 * c) + linear(4 * c, c);
+        self.vocab_size * c + self.block_size * c + self.n_layer * block + ln + c * self.vocab_size
+    }
+
+    /// Build the model with weights drawn from `Rng::new(seed)`.
+    ///
+    /// # Panics
+    /// When `n_head` does not divide `n_embd`.
+    pub fn init<B: Backend>(&self, seed: u64, device: &B::Device) -> NanoGpt<B> {
+        assert!(
+            self.n_head > 0 && self.n_embd.is_multiple_of(self.n_head),
+            "n_head must divide n_embd"
+        );
+        let mut rng = Rng::new(seed);
+        let c = self.n_embd;
+        let std = 0.02;
+        let proj_std = 0.02 / ((2 * self.n_layer) as f64).sqrt();
+        let dropout = || DropoutConfig::new(self.dropout).init();
+        let layer_norm = || LayerNormConfig::new(c).with_bias(self.bias).init(device);
+        let wte = Embedding {
+            weight: normal_param(&mut rng, [self.vocab_size, c], std, device),
+        };
+        let wpe = Embedding {
+            weight: normal_param(&mut rng, [self.block_size, c], std, device),
+        };
+        let blocks = (0..self.n_layer)
+            .map(|_| Block {
+                ln_1: layer_norm(),
+                attn: CausalSelfAttention {
+                    c_attn: linear(&mut rng, c, 3 * c, std, self.bias, device),
+                    c_proj: linear(&mut rng, c, c, proj_std, self.bias, device),
+                    attn_dropout: dropout(),
+                    resid_dropout: dropout(),
+                    n_head: self.n_head,
+                },
+                ln_2: layer_norm(),
+                mlp: GptMlp {
+                    c_fc: linear(&mut rng, c, 4 * c, std, self.bias, device),
+                    gelu: Gelu::new(),
+                    c_proj: linear(&mut rng, 4 * c, c, proj_std, self.bias, device),
+                    dropout: dropout(),
+                },
+            })
+            .collect();
+        let lm_head = linear(&mut rng, c, self.vocab_size, std, false, device);
+        NanoGpt {
+            wte,
+            wpe,
+            drop: dropout(),
+            blocks,
+            ln_f: layer_norm(),
+            lm_head,
+            block_size: self.block_size,
+        }
+    }
+}
+
+/// Standard normal draw (Box-Muller).
+fn normal(rng: &mut Rng) -> f64 {
+    let u1 = 1.0 - rng.next_f64();
+    let u2 = rng.next_f64();
+    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+}
+
+fn normal_param<B: Backend>(
+    rng: &mut Rng,
+    shape: [usize; 2],
+    std: f64,
+    device: &B::Device,
+) -> Param<Tensor<B, 2>> {
+    let values: Vec<f32> = (0..shape[0] * shape[1])
+        .map(|_| (std * normal(rng)) as f32)
+        .collect();
+    Param::from_tensor(Tensor::from_data(TensorData::new(values, shape), device))
+}
+
+fn linear<B: Backend>(
+    rng: &mut Rng,
+    d_in: usize,
+    d_out: usize,
+    std: f64,
+    bias: bool,
+    device: &B::Device,
+) -> Linear<B> {
+    Linear {
+        weight: normal_param(rng, [d_in, d_out], std, device),
+        bias: bias.then(|| Param::from_tensor(Tensor::zeros([d_out], device))),
+    }
+}
+
+/// Multi-head self-attention where position `t` sees positions `0..=t` only.
+#[derive(Module, Debug)]
+pub struct CausalSelfAttention<B: Backend> {
+    /// Query, key and value projections in one (`C -> 3C`).
+    pub c_attn: Linear<B>,
+    /// Output projection (`C -> C`).
+    pub c_proj: Linear<B>,
+    /// Dropout on the attention weights.
+    pub attn_dropout: Dropout,
+    /// Dropout on the output.
+    pub resid_dropout: Dropout,
+    /// Number of heads.
+    pub n_head: usize,
+}
+
+impl<B: Backend> CausalSelfAttention<B> {
+    /// `[batch, time, C] -> [batch, time, C]`.
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [b, t, c] = x.dims();
+        let h = self.n_head;
+        let hd = c / h;
+        let mut qkv = self.c_attn.forward(x).chunk(3, 2);
+        let heads = |z: Tensor<B, 3>| z.reshape([b, t, h, hd]).swap_dims(1, 2);
+        let v = heads(qkv.pop().expect("3 chunks"));
+        let k = heads(qkv.pop().expect("3 chunks"));
+        let q = heads(qkv.pop().expect("3 chunks"));
+        let att = q.matmul(k.swap_dims(2, 3)) * (1.0 / (hd as f64).sqrt());
+        let mask = Tensor::<B, 2, Bool>::tril_mask([t, t], 0, &att.device())
+            .unsqueeze::<4>()
+            .expand([b, h, t, t]);
+        let att = softmax(att.mask_fill(mask, f32::NEG_INFINITY), 3);
+        let y = self.attn_dropout.forward(att).matmul(v);
+        let y = y.swap_dims(1, 2).reshape([b, t, c]);
+        self.resid_dropout.forward(self.c_proj.forward(y))
+    }
+}
+
+/// `C -> 4C -> GELU -> C`, then dropout.
+#[derive(Module, Debug)]
+pub struct GptMlp<B: Backend> {
+    /// Expansion (`C -> 4C`).
+    pub c_fc: Linear<B>,
+    /// Exact (erf) GELU.
+    pub gelu: Gelu,
+    /// Projection back (`4C -> C`).
+    pub c_proj: Linear<B>,
+    /// Dropout on the output.
+    pub dropout: Dropout,
+}
+
+impl<B: Backend> GptMlp<B> {
+    /// `[batch, time, C] -> [batch, time, C]`.
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let x = self.gelu.forward(self.c_fc.forward(x));
+        self.dropout.forward(self.c_proj.forward(x))
+    }
+}
+
+/// Pre-norm transformer block: `x + attn(ln_1(x))`, then `x + mlp(ln_2(x))`.
+#[derive(Module, Debug)]
+pub struct Block<B: Backend> {
+    /// LayerNorm before attention.
+    pub ln_1: LayerNorm<B>,
+    /// Causal self-attention.
+    pub attn: CausalSelfAttention<B>,
+    /// LayerNorm before the MLP.
+    pub ln_2: LayerNorm<B>,
+    /// The MLP.
+    pub mlp: GptMlp<B>,
+}
+
+impl<B: Backend> Block<B> {
+    /// `[batch, time, C] -> [batch, time, C]`.
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let x = x.clone() + self.attn.forward(self.ln_1.forward(x));
+        x.clone() + self.mlp.forward(self.ln_2.forward(x))
+    }
+}
+
+/// The character GPT; parameter names follow nanoGPT (`wte`, `wpe`, `blocks.0.attn.c_attn`,
+/// ..., `ln_f`, `lm_head`).
+#[derive(Module, Debug)]
+pub struct NanoGpt<B: Backend> {
+    /// Token embeddings `[vocab, C]`.
+    pub wte: Embedding<B>,
+    /// Position embeddings `[block_size, C]`.
+    pub wpe: Embedding<B>,
+    /// Dropout on the summed embeddings.
+    pub drop: Dropout,
+    /// The transformer blocks.
+    pub blocks: Vec<Block<B>>,
+    /// Final LayerNorm.
+    pub ln_f: LayerNorm<B>,
+    /// Output head `C -> vocab`, no bias, not tied to `wte`.
+    pub lm_head: Linear<B>,
+    /// Longest context.
+    pub block_size: usize,
+}
+
+impl<B: Backend> NanoGpt<B> {
+    /// Logits `[batch, time, vocab]` for tokens `[batch, time]` (`time <= block_size`).
+    ///
+    /// # Panics
+    /// When the sequence is longer than the context.
+    pub fn forward(&self, idx: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        let [_, t] = idx.dims();
+        assert!(
+            t <= self.block_size,
+            "sequence of length {t} is longer than the context {}",
+            self.block_size
+        );
+        let device = idx.device();
+        let pos = Tensor::<B, 1, Int>::arange(0..t as i64, &device).unsqueeze::<2>();
+        let x = self.wte.forward(idx) + self.wpe.forward(pos);
+        let mut x = self.drop.forward(x);
+        for block in &self.blocks {
+            x = block.forward(x);
+        }
+        self.lm_head.forward(self.ln_f.forward(x))
+    }
+
+    /// Logits and the mean cross-entropy of predicting `targets` `[batch, time]`.
+    pub fn forward_loss(
+        &self,
+        idx: Tensor<B, 2, Int>,
+        targets: Tensor<B, 2, Int>,
+    ) -> (Tensor<B, 3>, Tensor<B, 1>) {
+        let logits = self.forward(idx);
+        let [b, t, v] = logits.dims();
+        let loss = CrossEntropyLossConfig::new()
+            .init(&logits.device())
+            .forward(logits.clone().reshape([b * t, v]), targets.reshape([b * t]));
+        (logits, loss)
+    }
+}
