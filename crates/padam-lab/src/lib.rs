@@ -7,3 +7,4 @@ pub mod data;
 pub mod demo;
 pub mod models;
 pub mod toy;
+pub mod train_loop;
