@@ -126,22 +126,25 @@ pub fn validate_adam(
     beta_2: f64,
     epsilon: f64,
 ) -> Result<(), ConfigError> {
+    // burn's Adam takes these as f32: a beta that rounds to 1.0 there (e.g. 0.99999999) zeroes
+    // a bias correction, and an epsilon that rounds to 0 allows 0/0; both give NaN weights.
     for (field, beta) in [("beta_1", beta_1), ("beta_2", beta_2)] {
-        if !(0.0..1.0).contains(&beta) {
+        if !((0.0..1.0).contains(&beta) && (beta as f32) < 1.0) {
             return Err(ConfigError::new(
                 optimizer,
                 field,
                 beta,
-                "betas must be in [0, 1)",
+                "betas must be in [0, 1), also after rounding to f32",
             ));
         }
     }
-    if !(epsilon.is_finite() && epsilon > 0.0) {
+    let eps32 = epsilon as f32;
+    if !(epsilon.is_finite() && epsilon > 0.0 && eps32 > 0.0 && eps32.is_finite()) {
         return Err(ConfigError::new(
             optimizer,
             "epsilon",
             epsilon,
-            "epsilon must be finite and > 0",
+            "epsilon must be finite and > 0, also after rounding to f32",
         ));
     }
     Ok(())

@@ -22,7 +22,7 @@
 //! - The denominator is `>= 1` and never NaN for finite inputs (both terms are `>= 0`), so the
 //!   factor lies in `[0, 1]` and multiplying keeps the sign of `w_hat`.
 
-use burn::tensor::{backend::Backend, Tensor};
+use burn::tensor::{backend::Backend, DType, Tensor};
 
 /// The scalars one decay step needs, already evaluated for this step (schedules applied).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -83,7 +83,7 @@ pub fn relax_s<B: Backend, const D: usize>(
     target: Tensor<B, D>,
     rate: f64,
 ) -> Tensor<B, D> {
-    s.mul_scalar(1.0 - rate).add(target.mul_scalar(rate))
+    mul_nonneg_scalar(s, 1.0 - rate).add(mul_nonneg_scalar(target, rate))
 }
 
 /// Apply the decay to `w_hat` with a given `s` (per weight): `w_hat / (1 + lr*lambda2 + c*s)`.
@@ -97,7 +97,7 @@ pub fn apply_with_s<B: Backend, const D: usize>(
         // No p-term: never form c * s (s may be +inf).
         return scale(w_hat, 1.0 / step.base_denominator());
     }
-    let denominator = s.mul_scalar(c).add_scalar(step.base_denominator());
+    let denominator = mul_nonneg_scalar(s, c).add_scalar(step.base_denominator());
     w_hat.div(denominator)
 }
 
@@ -111,6 +111,30 @@ pub fn apply<B: Backend, const D: usize>(
         return scale(w_hat, step.uniform_factor());
     }
     apply_with_s(w_hat, s_target(w_old, step.p), step)
+}
+
+/// `t * k` for a host scalar `k > 0` and `t >= 0` that may hold `+inf` (`s` at `w_old = 0`).
+///
+/// `k` is rounded to the tensor's dtype, where a tiny `k` becomes 0 (below ~1.4e-45 in f32,
+/// ~6e-8 in f16) and `inf * 0` would be NaN. The exact product there is `+inf`; only in that
+/// case are the infinities restored (one extra pass), so the usual path costs nothing.
+fn mul_nonneg_scalar<B: Backend, const D: usize>(t: Tensor<B, D>, k: f64) -> Tensor<B, D> {
+    if k > smallest_positive(t.dtype()) {
+        return t.mul_scalar(k);
+    }
+    let inf = t.clone().is_inf();
+    t.mul_scalar(k).mask_fill(inf, f64::INFINITY)
+}
+
+/// The smallest positive (subnormal) value of a float dtype; conservative for others.
+fn smallest_positive(dtype: DType) -> f64 {
+    match dtype {
+        DType::F64 => f64::from_bits(1),
+        DType::F32 | DType::Flex32 => f32::from_bits(1) as f64,
+        DType::BF16 => 9.183_549_615_799_121e-41, // 2^-133
+        DType::F16 => 5.960_464_477_539_063e-8,   // 2^-24
+        _ => 1e-6,
+    }
 }
 
 fn scale<B: Backend, const D: usize>(w: Tensor<B, D>, factor: f64) -> Tensor<B, D> {

@@ -107,7 +107,7 @@ impl PSgdConfig {
 
     /// burn's SGD with this momentum and no weight decay: the base of pSGD.
     pub fn base<B: Backend>(&self) -> Sgd<B> {
-        let momentum = (self.momentum != 0.0).then(|| MomentumConfig {
+        let momentum = (self.momentum != 0.0).then_some(MomentumConfig {
             momentum: self.momentum,
             dampening: self.dampening,
             nesterov: self.nesterov,

@@ -1,0 +1,194 @@
+//! SPEC 4: a NaN or infinite gradient must not silently poison the weights; it is detected and
+//! reported by parameter path, per the documented policy (`NonFinitePolicy`).
+//! - `Error` (default): `try_step` returns the error with the unchanged module; `step` panics.
+//! - `SkipTensor`: the offending tensor (weights and state) is left as is, the others update.
+
+mod common;
+
+use burn::module::ParamId;
+use burn::optim::{GradientsParams, Optimizer};
+use burn::tensor::{Tensor, TensorData};
+use common::*;
+use padam::{NonFiniteParam, NonFinitePolicy, PAdamConfig, PSgdConfig, StepFailure};
+
+/// Overwrite some entries of one parameter's gradient.
+fn poison<const D: usize>(grads: &mut GradientsParams, id: ParamId, edits: &[(usize, f32)]) {
+    let g: Tensor<IB, D> = grads.remove(id).expect("gradient present");
+    let shape = g.shape();
+    let mut v = read(g);
+    for &(i, x) in edits {
+        v[i] = x;
+    }
+    grads.register(
+        id,
+        Tensor::<IB, D>::from_data(TensorData::new(v, shape), &device()),
+    );
+}
+
+/// NaN at entries 0 and 5 of `fc1.weight`.
+fn nan_at_0_and_5(m: &Mlp<B>, k: u64) -> GradientsParams {
+    let mut g = mlp_grads(m, k);
+    poison::<2>(&mut g, m.fc1.weight.id, &[(0, f32::NAN), (5, f32::NAN)]);
+    g
+}
+
+/// Also +inf and -inf at entries 0 and 2 of `fc2.bias`.
+fn bad_grads(m: &Mlp<B>, k: u64) -> GradientsParams {
+    let mut g = nan_at_0_and_5(m, k);
+    let id = m.fc2.bias.as_ref().unwrap().id;
+    poison::<1>(&mut g, id, &[(0, f32::INFINITY), (2, f32::NEG_INFINITY)]);
+    g
+}
+
+#[test]
+fn error_policy_is_the_default() {
+    assert_eq!(PAdamConfig::new().decay.non_finite, NonFinitePolicy::Error);
+    assert_eq!(PSgdConfig::new().decay.non_finite, NonFinitePolicy::Error);
+}
+
+#[test]
+fn error_policy_try_step_names_every_bad_parameter_and_returns_module_unchanged() {
+    let mut optim = PAdamConfig::new().init::<B, Mlp<B>>().unwrap();
+    let m = mlp(1);
+    let before = mlp_values(&m);
+    let grads = bad_grads(&m, 0);
+    let err = optim.try_step(1e-2, m, grads).expect_err("must refuse");
+    let StepFailure::NonFiniteGradient(nf) = &err.error else {
+        panic!("wrong failure {:?}", err.error)
+    };
+    assert_eq!(nf.step, 0);
+    assert_eq!(
+        nf.params,
+        vec![
+            NonFiniteParam {
+                path: "fc1.weight".into(),
+                count: 2
+            },
+            NonFiniteParam {
+                path: "fc2.bias".into(),
+                count: 2
+            },
+        ]
+    );
+    let msg = err.to_string();
+    assert_eq!(
+        msg,
+        "non-finite gradient (NaN or inf) at step 0 in `fc1.weight` (2 values), \
+         `fc2.bias` (2 values); the weights were left unchanged"
+    );
+    // The module handed back is the one given, bit for bit; no step was counted.
+    let m = err.module;
+    for (a, b) in mlp_values(&m).iter().zip(&before) {
+        assert_eq!(bits(a), bits(b));
+    }
+    assert_eq!(optim.steps(), 0);
+    assert_eq!(optim.skipped_updates(), 0);
+    // The optimizer state is untouched too: the next (good) step equals a fresh optimizer's
+    // first step.
+    let mut fresh = PAdamConfig::new().init::<B, Mlp<B>>().unwrap();
+    let a = optim.step(1e-2, m.clone(), mlp_grads(&m, 0));
+    let b = fresh.step(1e-2, m.clone(), mlp_grads(&m, 0));
+    for (x, y) in mlp_values(&a).iter().zip(mlp_values(&b)) {
+        assert_eq!(bits(x), bits(&y));
+    }
+    assert_eq!(optim.steps(), 1);
+}
+
+#[test]
+fn error_policy_counts_the_step_index() {
+    let mut optim = PSgdConfig::new().init::<B, Mlp<B>>().unwrap();
+    let mut m = mlp(2);
+    for k in 0..3 {
+        let g = mlp_grads(&m, k);
+        m = optim.step(0.05, m, g);
+    }
+    let g = nan_at_0_and_5(&m, 3);
+    let err = optim.try_step(0.05, m, g).expect_err("must refuse");
+    match err.error {
+        StepFailure::NonFiniteGradient(nf) => {
+            assert_eq!(nf.step, 3);
+            assert_eq!(nf.params.len(), 1);
+            assert_eq!(nf.params[0].path, "fc1.weight");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+#[should_panic(expected = "non-finite gradient (NaN or inf) at step 0 in `fc1.weight` (2 values)")]
+fn error_policy_optimizer_step_panics_naming_the_parameter() {
+    let mut optim = PAdamConfig::new().init::<B, Mlp<B>>().unwrap();
+    let m = mlp(1);
+    let g = nan_at_0_and_5(&m, 0);
+    let _ = optim.step(1e-2, m, g);
+}
+
+#[test]
+fn error_policy_detects_nan_and_both_infinities_on_one_parameter() {
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        let mut optim = PAdamConfig::new().init::<B, Vector<B>>().unwrap();
+        let m = vector(&[0.5, 0.25, 0.0]);
+        let g = vector_grads(&m, &[0.1, bad, 0.2]);
+        let err = optim.try_step(1e-2, m, g).expect_err("must refuse");
+        assert!(err.to_string().contains("`w` (1 values)"), "{err}");
+    }
+}
+
+/// Finite gradients whose sum overflows f32 are not non-finite and must not be refused.
+#[test]
+fn large_finite_gradients_are_not_flagged() {
+    let mut optim = PAdamConfig::new().init::<B, Vector<B>>().unwrap();
+    let m = vector(&[0.5, 0.25, 0.0]);
+    let g = vector_grads(&m, &[3e38, 3e38, -1e38]);
+    let m = optim
+        .try_step(1e-2, m, g)
+        .expect("finite gradients are fine");
+    assert!(values(&m).iter().all(|w| w.is_finite()));
+}
+
+/// SkipTensor: the offending tensors keep their weights and optimizer state, the others update
+/// exactly as if the offending gradients had not been given at all; skips are counted.
+#[test]
+fn skip_tensor_policy_leaves_bad_tensors_and_updates_the_rest() {
+    let cfg = PAdamConfig::new()
+        .with_p(0.8)
+        .with_lambda(0.01)
+        .with_non_finite(NonFinitePolicy::SkipTensor);
+    let mut skip = cfg.init::<B, Mlp<B>>().unwrap();
+    let mut absent = cfg.init::<B, Mlp<B>>().unwrap();
+    let (mut a, mut b) = (mlp(3), mlp(3));
+    let start = mlp_values(&a);
+    for k in 0..4 {
+        // Steps 0 and 2 carry NaN/inf in fc1.weight and fc2.bias.
+        let bad_step = k % 2 == 0;
+        let ga = if bad_step {
+            bad_grads(&a, k)
+        } else {
+            mlp_grads(&a, k)
+        };
+        let mut gb = mlp_grads(&b, k);
+        if bad_step {
+            let _: Option<Tensor<IB, 2>> = gb.remove(b.fc1.weight.id);
+            let _: Option<Tensor<IB, 1>> = gb.remove(b.fc2.bias.as_ref().unwrap().id);
+        }
+        let before = mlp_values(&a);
+        a = skip
+            .try_step(1e-2, a, ga)
+            .expect("SkipTensor never refuses");
+        b = absent.step(1e-2, b, gb);
+        let after = mlp_values(&a);
+        if bad_step {
+            assert_eq!(bits(&after[0]), bits(&before[0]), "fc1.weight untouched");
+            assert_eq!(bits(&after[3]), bits(&before[3]), "fc2.bias untouched");
+        }
+        assert_ne!(after[1], before[1], "fc1.bias updated");
+        assert_ne!(after[2], before[2], "fc2.weight updated");
+        for (x, y) in after.iter().zip(mlp_values(&b)) {
+            assert_eq!(bits(x), bits(&y), "step {k}");
+        }
+        assert!(after.iter().flatten().all(|w| w.is_finite()));
+    }
+    assert_eq!(skip.skipped_updates(), 4); // two tensors, two bad steps
+    assert_eq!(skip.steps(), 4);
+    assert_ne!(mlp_values(&a)[0], start[0]);
+}
