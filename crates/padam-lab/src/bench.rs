@@ -18,7 +18,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Distribution, Tensor, TensorData};
 use clap::{Args, Subcommand, ValueEnum};
 use padam::reference::{self, AdamParams, Decay, SgdParams};
-use padam::{PAdamConfig, PSgdConfig, PWdConfig, Schedule};
+use padam::{NonFinitePolicy, PAdamConfig, PSgdConfig, PWdConfig, Schedule};
 use serde::Serialize;
 
 /// Benchmarks.
@@ -48,6 +48,14 @@ pub struct StepArgs {
     /// Parameter-shape sets to time (resnet18, gpt2).
     #[arg(long, value_delimiter = ',', default_value = "resnet18,gpt2")]
     pub shapes: Vec<String>,
+    /// Optimizers to time: burn_adamw, burn_adam, padam, padam_unchecked (no non-finite
+    /// check), padam_lambda0 (check + Adam, no decay math), psgd_momentum.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "burn_adamw,burn_adam,padam,padam_unchecked,padam_lambda0,psgd_momentum"
+    )]
+    pub optimizers: Vec<String>,
     /// Timed steps per optimizer (after warm-up); the median is reported.
     #[arg(long, default_value_t = 30)]
     pub iters: usize,
@@ -344,37 +352,43 @@ fn step_bench<B: AutodiffBackend>(args: &StepArgs, backend_name: &str) -> anyhow
             rows.push(row);
         };
         let (model, grads) = bank::<B>(&shapes, &device);
-        let adamw = AdamWConfig::new()
-            .with_epsilon(1e-8)
-            .with_weight_decay(0.1)
-            .init();
-        record(
-            "burn_adamw",
-            28,
-            time_steps(adamw, model.clone(), &grads, args, &device),
-        );
-        let adam = AdamConfig::new().with_epsilon(1e-8).init();
-        record(
-            "burn_adam",
-            28,
-            time_steps(adam, model.clone(), &grads, args, &device),
-        );
-        let padam = PAdamConfig::new().with_p(0.8).with_lambda(1e-2).init()?;
-        record(
-            "padam",
-            28,
-            time_steps(padam, model.clone(), &grads, args, &device),
-        );
-        let psgd = PSgdConfig::new()
-            .with_momentum(0.9)
-            .with_p(0.8)
-            .with_lambda(1e-2)
-            .init()?;
-        record(
-            "psgd_momentum",
-            20,
-            time_steps(psgd, model.clone(), &grads, args, &device),
-        );
+        for name in &args.optimizers {
+            let m = model.clone();
+            let (bytes, ms) = match name.as_str() {
+                "burn_adamw" => {
+                    let o = AdamWConfig::new().with_epsilon(1e-8).with_weight_decay(0.1).init();
+                    (28, time_steps(o, m, &grads, args, &device))
+                }
+                "burn_adam" => {
+                    let o = AdamConfig::new().with_epsilon(1e-8).init();
+                    (28, time_steps(o, m, &grads, args, &device))
+                }
+                "padam" => {
+                    let o = PAdamConfig::new().with_p(0.8).with_lambda(1e-2).init()?;
+                    (28, time_steps(o, m, &grads, args, &device))
+                }
+                "padam_unchecked" => {
+                    let o = PAdamConfig::new()
+                        .with_p(0.8)
+                        .with_lambda(1e-2)
+                        .with_non_finite(NonFinitePolicy::Unchecked)
+                        .init()?;
+                    (28, time_steps(o, m, &grads, args, &device))
+                }
+                "padam_lambda0" => {
+                    let o = PAdamConfig::new().with_lambda(0.0).init()?;
+                    (28, time_steps(o, m, &grads, args, &device))
+                }
+                "psgd_momentum" => {
+                    let o = PSgdConfig::new().with_momentum(0.9).with_p(0.8).with_lambda(1e-2).init()?;
+                    (20, time_steps(o, m, &grads, args, &device))
+                }
+                other => anyhow::bail!(
+                    "--optimizers: unknown optimizer `{other}` (expected burn_adamw, burn_adam, padam, padam_unchecked, padam_lambda0 or psgd_momentum)"
+                ),
+            };
+            record(name, bytes, ms);
+        }
     }
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&rows)?)

@@ -20,6 +20,10 @@ pub enum NonFinitePolicy {
     /// the others, and count the skipped tensor updates
     /// ([`PWdOptimizer::skipped_updates`](crate::PWdOptimizer::skipped_updates)).
     SkipTensor,
+    /// No detection: a NaN or inf gradient flows into the weights. Saves the per-step check
+    /// (one reduction per tensor and one device-to-host read); use it only where the training
+    /// loop checks for non-finite values itself. It does not meet SPEC section 4's guarantee.
+    Unchecked,
 }
 
 /// The pWD part of an optimizer: exponent and strength (each a schedule over steps), elastic

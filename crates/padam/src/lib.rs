@@ -59,3 +59,8 @@ pub use schedule::{Schedule, ScheduleLr};
 pub use select::ParamSelection;
 pub use sparsity::{SparsityReport, TensorSparsity};
 pub use wrap::{PWd, PWdState};
+
+/// The README's code blocks, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;

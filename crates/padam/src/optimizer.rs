@@ -15,7 +15,7 @@ use burn::optim::{
 };
 use burn::record::Record;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Int, Tensor};
+use burn::tensor::Tensor;
 use hashbrown::{HashMap, HashSet};
 
 use crate::config::{validate_lr, NonFinitePolicy};
@@ -115,14 +115,19 @@ where
                 error: StepFailure::InvalidLearningRate(e),
             });
         }
-        let params = describe_params(&module);
-        let bad = non_finite_counts::<B, M>(&module, &params, &grads, self.grad_clipping.as_ref());
+        let policy = self.optim.decay().non_finite;
+        let bad = if policy == NonFinitePolicy::Unchecked {
+            Vec::new()
+        } else {
+            non_finite_counts::<B, M>(&module, &grads)
+        };
         let bad_ids: HashSet<ParamId> = bad.iter().map(|(id, _)| *id).collect();
-        if !bad.is_empty() && self.optim.decay().non_finite == NonFinitePolicy::Error {
+        if !bad.is_empty() && policy == NonFinitePolicy::Error {
+            let paths = describe_params(&module);
             let params = bad
                 .into_iter()
                 .map(|(id, count)| NonFiniteParam {
-                    path: params.path(id),
+                    path: paths.path(id),
                     count,
                 })
                 .collect();
@@ -261,53 +266,81 @@ fn describe_params<B: Backend, M: burn::module::Module<B>>(module: &M) -> ParamT
     ParamTable { paths: v.paths }
 }
 
-/// Count non-finite gradient entries of every parameter with one device-to-host read.
-/// Returns `(id, count)` for the parameters with a non-zero count, in module order.
+/// Find the parameters whose gradient holds NaN or inf, with their counts.
+///
+/// Fast path: the sum of every gradient, added into one scalar on the device and read back
+/// once. NaN and inf propagate through sums, so a finite total proves every entry finite.
+/// A non-finite total (or finite entries overflowing f32) takes the exact path: per-tensor
+/// counts of non-finite entries, read back together, which also clears the overflow case.
 fn non_finite_counts<B: AutodiffBackend, M: AutodiffModule<B>>(
     module: &M,
-    _params: &ParamTable,
     grads: &GradientsParams,
-    _clipping: Option<&GradientClipping>,
 ) -> Vec<(ParamId, usize)> {
-    struct Counter<'a, B: AutodiffBackend> {
+    struct Total<'a, B: AutodiffBackend> {
         grads: &'a GradientsParams,
-        ids: Vec<ParamId>,
-        counts: Vec<Tensor<B::InnerBackend, 1, Int>>,
+        total: Option<Tensor<B::InnerBackend, 1>>,
     }
-    impl<B: AutodiffBackend> ModuleVisitor<B> for Counter<'_, B> {
+    impl<B: AutodiffBackend> ModuleVisitor<B> for Total<'_, B> {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
             if let Some(g) = self.grads.get::<B::InnerBackend, D>(param.id) {
-                let count = g.is_finite().bool_not().int().sum();
-                self.ids.push(param.id);
-                self.counts.push(count);
+                let s = g.sum();
+                self.total = Some(match self.total.take() {
+                    None => s,
+                    Some(t) => {
+                        let device = t.device();
+                        t.add(s.to_device(&device))
+                    }
+                });
             }
         }
     }
-    let mut c = Counter::<B> {
+    let mut v = Total::<B> { grads, total: None };
+    module.visit(&mut v);
+    let Some(total) = v.total else {
+        return Vec::new();
+    };
+    if read_all(vec![total]).iter().all(|t| t.is_finite()) {
+        return Vec::new();
+    }
+    struct Exact<'a, B: AutodiffBackend> {
+        grads: &'a GradientsParams,
+        ids: Vec<ParamId>,
+        counts: Vec<Tensor<B::InnerBackend, 1>>,
+    }
+    impl<B: AutodiffBackend> ModuleVisitor<B> for Exact<'_, B> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            if let Some(g) = self.grads.get::<B::InnerBackend, D>(param.id) {
+                self.ids.push(param.id);
+                self.counts.push(g.is_finite().bool_not().float().sum());
+            }
+        }
+    }
+    let mut e = Exact::<B> {
         grads,
         ids: Vec::new(),
         counts: Vec::new(),
     };
-    module.visit(&mut c);
-    if c.counts.is_empty() {
-        return Vec::new();
-    }
-    let device = c.counts[0].device();
-    let all = Tensor::cat(
-        c.counts.into_iter().map(|t| t.to_device(&device)).collect(),
-        0,
-    );
-    let values: Vec<i64> = all
-        .into_data()
-        .convert::<i64>()
-        .into_vec()
-        .expect("int tensor data converts to i64");
-    c.ids
+    module.visit(&mut e);
+    e.ids
         .into_iter()
-        .zip(values)
-        .filter(|(_, n)| *n != 0)
+        .zip(read_all(e.counts))
+        .filter(|(_, n)| *n > 0.0)
         .map(|(id, n)| (id, n as usize))
         .collect()
+}
+
+/// Concatenate one-element tensors and read them with a single device-to-host transfer.
+fn read_all<B: Backend>(values: Vec<Tensor<B, 1>>) -> Vec<f64> {
+    let Some(first) = values.first() else {
+        return Vec::new();
+    };
+    let device = first.device();
+    let values = values.into_iter().map(|t| t.to_device(&device)).collect();
+    Tensor::cat(values, 0)
+        .into_data()
+        .convert::<f64>()
+        .into_vec()
+        .expect("float tensor data converts to f64")
 }
 
 struct StepMapper<'a, B: AutodiffBackend, O: SimpleOptimizer<B::InnerBackend>> {

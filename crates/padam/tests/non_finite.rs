@@ -192,3 +192,23 @@ fn skip_tensor_policy_leaves_bad_tensors_and_updates_the_rest() {
     assert_eq!(skip.steps(), 4);
     assert_ne!(mlp_values(&a)[0], start[0]);
 }
+
+/// `Unchecked` is the documented opt-out: no detection, so a NaN reaches the weights (and
+/// nothing is counted). This pins the contract so the default can't silently become it.
+#[test]
+fn unchecked_policy_lets_nan_through_and_counts_nothing() {
+    let mut optim = PAdamConfig::new()
+        .with_non_finite(NonFinitePolicy::Unchecked)
+        .init::<B, Mlp<B>>()
+        .unwrap();
+    let m = mlp(1);
+    let grads = nan_at_0_and_5(&m, 0);
+    let m = optim
+        .try_step(1e-2, m, grads)
+        .expect("unchecked never refuses");
+    let w = read(m.fc1.weight.val());
+    assert!(w[0].is_nan() && w[5].is_nan());
+    assert!(w[1].is_finite());
+    assert_eq!(optim.skipped_updates(), 0);
+    assert_eq!(optim.steps(), 1);
+}
