@@ -16,6 +16,8 @@ t0=$(date +%s)
 ./gpu/padam bench verify --backend cuda 2>&1 | tee "$OUT/verify.txt"
 echo "verify took $(( $(date +%s) - t0 )) s"
 ./gpu/padam bench step --backend cuda --iters "${ITERS:-30}" --json "$OUT/step.json" 2>&1 | tee "$OUT/step.txt"
+# the same again: the spread between the two runs is the noise floor of these numbers
+./gpu/padam bench step --backend cuda --iters "${ITERS:-30}" 2>&1 | tee "$OUT/step-repeat.txt"
 PYTHONUNBUFFERED=1 python3 gpu/torch_step_bench.py 2>&1 | tee "$OUT/torch_step.txt"
 tar czf "$OUT/cubecl-cache.tgz" target 2>/dev/null || true
 echo "total $(( $(date +%s) - t0 )) s"

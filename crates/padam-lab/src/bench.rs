@@ -108,6 +108,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     }
 }
 
+#[cfg(not(feature = "cuda"))]
 const CUDA_MISSING: &str =
     "--backend cuda: this padam binary was built without CUDA; rebuild with `cargo build --release --features cuda`";
 
