@@ -521,11 +521,10 @@ fn verify<B: AutodiffBackend>(args: &VerifyArgs) -> anyhow::Result<()> {
             .with_lambda(lambda)
             .init::<B, One<B>>()?;
         let got = run_case::<B, _>(optim, &w0, &grads, lr, &device);
-        let mut want = w064.clone();
         let mut st = reference::AdamState::new(n);
-        for g in &grads64 {
-            reference::padam_step(&mut want, g, &mut st, lr, &adam, &decay);
-        }
+        let want = reference_run(&w064, &grads64, |w, g, _| {
+            reference::padam_step(w, g, &mut st, lr, &adam, &decay)
+        });
         let mut c = compare("padam", got, want);
         c.name = leak(format!("padam p={p} lambda={lambda}"));
         cases.push(c);
@@ -542,11 +541,10 @@ fn verify<B: AutodiffBackend>(args: &VerifyArgs) -> anyhow::Result<()> {
             .with_lambda(lambda)
             .init::<B, One<B>>()?;
         let got = run_case::<B, _>(optim, &w0, &grads, lr, &device);
-        let mut want = w064.clone();
         let mut st = reference::SgdState::new(n);
-        for g in &grads64 {
-            reference::psgd_step(&mut want, g, &mut st, lr, &sp, &decay);
-        }
+        let want = reference_run(&w064, &grads64, |w, g, _| {
+            reference::psgd_step(w, g, &mut st, lr, &sp, &decay)
+        });
         let mut c = compare("psgd", got, want);
         c.name = leak(format!("psgd nesterov p={p} lambda={lambda}"));
         cases.push(c);
@@ -566,11 +564,10 @@ fn verify<B: AutodiffBackend>(args: &VerifyArgs) -> anyhow::Result<()> {
             .with_s_rate(0.3)
             .init::<B, One<B>>()?;
         let got = run_case::<B, _>(optim, &w0, &grads, lr, &device);
-        let mut want = w064.clone();
         let mut st = reference::AdamState::new(n);
-        for g in &grads64 {
-            reference::padam_step(&mut want, g, &mut st, lr, &adam, &decay);
-        }
+        let want = reference_run(&w064, &grads64, |w, g, _| {
+            reference::padam_step(w, g, &mut st, lr, &adam, &decay)
+        });
         let mut c = compare("padam", got, want);
         c.name = "padam elastic-net + non-adiabatic s";
         cases.push(c);
@@ -581,18 +578,11 @@ fn verify<B: AutodiffBackend>(args: &VerifyArgs) -> anyhow::Result<()> {
             .with_lambda(1e-2)
             .init::<B, One<B>>()?;
         let got = run_case::<B, _>(optim, &w0, &grads, lr, &device);
-        let mut want = w064.clone();
         let mut st = reference::AdamState::new(n);
-        for (t, g) in grads64.iter().enumerate() {
-            reference::padam_step(
-                &mut want,
-                g,
-                &mut st,
-                lr,
-                &adam,
-                &Decay::new(sched.value(t), 1e-2),
-            );
-        }
+        let want = reference_run(&w064, &grads64, |w, g, t| {
+            let decay = Decay::new(sched.value(t), 1e-2);
+            reference::padam_step(w, g, &mut st, lr, &adam, &decay)
+        });
         let mut c = compare("padam", got, want);
         c.name = "padam p schedule 2 -> 0.6";
         cases.push(c);
@@ -636,6 +626,19 @@ fn verify<B: AutodiffBackend>(args: &VerifyArgs) -> anyhow::Result<()> {
         anyhow::bail!("{failed} optimizer cases differ from the float64 reference");
     }
     Ok(())
+}
+
+/// Run a float64 reference optimizer from `w0` over `grads`; `step(w, g, t)` is one step.
+fn reference_run(
+    w0: &[f64],
+    grads: &[Vec<f64>],
+    mut step: impl FnMut(&mut [f64], &[f64], usize),
+) -> Vec<f64> {
+    let mut w = w0.to_vec();
+    for (t, g) in grads.iter().enumerate() {
+        step(&mut w, g, t);
+    }
+    w
 }
 
 fn leak(s: String) -> &'static str {

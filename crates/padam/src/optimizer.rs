@@ -78,6 +78,20 @@ where
         }
     }
 
+    /// Validate `decay`, wrap `base`, and add gradient clipping if configured: what every
+    /// optimizer config's `init` does.
+    pub fn build(
+        base: O,
+        decay: &crate::config::DecayConfig,
+        clipping: Option<&burn::optim::grad_clipping::GradientClippingConfig>,
+    ) -> Result<Self, ConfigError> {
+        let optim = Self::new(PWd::new(base, decay.clone())?);
+        Ok(match clipping {
+            Some(c) => optim.with_grad_clipping(c.init()),
+            None => optim,
+        })
+    }
+
     /// Clip each gradient before the base step (burn's per-tensor clipping).
     pub fn with_grad_clipping(mut self, clipping: GradientClipping) -> Self {
         self.grad_clipping = Some(clipping);

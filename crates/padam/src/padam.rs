@@ -9,7 +9,6 @@ use serde::{Deserialize, Serialize};
 use crate::config::{validate_adam, DecayConfig};
 use crate::error::ConfigError;
 use crate::optimizer::PWdOptimizer;
-use crate::wrap::PWd;
 
 /// Configuration of [PAdam](PWdOptimizer): Adam + pWD.
 ///
@@ -101,11 +100,7 @@ impl PAdamConfig {
         &self,
     ) -> Result<PWdOptimizer<Adam, M, B>, ConfigError> {
         self.validate()?;
-        let optim = PWdOptimizer::new(PWd::new(self.base(), self.decay.clone())?);
-        Ok(match &self.grad_clipping {
-            Some(c) => optim.with_grad_clipping(c.init()),
-            None => optim,
-        })
+        PWdOptimizer::build(self.base(), &self.decay, self.grad_clipping.as_ref())
     }
 }
 

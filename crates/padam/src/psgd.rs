@@ -10,7 +10,6 @@ use serde::{Deserialize, Serialize};
 use crate::config::DecayConfig;
 use crate::error::ConfigError;
 use crate::optimizer::PWdOptimizer;
-use crate::wrap::PWd;
 
 /// Configuration of [pSGD](PWdOptimizer): SGD + pWD.
 ///
@@ -120,11 +119,7 @@ impl PSgdConfig {
         &self,
     ) -> Result<PWdOptimizer<Sgd<B::InnerBackend>, M, B>, ConfigError> {
         self.validate()?;
-        let optim = PWdOptimizer::new(PWd::new(self.base(), self.decay.clone())?);
-        Ok(match &self.grad_clipping {
-            Some(c) => optim.with_grad_clipping(c.init()),
-            None => optim,
-        })
+        PWdOptimizer::build(self.base(), &self.decay, self.grad_clipping.as_ref())
     }
 }
 

@@ -1,6 +1,7 @@
 //! [`PWdConfig`]: pWD around any burn `SimpleOptimizer` (RmsProp, AdaGrad, Muon, Adan, ...).
 
 use burn::module::AutodiffModule;
+use burn::optim::grad_clipping::GradientClippingConfig;
 use burn::optim::SimpleOptimizer;
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
@@ -8,7 +9,6 @@ use serde::{Deserialize, Serialize};
 use crate::config::DecayConfig;
 use crate::error::ConfigError;
 use crate::optimizer::PWdOptimizer;
-use crate::wrap::PWd;
 
 /// pWD settings to wrap around a base optimizer of your choice.
 ///
@@ -23,17 +23,25 @@ use crate::wrap::PWd;
 ///     .init_with::<B, M, _>(RmsPropConfig::new().build())
 ///     .unwrap();
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PWdConfig {
     /// The pWD settings.
     pub decay: DecayConfig,
+    /// Optional per-tensor gradient clipping (burn's).
+    pub grad_clipping: Option<GradientClippingConfig>,
 }
 
 impl PWdConfig {
     /// Default decay settings (`p = 1`, `lambda = 1e-2`, all parameters).
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Clip each gradient tensor before the step.
+    pub fn with_grad_clipping(mut self, clipping: Option<GradientClippingConfig>) -> Self {
+        self.grad_clipping = clipping;
+        self
     }
 
     /// Check every field.
@@ -48,7 +56,7 @@ impl PWdConfig {
         M: AutodiffModule<B>,
         O: SimpleOptimizer<B::InnerBackend>,
     {
-        Ok(PWdOptimizer::new(PWd::new(base, self.decay.clone())?))
+        PWdOptimizer::build(base, &self.decay, self.grad_clipping.as_ref())
     }
 }
 
