@@ -7,4 +7,5 @@ pub mod data;
 pub mod demo;
 pub mod models;
 pub mod toy;
+pub mod train;
 pub mod train_loop;

@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
-use padam_lab::{bench, demo, toy};
+use padam_lab::{bench, demo, toy, train};
 
 /// padam: p-norm decoupled weight decay (pWD) for burn.
 #[derive(Parser, Debug)]
@@ -18,6 +18,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// The Higgs-potential toy of the paper: plain GD + pWD, trajectory printed and as CSV.
     Toy(toy::ToyArgs),
+    /// Train one model from a TOML config (configs/), with checkpoints and exact --resume.
+    Train(train::TrainArgs),
     /// Benchmarks (optimizer step over real model shapes).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -39,6 +41,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Toy(args) => toy::run(args),
+        Command::Train(args) => train::run(args),
         Command::Bench(cmd) => bench::run(cmd),
     }
 }

@@ -1,0 +1,945 @@
+//! The `padam train` configuration: a TOML file, overridden by `--set key=value` flags, checked
+//! before anything runs. Unknown keys are errors (every table denies unknown fields) and every
+//! bad value is reported with its dotted key, e.g. `train.batch_size = 0 (must be > 0)`.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use padam::{NonFinitePolicy, ParamSelection, Schedule};
+use serde::{Deserialize, Serialize};
+
+/// A whole training run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// A name for logs and the default run directory.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Seed of the initial weights, the data order, augmentation and dropout.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Where the run executes.
+    #[serde(default)]
+    pub backend: BackendKind,
+    /// Floating-point precision of the weights and activations.
+    #[serde(default)]
+    pub precision: Precision,
+    /// The model.
+    pub model: ModelConfig,
+    /// The data.
+    pub data: DataConfig,
+    /// The optimizer.
+    pub optimizer: OptimizerConfig,
+    /// The learning rate and its schedule.
+    pub lr: LrConfig,
+    /// Loop length, batch size, evaluation and checkpoints.
+    pub train: LoopConfig,
+}
+
+fn default_seed() -> u64 {
+    1
+}
+
+/// Backend of the run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendKind {
+    /// burn-flex on the CPU (always available).
+    #[default]
+    Cpu,
+    /// CUDA (a binary built with `--features cuda`).
+    Cuda,
+}
+
+/// Float precision.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    /// 32-bit floats.
+    #[default]
+    F32,
+    /// bfloat16 (CUDA only).
+    Bf16,
+}
+
+/// The model, by kind, with its shape settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ModelConfig {
+    /// Multi-layer perceptron (digits).
+    Mlp {
+        /// Hidden layer widths.
+        #[serde(default = "default_hidden")]
+        hidden: Vec<usize>,
+    },
+    /// The Fashion-MNIST CNN.
+    FashionCnn {
+        /// Dropout after the hidden layer.
+        #[serde(default = "default_cnn_dropout")]
+        dropout: f64,
+    },
+    /// ResNet-18 (CIFAR stem).
+    Resnet18 {},
+    /// nanoGPT (character level).
+    Nanogpt {
+        /// Context length.
+        #[serde(default = "default_block")]
+        block_size: usize,
+        /// Transformer blocks.
+        #[serde(default = "default_layers")]
+        n_layer: usize,
+        /// Attention heads.
+        #[serde(default = "default_layers")]
+        n_head: usize,
+        /// Residual width.
+        #[serde(default = "default_embd")]
+        n_embd: usize,
+        /// Dropout probability.
+        #[serde(default = "default_gpt_dropout")]
+        dropout: f64,
+        /// Biases in LayerNorms and linear layers.
+        #[serde(default = "default_true")]
+        bias: bool,
+    },
+}
+
+fn default_hidden() -> Vec<usize> {
+    vec![256]
+}
+fn default_cnn_dropout() -> f64 {
+    0.2
+}
+fn default_block() -> usize {
+    256
+}
+fn default_layers() -> usize {
+    6
+}
+fn default_embd() -> usize {
+    384
+}
+fn default_gpt_dropout() -> f64 {
+    0.2
+}
+fn default_true() -> bool {
+    true
+}
+
+impl ModelConfig {
+    /// The kind as written in the config.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ModelConfig::Mlp { .. } => "mlp",
+            ModelConfig::FashionCnn { .. } => "fashion_cnn",
+            ModelConfig::Resnet18 {} => "resnet18",
+            ModelConfig::Nanogpt { .. } => "nanogpt",
+        }
+    }
+}
+
+/// Which dataset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DatasetKind {
+    /// The built-in 8x8 digits (or a CSV at `data.path`).
+    Digits,
+    /// Fashion-MNIST IDX files.
+    FashionMnist,
+    /// CIFAR-10 (any layout `data::cifar10::load` reads).
+    Cifar10,
+    /// Tiny Shakespeare text.
+    Shakespeare,
+}
+
+impl DatasetKind {
+    /// The sub-folder of `PADAM_DATA` holding this dataset.
+    pub fn folder(self) -> &'static str {
+        match self {
+            DatasetKind::Digits => "digits",
+            DatasetKind::FashionMnist => "fashion-mnist",
+            DatasetKind::Cifar10 => "cifar10-jpeg",
+            DatasetKind::Shakespeare => "tinyshakespeare",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            DatasetKind::Digits => "digits",
+            DatasetKind::FashionMnist => "fashion_mnist",
+            DatasetKind::Cifar10 => "cifar10",
+            DatasetKind::Shakespeare => "shakespeare",
+        }
+    }
+}
+
+/// Where the data comes from and how much of it is used.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// The dataset.
+    pub dataset: DatasetKind,
+    /// File or folder; default: built-in digits, else `$PADAM_DATA/<dataset folder>`.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// Training augmentation (Fashion-MNIST: rotation + shift; CIFAR-10: crop + flip).
+    #[serde(default)]
+    pub augment: bool,
+    /// Use only the first N training examples (short runs).
+    #[serde(default)]
+    pub train_limit: Option<usize>,
+    /// Use only the first N held-out examples.
+    #[serde(default)]
+    pub test_limit: Option<usize>,
+    /// Held-out rows of the digits split.
+    #[serde(default = "default_test_rows")]
+    pub test_rows: usize,
+    /// nanoGPT: validation batches per evaluation.
+    #[serde(default = "default_eval_batches")]
+    pub eval_batches: usize,
+}
+
+fn default_test_rows() -> usize {
+    crate::data::digits::DEFAULT_TEST_ROWS
+}
+fn default_eval_batches() -> usize {
+    20
+}
+
+/// Optimizer kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OptimizerKind {
+    /// burn's AdamW (decoupled L2 decay `weight_decay`).
+    Adamw,
+    /// burn's Adam (no decay; `weight_decay` adds an L2 term to the gradient).
+    Adam,
+    /// SGD with optional momentum (`weight_decay` as L2).
+    Sgd,
+    /// Adam + pWD.
+    Padam,
+    /// SGD + pWD.
+    Psgd,
+    /// pWD around `base`.
+    Pwd,
+}
+
+/// Base optimizer of `kind = "pwd"`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BaseKind {
+    /// Adam.
+    #[default]
+    Adam,
+    /// SGD (momentum settings apply).
+    Sgd,
+    /// RMSProp.
+    Rmsprop,
+    /// AdaGrad.
+    Adagrad,
+}
+
+/// A value or a schedule over optimizer steps (`p = 0.8` or
+/// `p = { kind = "linear", from = 2.0, to = 0.8, steps = 1000 }`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ScheduleSpec {
+    /// A constant.
+    Value(f64),
+    /// A schedule.
+    Schedule(Schedule),
+}
+
+impl ScheduleSpec {
+    /// As a padam schedule.
+    pub fn schedule(&self) -> Schedule {
+        match self {
+            ScheduleSpec::Value(v) => Schedule::constant(*v),
+            ScheduleSpec::Schedule(s) => s.clone(),
+        }
+    }
+}
+
+/// Which parameters decay: `"all"`, `"matrices"` (rank >= 2), or a full selection table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum DecaySelection {
+    /// `"all"` or `"matrices"`.
+    Named(String),
+    /// `{ min_rank = 2, exclude = ["*.bias"] }`.
+    Rules(ParamSelection),
+}
+
+impl DecaySelection {
+    /// As a padam selection; errors name the key.
+    pub fn selection(&self) -> anyhow::Result<ParamSelection> {
+        match self {
+            DecaySelection::Named(n) if n == "all" => Ok(ParamSelection::all()),
+            DecaySelection::Named(n) if n == "matrices" => Ok(ParamSelection::matrices_only()),
+            DecaySelection::Named(n) => bail!(
+                "optimizer.decay_params = {n:?}: expected \"all\", \"matrices\" or a table \
+                 {{ min_rank, include, exclude }}"
+            ),
+            DecaySelection::Rules(r) => Ok(r.clone()),
+        }
+    }
+}
+
+/// Optimizer settings; fields that do not apply to `kind` must be left out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimizerConfig {
+    /// Which optimizer.
+    pub kind: OptimizerKind,
+    /// Base of `kind = "pwd"`.
+    #[serde(default)]
+    pub base: Option<BaseKind>,
+    /// Adam family first-moment decay (default 0.9).
+    #[serde(default)]
+    pub beta1: Option<f64>,
+    /// Adam family second-moment decay (default 0.999).
+    #[serde(default)]
+    pub beta2: Option<f64>,
+    /// Adam family / RMSProp / AdaGrad epsilon (default 1e-8).
+    #[serde(default)]
+    pub eps: Option<f64>,
+    /// AdamW decoupled decay, or Adam / SGD L2 strength.
+    #[serde(default)]
+    pub weight_decay: Option<f64>,
+    /// SGD / pSGD momentum.
+    #[serde(default)]
+    pub momentum: Option<f64>,
+    /// SGD / pSGD Nesterov momentum.
+    #[serde(default)]
+    pub nesterov: Option<bool>,
+    /// pWD exponent (value or schedule).
+    #[serde(default)]
+    pub p: Option<ScheduleSpec>,
+    /// pWD strength (value or schedule).
+    #[serde(default)]
+    pub lambda: Option<ScheduleSpec>,
+    /// Elastic-net L2 strength of pWD.
+    #[serde(default)]
+    pub lambda2: Option<f64>,
+    /// Non-adiabatic `s` rate of pWD.
+    #[serde(default)]
+    pub s_rate: Option<f64>,
+    /// Which parameters pWD decays.
+    #[serde(default)]
+    pub decay_params: Option<DecaySelection>,
+    /// Non-finite gradient policy of pWD.
+    #[serde(default)]
+    pub non_finite: Option<NonFinitePolicy>,
+}
+
+impl OptimizerConfig {
+    /// True for PAdam, pSGD and pWD.
+    pub fn is_pwd(&self) -> bool {
+        matches!(
+            self.kind,
+            OptimizerKind::Padam | OptimizerKind::Psgd | OptimizerKind::Pwd
+        )
+    }
+}
+
+/// Learning rate schedule kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LrScheduleKind {
+    /// The same lr throughout (after warmup).
+    #[default]
+    Constant,
+    /// Linear warmup, then half-cosine from `peak` to `peak * final_fraction`.
+    Cosine,
+    /// Linear warmup, then geometric from `peak` to `peak * final_fraction`.
+    Exponential,
+}
+
+/// Learning rate: peak, schedule, warmup.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LrConfig {
+    /// Peak learning rate.
+    pub peak: f64,
+    /// Shape after warmup.
+    #[serde(default)]
+    pub schedule: LrScheduleKind,
+    /// Warmup length in steps (linear from `peak / warmup` ... `peak`).
+    #[serde(default)]
+    pub warmup_steps: Option<usize>,
+    /// Warmup length in epochs (converted to steps).
+    #[serde(default)]
+    pub warmup_epochs: Option<f64>,
+    /// Final lr as a fraction of the peak (cosine, exponential).
+    #[serde(default)]
+    pub final_fraction: Option<f64>,
+}
+
+/// The loop.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoopConfig {
+    /// Examples per optimizer step.
+    pub batch_size: usize,
+    /// Passes over the training data (or give `iterations`).
+    #[serde(default)]
+    pub epochs: Option<usize>,
+    /// Optimizer steps (or give `epochs`).
+    #[serde(default)]
+    pub iterations: Option<usize>,
+    /// Clip each gradient tensor to this L2 norm (burn's per-tensor clipping).
+    #[serde(default)]
+    pub grad_clip: Option<f64>,
+    /// Evaluate every N steps (default: once per epoch) and always at the end.
+    #[serde(default)]
+    pub eval_every: Option<usize>,
+    /// Checkpoint every N steps (default: at each evaluation) and always at the end.
+    #[serde(default)]
+    pub checkpoint_every: Option<usize>,
+    /// Checkpoints kept (the newest).
+    #[serde(default = "default_keep")]
+    pub keep_checkpoints: usize,
+    /// Read the training loss back every N steps (progress bar refresh).
+    #[serde(default = "default_log_every")]
+    pub log_every: usize,
+    /// Evaluation batch size (default: `batch_size`).
+    #[serde(default)]
+    pub eval_batch_size: Option<usize>,
+}
+
+fn default_keep() -> usize {
+    3
+}
+fn default_log_every() -> usize {
+    10
+}
+
+/// Parse a TOML text and apply `key=value` overrides (dotted keys; values in TOML syntax,
+/// bare words taken as strings).
+pub fn parse(text: &str, overrides: &[String]) -> anyhow::Result<TrainConfig> {
+    let mut value: toml::Table = toml::from_str(text).context("parsing the config TOML")?;
+    for o in overrides {
+        apply_override(&mut value, o)?;
+    }
+    let config: TrainConfig = value
+        .try_into()
+        .map_err(|e: toml::de::Error| anyhow::anyhow!("invalid config: {}", e.message()))?;
+    config.validate()?;
+    Ok(config)
+}
+
+/// Apply one `a.b.c=value` override to a TOML table.
+pub fn apply_override(root: &mut toml::Table, spec: &str) -> anyhow::Result<()> {
+    let (key, raw) = spec
+        .split_once('=')
+        .with_context(|| format!("--set {spec:?}: expected key=value"))?;
+    let key = key.trim();
+    let raw = raw.trim();
+    anyhow::ensure!(!key.is_empty(), "--set {spec:?}: empty key");
+    let parts: Vec<&str> = key.split('.').collect();
+    if raw.is_empty() {
+        // `key=`: remove the key (used by --epochs / --iterations to clear the other).
+        let mut table = Some(root);
+        for part in &parts[..parts.len() - 1] {
+            table = match table.and_then(|t| t.get_mut(*part)) {
+                Some(toml::Value::Table(t)) => Some(t),
+                _ => None,
+            };
+        }
+        if let Some(t) = table {
+            t.remove(parts[parts.len() - 1]);
+        }
+        return Ok(());
+    }
+    let value: toml::Value = match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
+        Ok(mut t) => t.remove("v").expect("parsed key"),
+        Err(_) => toml::Value::String(raw.to_string()),
+    };
+    let mut table = root;
+    for (i, part) in parts[..parts.len() - 1].iter().enumerate() {
+        let entry = table
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = match entry {
+            toml::Value::Table(t) => t,
+            _ => bail!("--set {spec:?}: `{}` is not a table", parts[..=i].join(".")),
+        };
+    }
+    table.insert(parts[parts.len() - 1].to_string(), value);
+    Ok(())
+}
+
+fn bad(key: &str, value: impl std::fmt::Display, why: &str) -> anyhow::Error {
+    anyhow::anyhow!("invalid config: {key} = {value} ({why})")
+}
+
+impl TrainConfig {
+    /// Check every value; errors name the dotted key and the value.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.precision == Precision::Bf16 && self.backend == BackendKind::Cpu {
+            return Err(bad(
+                "precision",
+                "\"bf16\"",
+                "bf16 needs backend = \"cuda\"; the cpu backend trains in f32",
+            ));
+        }
+        self.validate_model_data()?;
+        self.validate_optimizer()?;
+        self.validate_lr()?;
+        let t = &self.train;
+        if t.batch_size == 0 {
+            return Err(bad("train.batch_size", 0, "must be > 0"));
+        }
+        match (t.epochs, t.iterations) {
+            (Some(_), Some(_)) => {
+                return Err(bad(
+                    "train.iterations",
+                    t.iterations.unwrap_or(0),
+                    "give train.epochs or train.iterations, not both",
+                ))
+            }
+            (None, None) => {
+                return Err(anyhow::anyhow!(
+                    "invalid config: train.epochs or train.iterations is required"
+                ))
+            }
+            (Some(0), _) => return Err(bad("train.epochs", 0, "must be > 0")),
+            (_, Some(0)) => return Err(bad("train.iterations", 0, "must be > 0")),
+            _ => {}
+        }
+        if matches!(self.model, ModelConfig::Nanogpt { .. }) && t.epochs.is_some() {
+            return Err(bad(
+                "train.epochs",
+                t.epochs.unwrap_or(0),
+                "nanogpt samples random windows: give train.iterations",
+            ));
+        }
+        if let Some(c) = t.grad_clip {
+            if !(c.is_finite() && c > 0.0) {
+                return Err(bad("train.grad_clip", c, "must be finite and > 0"));
+            }
+        }
+        for (key, v) in [
+            ("train.eval_every", t.eval_every),
+            ("train.checkpoint_every", t.checkpoint_every),
+            ("train.eval_batch_size", t.eval_batch_size),
+        ] {
+            if v == Some(0) {
+                return Err(bad(key, 0, "must be > 0"));
+            }
+        }
+        if t.keep_checkpoints == 0 {
+            return Err(bad("train.keep_checkpoints", 0, "must be >= 1"));
+        }
+        if t.log_every == 0 {
+            return Err(bad("train.log_every", 0, "must be > 0"));
+        }
+        Ok(())
+    }
+
+    fn validate_model_data(&self) -> anyhow::Result<()> {
+        let expected = match self.model {
+            ModelConfig::Mlp { .. } => DatasetKind::Digits,
+            ModelConfig::FashionCnn { .. } => DatasetKind::FashionMnist,
+            ModelConfig::Resnet18 {} => DatasetKind::Cifar10,
+            ModelConfig::Nanogpt { .. } => DatasetKind::Shakespeare,
+        };
+        if self.data.dataset != expected {
+            return Err(bad(
+                "data.dataset",
+                format!("{:?}", self.data.dataset.name()),
+                &format!(
+                    "model.kind = {:?} trains on {:?}",
+                    self.model.kind(),
+                    expected.name()
+                ),
+            ));
+        }
+        match &self.model {
+            ModelConfig::Mlp { hidden } => {
+                if hidden.contains(&0) {
+                    return Err(bad(
+                        "model.hidden",
+                        format!("{hidden:?}"),
+                        "widths must be > 0",
+                    ));
+                }
+            }
+            ModelConfig::FashionCnn { dropout } => check_prob("model.dropout", *dropout)?,
+            ModelConfig::Resnet18 {} => {}
+            ModelConfig::Nanogpt {
+                block_size,
+                n_layer,
+                n_head,
+                n_embd,
+                dropout,
+                ..
+            } => {
+                check_prob("model.dropout", *dropout)?;
+                for (k, v) in [
+                    ("model.block_size", *block_size),
+                    ("model.n_layer", *n_layer),
+                    ("model.n_head", *n_head),
+                    ("model.n_embd", *n_embd),
+                ] {
+                    if v == 0 {
+                        return Err(bad(k, 0, "must be > 0"));
+                    }
+                }
+                if !n_embd.is_multiple_of(*n_head) {
+                    return Err(bad("model.n_head", n_head, "must divide model.n_embd"));
+                }
+            }
+        }
+        for (k, v) in [
+            ("data.train_limit", self.data.train_limit),
+            ("data.test_limit", self.data.test_limit),
+        ] {
+            if v == Some(0) {
+                return Err(bad(k, 0, "must be > 0"));
+            }
+        }
+        if self.data.eval_batches == 0 {
+            return Err(bad("data.eval_batches", 0, "must be > 0"));
+        }
+        Ok(())
+    }
+
+    fn validate_optimizer(&self) -> anyhow::Result<()> {
+        let o = &self.optimizer;
+        let kind = o.kind;
+        let not_for = |key: &str, set: bool, allowed: &[OptimizerKind]| -> anyhow::Result<()> {
+            if set && !allowed.contains(&kind) {
+                return Err(anyhow::anyhow!(
+                    "invalid config: optimizer.{key} does not apply to optimizer.kind = {:?}",
+                    format!("{kind:?}").to_lowercase()
+                ));
+            }
+            Ok(())
+        };
+        use OptimizerKind::*;
+        let pwd = [Padam, Psgd, Pwd];
+        not_for("base", o.base.is_some(), &[Pwd])?;
+        not_for("beta1", o.beta1.is_some(), &[Adamw, Adam, Padam, Pwd])?;
+        not_for("beta2", o.beta2.is_some(), &[Adamw, Adam, Padam, Pwd])?;
+        not_for("eps", o.eps.is_some(), &[Adamw, Adam, Padam, Pwd])?;
+        not_for(
+            "weight_decay",
+            o.weight_decay.is_some(),
+            &[Adamw, Adam, Sgd],
+        )?;
+        not_for("momentum", o.momentum.is_some(), &[Sgd, Psgd, Pwd])?;
+        not_for("nesterov", o.nesterov.is_some(), &[Sgd, Psgd, Pwd])?;
+        not_for("p", o.p.is_some(), &pwd)?;
+        not_for("lambda", o.lambda.is_some(), &pwd)?;
+        not_for("lambda2", o.lambda2.is_some(), &pwd)?;
+        not_for("s_rate", o.s_rate.is_some(), &pwd)?;
+        not_for("decay_params", o.decay_params.is_some(), &pwd)?;
+        not_for("non_finite", o.non_finite.is_some(), &pwd)?;
+        if kind == Pwd && o.base.is_none() {
+            return Err(anyhow::anyhow!(
+                "invalid config: optimizer.base is required for optimizer.kind = \"pwd\" \
+                 (adam, sgd, rmsprop or adagrad)"
+            ));
+        }
+        if let Some(b) = o.beta1 {
+            check_beta("optimizer.beta1", b)?;
+        }
+        if let Some(b) = o.beta2 {
+            check_beta("optimizer.beta2", b)?;
+        }
+        if let Some(e) = o.eps {
+            if !(e.is_finite() && e > 0.0 && (e as f32) > 0.0) {
+                return Err(bad("optimizer.eps", e, "must be finite and > 0"));
+            }
+        }
+        if let Some(w) = o.weight_decay {
+            if !(w.is_finite() && w >= 0.0) {
+                return Err(bad("optimizer.weight_decay", w, "must be finite and >= 0"));
+            }
+        }
+        if let Some(m) = o.momentum {
+            if !(m.is_finite() && (0.0..1.0).contains(&m)) {
+                return Err(bad("optimizer.momentum", m, "must be in [0, 1)"));
+            }
+        }
+        if o.nesterov == Some(true) && o.momentum.unwrap_or(0.0) == 0.0 {
+            return Err(bad(
+                "optimizer.nesterov",
+                true,
+                "Nesterov momentum needs optimizer.momentum > 0",
+            ));
+        }
+        if o.is_pwd() {
+            let decay = self.decay_config()?;
+            decay
+                .validate("pWD")
+                .map_err(|e| bad(&format!("optimizer.{}", e.field), &e.value, e.reason))?;
+        }
+        Ok(())
+    }
+
+    /// The pWD settings (defaults: p 0.8, lambda 1e-3, all parameters).
+    pub fn decay_config(&self) -> anyhow::Result<padam::DecayConfig> {
+        let o = &self.optimizer;
+        Ok(padam::DecayConfig {
+            p: o.p
+                .as_ref()
+                .map_or(Schedule::constant(0.8), |s| s.schedule()),
+            lambda: o
+                .lambda
+                .as_ref()
+                .map_or(Schedule::constant(1e-3), |s| s.schedule()),
+            lambda2: o.lambda2.unwrap_or(0.0),
+            s_rate: o.s_rate.unwrap_or(1.0),
+            selection: match &o.decay_params {
+                None => ParamSelection::all(),
+                Some(s) => s.selection()?,
+            },
+            non_finite: o.non_finite.unwrap_or_default(),
+        })
+    }
+
+    fn validate_lr(&self) -> anyhow::Result<()> {
+        let l = &self.lr;
+        if !(l.peak.is_finite() && l.peak > 0.0) {
+            return Err(bad("lr.peak", l.peak, "must be finite and > 0"));
+        }
+        if l.warmup_steps.is_some() && l.warmup_epochs.is_some() {
+            return Err(bad(
+                "lr.warmup_epochs",
+                l.warmup_epochs.unwrap_or(0.0),
+                "give lr.warmup_steps or lr.warmup_epochs, not both",
+            ));
+        }
+        if let Some(w) = l.warmup_epochs {
+            if !(w.is_finite() && w >= 0.0) {
+                return Err(bad("lr.warmup_epochs", w, "must be finite and >= 0"));
+            }
+            if self.train.epochs.is_none() {
+                return Err(bad(
+                    "lr.warmup_epochs",
+                    w,
+                    "needs train.epochs; use lr.warmup_steps with train.iterations",
+                ));
+            }
+        }
+        match (l.schedule, l.final_fraction) {
+            (LrScheduleKind::Constant, Some(f)) => Err(bad(
+                "lr.final_fraction",
+                f,
+                "does not apply to lr.schedule = \"constant\"",
+            )),
+            (_, Some(f)) if !(f.is_finite() && f > 0.0 && f <= 1.0) => {
+                Err(bad("lr.final_fraction", f, "must be in (0, 1]"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Total optimizer steps, given the steps of one epoch.
+    pub fn total_steps(&self, steps_per_epoch: usize) -> usize {
+        match (self.train.epochs, self.train.iterations) {
+            (_, Some(i)) => i,
+            (Some(e), None) => e * steps_per_epoch,
+            (None, None) => 0,
+        }
+    }
+
+    /// The learning-rate schedule resolved to steps.
+    pub fn lr_schedule(&self, steps_per_epoch: usize) -> LrSchedule {
+        let total = self.total_steps(steps_per_epoch);
+        let warmup = match (self.lr.warmup_steps, self.lr.warmup_epochs) {
+            (Some(s), _) => s,
+            (None, Some(e)) => (e * steps_per_epoch as f64).round() as usize,
+            (None, None) => 0,
+        }
+        .min(total);
+        LrSchedule {
+            peak: self.lr.peak,
+            kind: self.lr.schedule,
+            warmup,
+            total,
+            final_fraction: self.lr.final_fraction.unwrap_or(match self.lr.schedule {
+                LrScheduleKind::Constant => 1.0,
+                LrScheduleKind::Cosine => 0.01,
+                LrScheduleKind::Exponential => 0.1,
+            }),
+        }
+    }
+
+    /// Stable hash of the resolved config (what a checkpoint must match).
+    pub fn hash(&self) -> u64 {
+        fnv1a(
+            serde_json::to_string(self)
+                .expect("config serializes")
+                .as_bytes(),
+        )
+    }
+
+    /// The resolved config as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("config serializes to TOML")
+    }
+}
+
+fn check_prob(key: &str, p: f64) -> anyhow::Result<()> {
+    if (0.0..1.0).contains(&p) {
+        Ok(())
+    } else {
+        Err(bad(key, p, "must be in [0, 1)"))
+    }
+}
+
+fn check_beta(key: &str, b: f64) -> anyhow::Result<()> {
+    if (0.0..1.0).contains(&b) && (b as f32) < 1.0 {
+        Ok(())
+    } else {
+        Err(bad(key, b, "must be in [0, 1)"))
+    }
+}
+
+/// The learning rate at every step: linear warmup to `peak`, then constant, cosine or
+/// geometric decay to `peak * final_fraction` at the last step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LrSchedule {
+    /// Peak lr.
+    pub peak: f64,
+    /// Shape after warmup.
+    pub kind: LrScheduleKind,
+    /// Warmup steps.
+    pub warmup: usize,
+    /// Total steps.
+    pub total: usize,
+    /// Final lr / peak.
+    pub final_fraction: f64,
+}
+
+impl LrSchedule {
+    /// The lr of step `t` (0-based).
+    pub fn at(&self, t: usize) -> f64 {
+        if t < self.warmup {
+            return self.peak * (t + 1) as f64 / self.warmup as f64;
+        }
+        let span = self.total.saturating_sub(self.warmup + 1);
+        let x = if span == 0 {
+            1.0
+        } else {
+            ((t - self.warmup) as f64 / span as f64).min(1.0)
+        };
+        let f = self.final_fraction;
+        match self.kind {
+            LrScheduleKind::Constant => self.peak,
+            LrScheduleKind::Cosine => {
+                self.peak * (f + (1.0 - f) * 0.5 * (1.0 + (std::f64::consts::PI * x).cos()))
+            }
+            LrScheduleKind::Exponential => self.peak * f.powf(x),
+        }
+    }
+}
+
+/// FNV-1a, 64 bit.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [model]
+        kind = "mlp"
+        [data]
+        dataset = "digits"
+        [optimizer]
+        kind = "padam"
+        p = 0.8
+        lambda = 1e-3
+        [lr]
+        peak = 1e-2
+        schedule = "cosine"
+        warmup_steps = 10
+        [train]
+        batch_size = 32
+        epochs = 2
+    "#;
+
+    #[test]
+    fn parses_and_overrides() {
+        let c = parse(MINIMAL, &[]).unwrap();
+        assert_eq!(c.train.batch_size, 32);
+        assert_eq!(c.seed, 1);
+        let c = parse(
+            MINIMAL,
+            &[
+                "train.batch_size=64".into(),
+                "optimizer.lambda = 3e-3".into(),
+                "model.hidden=[32, 16]".into(),
+                "optimizer.p={ kind = \"linear\", from = 2.0, to = 0.8, steps = 100 }".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.train.batch_size, 64);
+        assert_eq!(c.optimizer.lambda, Some(ScheduleSpec::Value(3e-3)));
+        assert_eq!(
+            c.model,
+            ModelConfig::Mlp {
+                hidden: vec![32, 16]
+            }
+        );
+        assert!(matches!(
+            c.optimizer.p,
+            Some(ScheduleSpec::Schedule(Schedule::Linear { .. }))
+        ));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases: &[(&str, &str)] = &[
+            ("train.batch_sise=3", "batch_sise"),
+            ("train.batch_size=0", "train.batch_size"),
+            ("optimizer.p=-1", "optimizer.p"),
+            ("optimizer.lambda=-1", "optimizer.lambda"),
+            ("optimizer.weight_decay=0.1", "optimizer.weight_decay"),
+            ("lr.peak=-1", "lr.peak"),
+            ("lr.final_fraction=2", "lr.final_fraction"),
+            ("optimizer.kind=adamx", "adamx"),
+            ("model.kind=resnet18", "data.dataset"),
+            ("model.depth=3", "depth"),
+            ("train.grad_clip=0", "train.grad_clip"),
+            ("precision=bf16", "precision"),
+            ("optimizer.beta2=1.0", "optimizer.beta2"),
+            ("train.iterations=10", "train.iterations"),
+        ];
+        for (o, needle) in cases {
+            let err = format!("{:#}", parse(MINIMAL, &[o.to_string()]).unwrap_err());
+            assert!(err.contains(needle), "{o}: {err}");
+        }
+    }
+
+    #[test]
+    fn lr_schedules() {
+        let mut c = parse(MINIMAL, &[]).unwrap();
+        let s = c.lr_schedule(50);
+        assert_eq!(s.total, 100);
+        assert_eq!(s.warmup, 10);
+        assert!((s.at(0) - 1e-3).abs() < 1e-15);
+        assert!((s.at(9) - 1e-2).abs() < 1e-15);
+        assert!((s.at(10) - 1e-2).abs() < 1e-15);
+        assert!((s.at(99) - 1e-4).abs() < 1e-15);
+        c.lr.schedule = LrScheduleKind::Exponential;
+        c.lr.final_fraction = Some(0.25);
+        c.lr.warmup_steps = None;
+        let s = c.lr_schedule(50);
+        assert!((s.at(0) - 1e-2).abs() < 1e-15);
+        assert!((s.at(99) - 2.5e-3).abs() < 1e-15);
+        c.lr.schedule = LrScheduleKind::Constant;
+        c.lr.final_fraction = None;
+        assert_eq!(c.lr_schedule(50).at(77), 1e-2);
+    }
+}

@@ -1,0 +1,450 @@
+//! A workload = dataset + model + loss, behind one trait so the run driver is written once.
+//!
+//! Batches are pure functions of their inputs: the driver passes the example indices (from a
+//! shuffle that depends only on `(seed, epoch)`) and an [`Rng`] derived from `(seed, step)`
+//! for augmentation or window sampling, which is what makes resuming step-exact.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use burn::module::AutodiffModule;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{ElementConversion, Int, Tensor};
+
+use super::config::{DatasetKind, ModelConfig, TrainConfig};
+use crate::data::shakespeare::{Part, Shakespeare};
+use crate::data::{cifar10, digits, fashion_mnist, Dataset, Rng};
+use crate::models::fashion_cnn::{FashionCnn, FashionCnnConfig};
+use crate::models::nanogpt::{NanoGpt, NanoGptConfig};
+use crate::models::resnet::{ResNet, ResNetConfig};
+use crate::models::{Mlp, MlpConfig};
+use crate::train_loop::batch_tensors;
+
+/// One workload.
+pub trait Task<B: AutodiffBackend> {
+    /// The model trained.
+    type Model: AutodiffModule<B>;
+    /// A one-line description for logs.
+    fn describe(&self) -> String;
+    /// Examples in one epoch.
+    fn train_len(&self) -> usize;
+    /// Items (for items/s) in a batch of `n` examples.
+    fn items(&self, n: usize) -> usize {
+        n
+    }
+    /// The initial model.
+    fn init(&self, seed: u64, device: &B::Device) -> Self::Model;
+    /// Mean training loss of the examples `indices`; `rng` drives augmentation / sampling.
+    fn loss(
+        &self,
+        model: &Self::Model,
+        indices: &[usize],
+        rng: &mut Rng,
+        device: &B::Device,
+    ) -> Tensor<B, 1>;
+    /// Held-out mean loss and accuracy (one device read).
+    fn evaluate(
+        &self,
+        model: &<Self::Model as AutodiffModule<B>>::InnerModule,
+        batch: usize,
+        device: &B::Device,
+    ) -> (f64, f64);
+}
+
+/// Sum of the per-batch (mean loss * n, correct) over held-out chunks, read back once.
+fn eval_chunks<B: Backend>(
+    n: usize,
+    batch: usize,
+    mut f: impl FnMut(std::ops::Range<usize>) -> (Tensor<B, 1>, Tensor<B, 1, Int>),
+) -> (f64, f64) {
+    if n == 0 {
+        return (f64::NAN, 0.0);
+    }
+    let mut losses = Vec::new();
+    let mut correct = Vec::new();
+    let mut start = 0;
+    while start < n {
+        let end = (start + batch).min(n);
+        let (l, c) = f(start..end);
+        losses.push(l.mul_scalar((end - start) as f64));
+        correct.push(c.float());
+        start = end;
+    }
+    let loss: f64 = Tensor::cat(losses, 0).sum().into_scalar().elem();
+    let correct: f64 = Tensor::cat(correct, 0).sum().into_scalar().elem();
+    (loss / n as f64, correct / n as f64)
+}
+
+fn classify<B: Backend>(
+    logits: Tensor<B, 2>,
+    y: Tensor<B, 1, Int>,
+) -> (Tensor<B, 1>, Tensor<B, 1, Int>) {
+    let n = y.dims()[0];
+    let loss = CrossEntropyLossConfig::new()
+        .init(&logits.device())
+        .forward(logits.clone(), y.clone());
+    let correct = logits.argmax(1).reshape([n]).equal(y).int().sum();
+    (loss, correct)
+}
+
+/// Digits + MLP.
+pub struct DigitsTask {
+    data: Dataset,
+    config: MlpConfig,
+}
+
+impl<B: AutodiffBackend> Task<B> for DigitsTask {
+    type Model = Mlp<B>;
+    fn describe(&self) -> String {
+        format!(
+            "digits ({} train / {} test) MLP {:?} ({} params)",
+            self.data.train.len(),
+            self.data.test.len(),
+            self.config.widths(),
+            self.config.param_count()
+        )
+    }
+    fn train_len(&self) -> usize {
+        self.data.train.len()
+    }
+    fn init(&self, seed: u64, device: &B::Device) -> Mlp<B> {
+        self.config.init(seed, device)
+    }
+    fn loss(
+        &self,
+        model: &Mlp<B>,
+        indices: &[usize],
+        _: &mut Rng,
+        device: &B::Device,
+    ) -> Tensor<B, 1> {
+        let (x, y) = batch_tensors::<B>(&self.data.train, indices, device);
+        CrossEntropyLossConfig::new()
+            .init(device)
+            .forward(model.forward(x), y)
+    }
+    fn evaluate(
+        &self,
+        model: &Mlp<B::InnerBackend>,
+        batch: usize,
+        device: &B::Device,
+    ) -> (f64, f64) {
+        let test = &self.data.test;
+        eval_chunks::<B::InnerBackend>(test.len(), batch, |r| {
+            let idx: Vec<usize> = r.collect();
+            let (x, y) = batch_tensors::<B::InnerBackend>(test, &idx, device);
+            classify(model.forward(x), y)
+        })
+    }
+}
+
+/// Fashion-MNIST + CNN.
+pub struct FashionTask {
+    data: fashion_mnist::FashionMnist,
+    train_n: usize,
+    test_n: usize,
+    augment: bool,
+    config: FashionCnnConfig,
+}
+
+impl<B: AutodiffBackend> Task<B> for FashionTask {
+    type Model = FashionCnn<B>;
+    fn describe(&self) -> String {
+        format!(
+            "fashion_mnist ({} train / {} test) CNN ({} params)",
+            self.train_n,
+            self.test_n,
+            self.config.param_count()
+        )
+    }
+    fn train_len(&self) -> usize {
+        self.train_n
+    }
+    fn init(&self, seed: u64, device: &B::Device) -> FashionCnn<B> {
+        self.config.init(seed, device)
+    }
+    fn loss(
+        &self,
+        model: &FashionCnn<B>,
+        indices: &[usize],
+        rng: &mut Rng,
+        device: &B::Device,
+    ) -> Tensor<B, 1> {
+        let t = if self.augment {
+            fashion_mnist::Transform::train()
+        } else {
+            fashion_mnist::Transform::default()
+        };
+        let (x, y) = self.data.train.batch::<B>(indices, &t, rng, device);
+        CrossEntropyLossConfig::new()
+            .init(device)
+            .forward(model.forward(x), y)
+    }
+    fn evaluate(
+        &self,
+        model: &FashionCnn<B::InnerBackend>,
+        batch: usize,
+        device: &B::Device,
+    ) -> (f64, f64) {
+        let t = fashion_mnist::Transform::default();
+        let mut rng = Rng::new(0);
+        eval_chunks::<B::InnerBackend>(self.test_n, batch, |r| {
+            let idx: Vec<usize> = r.collect();
+            let (x, y) = self
+                .data
+                .test
+                .batch::<B::InnerBackend>(&idx, &t, &mut rng, device);
+            classify(model.forward(x), y)
+        })
+    }
+}
+
+/// CIFAR-10 + ResNet-18.
+pub struct CifarTask {
+    data: cifar10::Cifar10,
+    train_n: usize,
+    test_n: usize,
+    augment: bool,
+    config: ResNetConfig,
+}
+
+impl<B: AutodiffBackend> Task<B> for CifarTask {
+    type Model = ResNet<B>;
+    fn describe(&self) -> String {
+        format!(
+            "cifar10 ({} train / {} test) ResNet-18 ({} params)",
+            self.train_n,
+            self.test_n,
+            self.config.param_count()
+        )
+    }
+    fn train_len(&self) -> usize {
+        self.train_n
+    }
+    fn init(&self, seed: u64, device: &B::Device) -> ResNet<B> {
+        self.config.init(seed, device)
+    }
+    fn loss(
+        &self,
+        model: &ResNet<B>,
+        indices: &[usize],
+        rng: &mut Rng,
+        device: &B::Device,
+    ) -> Tensor<B, 1> {
+        let t = if self.augment {
+            cifar10::Transform::train()
+        } else {
+            cifar10::Transform::default()
+        };
+        let (x, y) = self.data.train.batch::<B>(indices, &t, rng, device);
+        CrossEntropyLossConfig::new()
+            .init(device)
+            .forward(model.forward(x), y)
+    }
+    fn evaluate(
+        &self,
+        model: &ResNet<B::InnerBackend>,
+        batch: usize,
+        device: &B::Device,
+    ) -> (f64, f64) {
+        let t = cifar10::Transform::default();
+        let mut rng = Rng::new(0);
+        eval_chunks::<B::InnerBackend>(self.test_n, batch, |r| {
+            let idx: Vec<usize> = r.collect();
+            let (x, y) = self
+                .data
+                .test
+                .batch::<B::InnerBackend>(&idx, &t, &mut rng, device);
+            classify(model.forward(x), y)
+        })
+    }
+}
+
+/// Tiny Shakespeare + nanoGPT (random windows; an "epoch" is `train tokens / block` windows).
+pub struct ShakespeareTask {
+    data: Shakespeare,
+    config: NanoGptConfig,
+    eval_batches: usize,
+}
+
+impl<B: AutodiffBackend> Task<B> for ShakespeareTask {
+    type Model = NanoGpt<B>;
+    fn describe(&self) -> String {
+        format!(
+            "shakespeare ({} train / {} val tokens) nanoGPT {}x{}x{} ctx {} ({} params)",
+            self.data.train.len(),
+            self.data.val.len(),
+            self.config.n_layer,
+            self.config.n_head,
+            self.config.n_embd,
+            self.config.block_size,
+            self.config.param_count()
+        )
+    }
+    fn train_len(&self) -> usize {
+        (self.data.train.len() / self.config.block_size).max(1)
+    }
+    fn items(&self, n: usize) -> usize {
+        n * self.config.block_size
+    }
+    fn init(&self, seed: u64, device: &B::Device) -> NanoGpt<B> {
+        self.config.init(seed, device)
+    }
+    fn loss(
+        &self,
+        model: &NanoGpt<B>,
+        indices: &[usize],
+        rng: &mut Rng,
+        device: &B::Device,
+    ) -> Tensor<B, 1> {
+        let (x, y) = self.data.batch::<B>(
+            Part::Train,
+            indices.len(),
+            self.config.block_size,
+            rng,
+            device,
+        );
+        model.forward_loss(x, y).1
+    }
+    fn evaluate(
+        &self,
+        model: &NanoGpt<B::InnerBackend>,
+        batch: usize,
+        device: &B::Device,
+    ) -> (f64, f64) {
+        let block = self.config.block_size;
+        let mut rng = Rng::new(0xE7A1);
+        let mut losses = Vec::new();
+        let mut correct = Vec::new();
+        for _ in 0..self.eval_batches {
+            let (x, y) =
+                self.data
+                    .batch::<B::InnerBackend>(Part::Val, batch, block, &mut rng, device);
+            let (logits, loss) = model.forward_loss(x, y.clone());
+            losses.push(loss);
+            let pred: Tensor<B::InnerBackend, 2, Int> = logits.argmax(2).reshape([batch, block]);
+            correct.push(pred.equal(y).int().sum().float());
+        }
+        let loss: f64 = Tensor::cat(losses, 0).mean().into_scalar().elem();
+        let correct: f64 = Tensor::cat(correct, 0).sum().into_scalar().elem();
+        (loss, correct / (self.eval_batches * batch * block) as f64)
+    }
+}
+
+/// The data folder of `dataset`: `data.path`, else `$PADAM_DATA/<folder>`.
+pub fn data_path(config: &TrainConfig) -> anyhow::Result<Option<PathBuf>> {
+    if let Some(p) = &config.data.path {
+        return Ok(Some(p.clone()));
+    }
+    if config.data.dataset == DatasetKind::Digits {
+        return Ok(None);
+    }
+    match std::env::var_os("PADAM_DATA") {
+        Some(root) => Ok(Some(Path::new(&root).join(config.data.dataset.folder()))),
+        None => anyhow::bail!(
+            "data.path is not set and PADAM_DATA is unset: say where the {} data is \
+             (--set data.path=DIR or PADAM_DATA=<folder holding {}/>)",
+            config.data.dataset.folder(),
+            config.data.dataset.folder()
+        ),
+    }
+}
+
+/// Load the data and build the task.
+pub enum AnyTask {
+    /// Digits MLP.
+    Digits(DigitsTask),
+    /// Fashion-MNIST CNN.
+    Fashion(FashionTask),
+    /// CIFAR-10 ResNet-18.
+    Cifar(CifarTask),
+    /// Shakespeare nanoGPT.
+    Shakespeare(ShakespeareTask),
+}
+
+/// Load the data named by `config` and pair it with its model.
+pub fn load(config: &TrainConfig) -> anyhow::Result<AnyTask> {
+    let path = data_path(config)?;
+    let d = &config.data;
+    let limit = |n: usize, l: Option<usize>| l.map_or(n, |l| l.min(n));
+    Ok(match &config.model {
+        ModelConfig::Mlp { hidden } => {
+            let mut data = digits::load(path.as_deref())
+                .context("loading digits")?
+                .split(d.test_rows, config.seed);
+            if let Some(l) = d.train_limit {
+                let idx: Vec<usize> = (0..l.min(data.train.len())).collect();
+                data.train = data.train.gather(&idx);
+            }
+            if let Some(l) = d.test_limit {
+                let idx: Vec<usize> = (0..l.min(data.test.len())).collect();
+                data.test = data.test.gather(&idx);
+            }
+            let config = MlpConfig::new(data.train.n_features, hidden.clone(), data.n_classes);
+            AnyTask::Digits(DigitsTask { data, config })
+        }
+        ModelConfig::FashionCnn { dropout } => {
+            let path = path.expect("fashion needs a path");
+            let data = fashion_mnist::load(&path)
+                .with_context(|| format!("loading Fashion-MNIST from {}", path.display()))?;
+            AnyTask::Fashion(FashionTask {
+                train_n: limit(data.train.len(), d.train_limit),
+                test_n: limit(data.test.len(), d.test_limit),
+                data,
+                augment: d.augment,
+                config: FashionCnnConfig {
+                    dropout: *dropout,
+                    ..FashionCnnConfig::default()
+                },
+            })
+        }
+        ModelConfig::Resnet18 {} => {
+            let path = path.expect("cifar needs a path");
+            let data = cifar10::load(&path)
+                .with_context(|| format!("loading CIFAR-10 from {}", path.display()))?;
+            AnyTask::Cifar(CifarTask {
+                train_n: limit(data.train.len(), d.train_limit),
+                test_n: limit(data.test.len(), d.test_limit),
+                data,
+                augment: d.augment,
+                config: ResNetConfig::resnet18(cifar10::N_CLASSES),
+            })
+        }
+        ModelConfig::Nanogpt {
+            block_size,
+            n_layer,
+            n_head,
+            n_embd,
+            dropout,
+            bias,
+        } => {
+            let path = path.expect("shakespeare needs a path");
+            let mut data = crate::data::shakespeare::load(&path)
+                .with_context(|| format!("loading Tiny Shakespeare from {}", path.display()))?;
+            if let Some(l) = d.train_limit {
+                data.train.truncate(l.max(block_size + 1));
+            }
+            if let Some(l) = d.test_limit {
+                data.val.truncate(l.max(block_size + 1));
+            }
+            anyhow::ensure!(
+                data.train.len() > *block_size && data.val.len() > *block_size,
+                "shakespeare: the train and val splits need more than model.block_size = {} tokens",
+                block_size
+            );
+            AnyTask::Shakespeare(ShakespeareTask {
+                config: NanoGptConfig {
+                    vocab_size: data.vocab.len(),
+                    block_size: *block_size,
+                    n_layer: *n_layer,
+                    n_head: *n_head,
+                    n_embd: *n_embd,
+                    dropout: *dropout,
+                    bias: *bias,
+                },
+                data,
+                eval_batches: d.eval_batches,
+            })
+        }
+    })
+}

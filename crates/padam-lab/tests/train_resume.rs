@@ -1,0 +1,393 @@
+//! `padam train`: a real process kill mid-run followed by `--resume` ends with the same weights
+//! and metrics as an uninterrupted run; corrupt, mismatched or missing checkpoints are clear
+//! errors; a Fashion-MNIST CNN (dropout + augmentation) resumes exactly; configs/ parse.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use padam_lab::train::{self, checkpoint, config, TrainArgs};
+
+const BIN: &str = env!("CARGO_BIN_EXE_padam");
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("padam-train-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Self(p)
+    }
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+const DIGITS: &str = r#"
+seed = 3
+[model]
+kind = "mlp"
+hidden = [32]
+[data]
+dataset = "digits"
+test_limit = 200
+[optimizer]
+kind = "padam"
+p = 0.8
+lambda = { kind = "linear", from = 0.0, to = 3e-2, steps = 100 }
+[lr]
+peak = 2e-2
+schedule = "cosine"
+warmup_steps = 10
+final_fraction = 0.05
+[train]
+batch_size = 32
+epochs = 6
+eval_every = 30
+checkpoint_every = 20
+keep_checkpoints = 2
+log_every = 7
+"#;
+
+fn padam(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().expect("run padam")
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "padam failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn err(out: &Output) -> String {
+    assert!(!out.status.success(), "expected failure");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Metrics lines without the timing fields.
+fn metrics(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let o = v.as_object_mut().unwrap();
+            o.remove("items_per_sec");
+            o.remove("elapsed_s");
+            v
+        })
+        .collect()
+}
+
+fn final_hash(dir: &Path) -> String {
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("final.json")).unwrap()).unwrap();
+    v["weights_hash"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn killed_run_resumes_to_identical_weights_and_metrics() {
+    let tmp = TempDir::new("kill");
+    let cfg = tmp.path("digits.toml");
+    std::fs::write(&cfg, DIGITS).unwrap();
+    let cfg_s = cfg.to_str().unwrap();
+    let full = tmp.path("full");
+    let cut = tmp.path("cut");
+
+    ok(&padam(&[
+        "train",
+        cfg_s,
+        "--out",
+        full.to_str().unwrap(),
+        "--quiet",
+    ]));
+    let reference = metrics(&full);
+    assert_eq!(reference.len(), 9, "6 epochs of 45 steps, eval every 30");
+    assert_eq!(reference.last().unwrap()["step"], 270);
+
+    // The same run, slowed down, killed once its first checkpoint exists.
+    let mut child = Command::new(BIN)
+        .args([
+            "train",
+            cfg_s,
+            "--out",
+            cut.to_str().unwrap(),
+            "--quiet",
+            "--step-delay-ms",
+            "20",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        if !checkpoint::list(&cut).unwrap().is_empty() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no checkpoint appeared"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(150));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !cut.join("final.json").exists(),
+        "the run finished before it was killed"
+    );
+    let at_kill = checkpoint::list(&cut).unwrap();
+    let last_step = at_kill.last().unwrap().0;
+    assert!(last_step < 270, "{at_kill:?}");
+
+    // Resuming needs --resume: a plain start into the same folder is refused.
+    let e = err(&padam(&[
+        "train",
+        cfg_s,
+        "--out",
+        cut.to_str().unwrap(),
+        "--quiet",
+    ]));
+    assert!(e.contains("--resume"), "{e}");
+
+    ok(&padam(&[
+        "train",
+        cfg_s,
+        "--out",
+        cut.to_str().unwrap(),
+        "--quiet",
+        "--resume",
+    ]));
+    assert_eq!(metrics(&cut), reference);
+    assert_eq!(final_hash(&cut), final_hash(&full));
+    let kept = checkpoint::list(&cut).unwrap();
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    assert_eq!(kept.last().unwrap().0, 270);
+    let log = std::fs::read_to_string(cut.join("train.log")).unwrap();
+    assert!(log.contains("resumed"), "{log}");
+}
+
+#[test]
+fn corrupt_mismatched_or_missing_checkpoints_are_errors() {
+    let tmp = TempDir::new("bad");
+    let cfg = tmp.path("digits.toml");
+    std::fs::write(&cfg, DIGITS).unwrap();
+    let cfg_s = cfg.to_str().unwrap();
+    let run = tmp.path("run");
+    let run_s = run.to_str().unwrap();
+
+    // Nothing to resume.
+    std::fs::create_dir_all(&run).unwrap();
+    let e = err(&padam(&["train", cfg_s, "--out", run_s, "--resume", "-q"]));
+    assert!(e.contains("no checkpoint"), "{e}");
+    std::fs::remove_dir_all(&run).unwrap();
+
+    ok(&padam(&[
+        "train", cfg_s, "--out", run_s, "-q", "--epochs", "1",
+    ]));
+    // A different config.
+    let e = err(&padam(&[
+        "train",
+        cfg_s,
+        "--out",
+        run_s,
+        "--resume",
+        "-q",
+        "--epochs",
+        "1",
+        "--set",
+        "optimizer.p=0.5",
+    ]));
+    assert!(e.contains("different config"), "{e}");
+    // The same config resumes (already complete: nothing left to do).
+    ok(&padam(&[
+        "train", cfg_s, "--out", run_s, "--resume", "-q", "--epochs", "1",
+    ]));
+    // A corrupt newest checkpoint.
+    let (_, newest) = checkpoint::list(&run).unwrap().pop().unwrap();
+    let mut bytes = std::fs::read(&newest).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&newest, bytes).unwrap();
+    let e = err(&padam(&[
+        "train", cfg_s, "--out", run_s, "--resume", "-q", "--epochs", "1",
+    ]));
+    assert!(e.contains("corrupt"), "{e}");
+    // A truncated one.
+    let bytes = std::fs::read(&newest).unwrap();
+    std::fs::write(&newest, &bytes[..10]).unwrap();
+    let e = err(&padam(&[
+        "train", cfg_s, "--out", run_s, "--resume", "-q", "--epochs", "1",
+    ]));
+    assert!(e.contains("not a padam checkpoint"), "{e}");
+}
+
+#[test]
+fn config_errors_name_the_key() {
+    let tmp = TempDir::new("cfg");
+    let cfg = tmp.path("digits.toml");
+    std::fs::write(&cfg, DIGITS).unwrap();
+    let cfg_s = cfg.to_str().unwrap();
+    for (set, needle) in [
+        ("train.bach_size=3", "bach_size"),
+        ("optimizer.lambda=-1", "optimizer.lambda"),
+        ("lr.schedule=\"linear\"", "linear"),
+        ("optimizer.momentum=0.9", "optimizer.momentum"),
+    ] {
+        let e = err(&padam(&["train", cfg_s, "--dry-run", "--set", set]));
+        assert!(e.contains(needle), "{set}: {e}");
+    }
+    let out = ok(&padam(&[
+        "train",
+        cfg_s,
+        "--dry-run",
+        "--iterations",
+        "5",
+        "--lr",
+        "0.1",
+    ]));
+    assert!(out.contains("iterations = 5"), "{out}");
+    assert!(!out.contains("epochs"), "{out}");
+}
+
+fn idx_images(count: usize, seed: u64) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend(0x0803u32.to_be_bytes());
+    b.extend((count as u32).to_be_bytes());
+    b.extend(28u32.to_be_bytes());
+    b.extend(28u32.to_be_bytes());
+    let mut rng = padam_lab::data::Rng::new(seed);
+    b.extend((0..count * 784).map(|_| rng.below(256) as u8));
+    b
+}
+
+fn idx_labels(count: usize) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend(0x0801u32.to_be_bytes());
+    b.extend((count as u32).to_be_bytes());
+    b.extend((0..count).map(|i| (i % 10) as u8));
+    b
+}
+
+/// The CNN has dropout and the data augmentation: resuming from an older checkpoint (the
+/// newer ones deleted) replays the exact same steps.
+#[test]
+fn fashion_cnn_with_dropout_and_augmentation_resumes_exactly() {
+    let tmp = TempDir::new("fashion");
+    let data = tmp.path("fashion-mnist");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("train-images-idx3-ubyte"), idx_images(48, 1)).unwrap();
+    std::fs::write(data.join("train-labels-idx1-ubyte"), idx_labels(48)).unwrap();
+    std::fs::write(data.join("t10k-images-idx3-ubyte"), idx_images(16, 2)).unwrap();
+    std::fs::write(data.join("t10k-labels-idx1-ubyte"), idx_labels(16)).unwrap();
+    let text = format!(
+        r#"
+        [model]
+        kind = "fashion_cnn"
+        [data]
+        dataset = "fashion_mnist"
+        path = {path}
+        augment = true
+        [optimizer]
+        kind = "pwd"
+        base = "sgd"
+        momentum = 0.9
+        p = 0.8
+        lambda = 1e-2
+        [lr]
+        peak = 1e-2
+        schedule = "exponential"
+        final_fraction = 0.25
+        [train]
+        batch_size = 16
+        iterations = 6
+        eval_every = 2
+        checkpoint_every = 2
+        keep_checkpoints = 10
+        grad_clip = 1.0
+        "#,
+        path = toml::Value::String(data.display().to_string())
+    );
+    let cfg = config::parse(&text, &[]).unwrap();
+    let args = |out: &Path, resume: bool| TrainArgs {
+        out: Some(out.to_path_buf()),
+        resume,
+        quiet: true,
+        ..TrainArgs::default()
+    };
+    let a = tmp.path("a");
+    let full = train::run_config(&cfg, &args(&a, false)).unwrap();
+    assert_eq!(full.step, 6);
+    let reference = metrics(&a);
+    assert_eq!(reference.len(), 3);
+    // Roll back to the step-2 checkpoint and resume.
+    for (step, path) in checkpoint::list(&a).unwrap() {
+        if step > 2 {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    std::fs::remove_file(a.join("final.json")).unwrap();
+    let resumed = train::run_config(&cfg, &args(&a, true)).unwrap();
+    assert_eq!(resumed.weights_hash, full.weights_hash);
+    assert_eq!(metrics(&a), reference);
+
+    // A different seed is a different run (dropout and augmentation do matter).
+    let mut other = cfg.clone();
+    other.seed = 2;
+    let b = tmp.path("b");
+    let s = train::run_config(&other, &args(&b, false)).unwrap();
+    assert_ne!(s.weights_hash, full.weights_hash);
+}
+
+/// Every shipped config parses and validates (without data).
+#[test]
+fn shipped_configs_parse() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        config::parse(&text, &[]).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+        n += 1;
+    }
+    assert!(n >= 1, "no configs in {}", dir.display());
+}
+
+/// The short digits config trains end to end in-process and sparsifies.
+#[test]
+fn short_digits_config_runs() {
+    let tmp = TempDir::new("short");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/digits-padam.toml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let cfg = config::parse(&text, &["train.epochs=20".into()]).unwrap();
+    let out = tmp.path("run");
+    let s = train::run_config(
+        &cfg,
+        &TrainArgs {
+            out: Some(out.clone()),
+            quiet: true,
+            ..TrainArgs::default()
+        },
+    )
+    .unwrap();
+    let last = s.last.unwrap();
+    assert!(last["val_accuracy"].as_f64().unwrap() > 0.9, "{last}");
+    assert!(last["zero_fraction"].as_f64().unwrap() > 0.5, "{last}");
+    assert!(out.join("config.toml").is_file());
+}
