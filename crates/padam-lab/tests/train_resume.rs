@@ -391,3 +391,153 @@ fn short_digits_config_runs() {
     assert!(last["zero_fraction"].as_f64().unwrap() > 0.5, "{last}");
     assert!(out.join("config.toml").is_file());
 }
+
+/// Run `text` to the end, roll back to the checkpoint at `back_to`, resume, and check the
+/// weights and metrics match; returns the summary.
+fn rollback_resume(tmp: &TempDir, tag: &str, text: &str, back_to: usize) -> train::Summary {
+    let cfg = config::parse(text, &[]).unwrap();
+    let dir = tmp.path(tag);
+    let args = |resume: bool| TrainArgs {
+        out: Some(dir.clone()),
+        resume,
+        quiet: true,
+        ..TrainArgs::default()
+    };
+    let full = train::run_config(&cfg, &args(false)).unwrap();
+    let reference = metrics(&dir);
+    for (step, path) in checkpoint::list(&dir).unwrap() {
+        if step > back_to {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    let resumed = train::run_config(&cfg, &args(true)).unwrap();
+    assert_eq!(resumed.weights_hash, full.weights_hash, "{tag}");
+    assert_eq!(metrics(&dir), reference, "{tag}");
+    full
+}
+
+#[test]
+fn nanogpt_on_a_small_text_resumes_exactly() {
+    let tmp = TempDir::new("gpt");
+    let text_path = tmp.path("input.txt");
+    let corpus =
+        "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n"
+            .repeat(20);
+    std::fs::write(&text_path, corpus).unwrap();
+    let text = format!(
+        r#"
+        [model]
+        kind = "nanogpt"
+        block_size = 16
+        n_layer = 1
+        n_head = 2
+        n_embd = 16
+        dropout = 0.1
+        [data]
+        dataset = "shakespeare"
+        path = {path}
+        eval_batches = 2
+        [optimizer]
+        kind = "padam"
+        beta2 = 0.99
+        decay_params = {{ min_rank = 2, exclude = ["*wpe*"] }}
+        p = {{ kind = "linear", from = 2.0, to = 0.8, steps = 4 }}
+        [lr]
+        peak = 1e-2
+        schedule = "cosine"
+        warmup_steps = 2
+        final_fraction = 0.1
+        [train]
+        batch_size = 4
+        iterations = 8
+        grad_clip = 1.0
+        eval_every = 4
+        checkpoint_every = 2
+        keep_checkpoints = 10
+        "#,
+        path = toml::Value::String(text_path.display().to_string())
+    );
+    let s = rollback_resume(&tmp, "gpt", &text, 2);
+    let last = s.last.unwrap();
+    assert_eq!(last["step"], 8);
+    assert!(last["val_loss"].as_f64().unwrap().is_finite(), "{last}");
+    assert!((last["p"].as_f64().unwrap() - 0.8).abs() < 1e-12, "{last}");
+}
+
+#[test]
+fn resnet18_on_synthetic_cifar_resumes_exactly() {
+    let tmp = TempDir::new("cifar");
+    let data = tmp.path("cifar");
+    std::fs::create_dir_all(&data).unwrap();
+    let records = |n: usize, seed: u64| {
+        let mut rng = padam_lab::data::Rng::new(seed);
+        let mut b = Vec::new();
+        for i in 0..n {
+            b.push((i % 10) as u8);
+            b.extend((0..3072).map(|_| rng.below(256) as u8));
+        }
+        b
+    };
+    std::fs::write(data.join("data_batch_1.bin"), records(8, 1)).unwrap();
+    std::fs::write(data.join("test_batch.bin"), records(4, 2)).unwrap();
+    let text = format!(
+        r#"
+        [model]
+        kind = "resnet18"
+        [data]
+        dataset = "cifar10"
+        path = {path}
+        augment = true
+        [optimizer]
+        kind = "adamw"
+        weight_decay = 1e-2
+        [lr]
+        peak = 1e-3
+        schedule = "cosine"
+        warmup_epochs = 1
+        [train]
+        batch_size = 4
+        epochs = 2
+        eval_every = 2
+        checkpoint_every = 1
+        keep_checkpoints = 10
+        "#,
+        path = toml::Value::String(data.display().to_string())
+    );
+    let s = rollback_resume(&tmp, "resnet", &text, 1);
+    let last = s.last.unwrap();
+    assert_eq!(last["step"], 4);
+    assert!(last["p"].is_null(), "{last}");
+}
+
+/// With `PADAM_DATA` set: the short Fashion-MNIST config, cut to a few steps, on real data.
+#[test]
+fn real_fashion_short_config_when_padam_data_is_set() {
+    if std::env::var_os("PADAM_DATA").is_none() {
+        println!("PADAM_DATA unset: skipping the real Fashion-MNIST run");
+        return;
+    }
+    let tmp = TempDir::new("realfashion");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/fashion-padam-short.toml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let cfg = config::parse(
+        &text,
+        &[
+            "train.epochs=".into(),
+            "train.iterations=4".into(),
+            "train.eval_every=4".into(),
+            "data.test_limit=200".into(),
+        ],
+    )
+    .unwrap();
+    let s = train::run_config(
+        &cfg,
+        &TrainArgs {
+            out: Some(tmp.path("run")),
+            quiet: true,
+            ..TrainArgs::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(s.step, 4);
+}

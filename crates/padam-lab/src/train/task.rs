@@ -141,8 +141,8 @@ impl<B: AutodiffBackend> Task<B> for DigitsTask {
 /// Fashion-MNIST + CNN.
 pub struct FashionTask {
     data: fashion_mnist::FashionMnist,
-    train_n: usize,
-    test_n: usize,
+    train_idx: Vec<usize>,
+    test_idx: Vec<usize>,
     augment: bool,
     config: FashionCnnConfig,
 }
@@ -152,13 +152,13 @@ impl<B: AutodiffBackend> Task<B> for FashionTask {
     fn describe(&self) -> String {
         format!(
             "fashion_mnist ({} train / {} test) CNN ({} params)",
-            self.train_n,
-            self.test_n,
+            self.train_idx.len(),
+            self.test_idx.len(),
             self.config.param_count()
         )
     }
     fn train_len(&self) -> usize {
-        self.train_n
+        self.train_idx.len()
     }
     fn init(&self, seed: u64, device: &B::Device) -> FashionCnn<B> {
         self.config.init(seed, device)
@@ -175,7 +175,8 @@ impl<B: AutodiffBackend> Task<B> for FashionTask {
         } else {
             fashion_mnist::Transform::default()
         };
-        let (x, y) = self.data.train.batch::<B>(indices, &t, rng, device);
+        let indices: Vec<usize> = indices.iter().map(|&i| self.train_idx[i]).collect();
+        let (x, y) = self.data.train.batch::<B>(&indices, &t, rng, device);
         CrossEntropyLossConfig::new()
             .init(device)
             .forward(model.forward(x), y)
@@ -188,12 +189,12 @@ impl<B: AutodiffBackend> Task<B> for FashionTask {
     ) -> (f64, f64) {
         let t = fashion_mnist::Transform::default();
         let mut rng = Rng::new(0);
-        eval_chunks::<B::InnerBackend>(self.test_n, batch, |r| {
-            let idx: Vec<usize> = r.collect();
+        eval_chunks::<B::InnerBackend>(self.test_idx.len(), batch, |r| {
+            let idx = &self.test_idx[r];
             let (x, y) = self
                 .data
                 .test
-                .batch::<B::InnerBackend>(&idx, &t, &mut rng, device);
+                .batch::<B::InnerBackend>(idx, &t, &mut rng, device);
             classify(model.forward(x), y)
         })
     }
@@ -202,8 +203,8 @@ impl<B: AutodiffBackend> Task<B> for FashionTask {
 /// CIFAR-10 + ResNet-18.
 pub struct CifarTask {
     data: cifar10::Cifar10,
-    train_n: usize,
-    test_n: usize,
+    train_idx: Vec<usize>,
+    test_idx: Vec<usize>,
     augment: bool,
     config: ResNetConfig,
 }
@@ -213,13 +214,13 @@ impl<B: AutodiffBackend> Task<B> for CifarTask {
     fn describe(&self) -> String {
         format!(
             "cifar10 ({} train / {} test) ResNet-18 ({} params)",
-            self.train_n,
-            self.test_n,
+            self.train_idx.len(),
+            self.test_idx.len(),
             self.config.param_count()
         )
     }
     fn train_len(&self) -> usize {
-        self.train_n
+        self.train_idx.len()
     }
     fn init(&self, seed: u64, device: &B::Device) -> ResNet<B> {
         self.config.init(seed, device)
@@ -236,7 +237,8 @@ impl<B: AutodiffBackend> Task<B> for CifarTask {
         } else {
             cifar10::Transform::default()
         };
-        let (x, y) = self.data.train.batch::<B>(indices, &t, rng, device);
+        let indices: Vec<usize> = indices.iter().map(|&i| self.train_idx[i]).collect();
+        let (x, y) = self.data.train.batch::<B>(&indices, &t, rng, device);
         CrossEntropyLossConfig::new()
             .init(device)
             .forward(model.forward(x), y)
@@ -249,12 +251,12 @@ impl<B: AutodiffBackend> Task<B> for CifarTask {
     ) -> (f64, f64) {
         let t = cifar10::Transform::default();
         let mut rng = Rng::new(0);
-        eval_chunks::<B::InnerBackend>(self.test_n, batch, |r| {
-            let idx: Vec<usize> = r.collect();
+        eval_chunks::<B::InnerBackend>(self.test_idx.len(), batch, |r| {
+            let idx = &self.test_idx[r];
             let (x, y) = self
                 .data
                 .test
-                .batch::<B::InnerBackend>(&idx, &t, &mut rng, device);
+                .batch::<B::InnerBackend>(idx, &t, &mut rng, device);
             classify(model.forward(x), y)
         })
     }
@@ -350,7 +352,19 @@ pub fn data_path(config: &TrainConfig) -> anyhow::Result<Option<PathBuf>> {
     }
 }
 
-/// Load the data and build the task.
+/// The examples used out of `n`: all, or with a limit a fixed random subset (the same for
+/// every seed; files are often sorted by class, so a prefix would not do), in file order.
+pub fn subset(n: usize, limit: Option<usize>) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..n).collect();
+    if let Some(l) = limit.filter(|&l| l < n) {
+        Rng::new(0x005E_B5E7).shuffle(&mut idx);
+        idx.truncate(l);
+        idx.sort_unstable();
+    }
+    idx
+}
+
+/// A loaded workload, by kind.
 pub enum AnyTask {
     /// Digits MLP.
     Digits(DigitsTask),
@@ -366,7 +380,6 @@ pub enum AnyTask {
 pub fn load(config: &TrainConfig) -> anyhow::Result<AnyTask> {
     let path = data_path(config)?;
     let d = &config.data;
-    let limit = |n: usize, l: Option<usize>| l.map_or(n, |l| l.min(n));
     Ok(match &config.model {
         ModelConfig::Mlp { hidden } => {
             let mut data = digits::load(path.as_deref())
@@ -388,8 +401,8 @@ pub fn load(config: &TrainConfig) -> anyhow::Result<AnyTask> {
             let data = fashion_mnist::load(&path)
                 .with_context(|| format!("loading Fashion-MNIST from {}", path.display()))?;
             AnyTask::Fashion(FashionTask {
-                train_n: limit(data.train.len(), d.train_limit),
-                test_n: limit(data.test.len(), d.test_limit),
+                train_idx: subset(data.train.len(), d.train_limit),
+                test_idx: subset(data.test.len(), d.test_limit),
                 data,
                 augment: d.augment,
                 config: FashionCnnConfig {
@@ -403,8 +416,8 @@ pub fn load(config: &TrainConfig) -> anyhow::Result<AnyTask> {
             let data = cifar10::load(&path)
                 .with_context(|| format!("loading CIFAR-10 from {}", path.display()))?;
             AnyTask::Cifar(CifarTask {
-                train_n: limit(data.train.len(), d.train_limit),
-                test_n: limit(data.test.len(), d.test_limit),
+                train_idx: subset(data.train.len(), d.train_limit),
+                test_idx: subset(data.test.len(), d.test_limit),
                 data,
                 augment: d.augment,
                 config: ResNetConfig::resnet18(cifar10::N_CLASSES),
