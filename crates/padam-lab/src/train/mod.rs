@@ -484,6 +484,7 @@ where
         optim = optim.load_record(o);
         state = ckpt.state;
         truncate_metrics(&metrics_path, state.step)?;
+        checkpoint::remove_stale_temps(dir);
         tracing::info!(step = state.step, file = %path.display(), "resumed");
     }
     anyhow::ensure!(
@@ -497,7 +498,7 @@ where
         let bar = ProgressBar::new(total as u64);
         bar.set_style(
             ProgressStyle::with_template(
-                "[{elapsed_precise}] [{bar:30}] {pos}/{len} {per_sec} ETA {eta} {msg}",
+                "[{elapsed_precise}] [{bar:30}] {pos}/{len} steps ETA {eta} {msg}",
             )
             .expect("valid progress template")
             .progress_chars("=> "),
@@ -517,6 +518,7 @@ where
     let mut interval_items = 0usize;
     let mut msg_loss = f64::NAN;
     let mut msg_eval = String::new();
+    let mut msg_speed = 0.0;
     let delay = Duration::from_millis(args.step_delay_ms);
 
     while state.step < total {
@@ -556,6 +558,7 @@ where
             state.loss_sum += sum;
             state.loss_count += k;
             msg_loss = state.loss_sum / state.loss_count as f64;
+            msg_speed = interval_items as f64 / interval_start.elapsed().as_secs_f64().max(1e-9);
         }
         state.train_seconds += start.elapsed().as_secs_f64();
         if do_eval {
@@ -629,7 +632,9 @@ where
             tracing::info!(step = s, file = %path.display(), "checkpoint");
         }
         bar.set_position(s as u64);
-        bar.set_message(format!("loss {msg_loss:.4} {msg_eval}"));
+        bar.set_message(format!(
+            "loss {msg_loss:.4} {msg_eval} {msg_speed:.0} items/s"
+        ));
         if !delay.is_zero() {
             std::thread::sleep(delay);
         }
