@@ -420,11 +420,49 @@ pub fn parse(text: &str, overrides: &[String]) -> anyhow::Result<TrainConfig> {
     for o in overrides {
         apply_override(&mut value, o)?;
     }
-    let config: TrainConfig = value
-        .try_into()
-        .map_err(|e: toml::de::Error| anyhow::anyhow!("invalid config: {}", e.message()))?;
+    // Deserialize from text (the file as overridden) so errors point at the offending line.
+    let resolved = toml::to_string(&value).context("re-serializing the config")?;
+    let config: TrainConfig = toml::from_str(&resolved)
+        .map_err(|e| anyhow::anyhow!("invalid config: {}", describe_toml_error(&e, &resolved)))?;
     config.validate()?;
     Ok(config)
+}
+
+/// The error message plus the dotted key of the line it points at.
+fn describe_toml_error(e: &toml::de::Error, text: &str) -> String {
+    let msg = e.message().trim().to_string();
+    let Some(span) = e.span().filter(|s| s.start > 0) else {
+        return msg; // no position, or the whole document (a missing top-level table)
+    };
+    // Walk the text up to the error: the last `[table]` header and the key on the error line.
+    let before = &text[..span.start.min(text.len())];
+    let mut table = String::new();
+    for line in before.lines() {
+        let t = line.trim();
+        if t.starts_with('[') && t.ends_with(']') {
+            table = t.trim_matches(|c| c == '[' || c == ']').to_string();
+        }
+    }
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[line_start..]
+        .find('\n')
+        .map_or(text.len(), |i| line_start + i);
+    let line = &text[line_start..line_end];
+    if line.trim_start().starts_with('[') {
+        let header = line.trim().trim_matches(|c| c == '[' || c == ']');
+        return format!("[{header}]: {msg}");
+    }
+    let key = line.split_once('=').map(|(k, _)| k.trim()).unwrap_or("");
+    let path = match (table.is_empty(), key.is_empty()) {
+        (_, true) if table.is_empty() => return msg,
+        (_, true) => table,
+        (true, false) => key.to_string(),
+        (false, false) => format!("{table}.{key}"),
+    };
+    format!(
+        "{path} = {}: {msg}",
+        line.split_once('=').map_or("", |(_, v)| v.trim())
+    )
 }
 
 /// Apply one `a.b.c=value` override to a TOML table.
@@ -901,7 +939,10 @@ mod tests {
     #[test]
     fn errors_name_the_key() {
         let cases: &[(&str, &str)] = &[
-            ("train.batch_sise=3", "batch_sise"),
+            ("train.batch_sise=3", "train.batch_sise"),
+            ("train.batch_size=x", "train.batch_size = \"x\""),
+            ("optimizer.oops=1", "optimizer.oops"),
+            ("model.hidden=3", "[model]"),
             ("train.batch_size=0", "train.batch_size"),
             ("optimizer.p=-1", "optimizer.p"),
             ("optimizer.lambda=-1", "optimizer.lambda"),
