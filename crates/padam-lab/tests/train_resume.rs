@@ -250,6 +250,19 @@ fn config_errors_name_the_key() {
         let e = err(&padam(&["train", cfg_s, "--dry-run", "--set", set]));
         assert!(e.contains(needle), "{set}: {e}");
     }
+    if cfg!(not(feature = "cuda")) {
+        let cuda = tmp.path("cuda");
+        let e = err(&padam(&[
+            "train",
+            cfg_s,
+            "--backend",
+            "cuda",
+            "--out",
+            cuda.to_str().unwrap(),
+        ]));
+        assert!(e.contains("without CUDA"), "{e}");
+        assert!(!cuda.exists());
+    }
     let out = ok(&padam(&[
         "train",
         cfg_s,

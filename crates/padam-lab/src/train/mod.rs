@@ -181,6 +181,13 @@ pub fn run_config(config: &TrainConfig, args: &TrainArgs) -> anyhow::Result<Summ
             PathBuf::from("runs").join(name)
         }
     };
+    #[cfg(not(feature = "cuda"))]
+    if config.backend == BackendKind::Cuda {
+        bail!(
+            "backend = \"cuda\": this binary was built without CUDA; rebuild with \
+             `cargo build --release --features cuda`"
+        );
+    }
     prepare_dir(&run_dir, config, args.resume)?;
     let log = OpenOptions::new()
         .create(true)
