@@ -7,6 +7,15 @@
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{backend::Backend, Tensor};
 
+/// Whether `path` names a batch-norm running statistic (`*.running_mean`, `*.running_var`).
+///
+/// burn keeps these buffers as float `Param`s, so module visitors (and `num_params()`) see them,
+/// but they are not trained weights: they get no gradient and are left out of sparsity counts.
+pub fn is_running_statistic(path: &str) -> bool {
+    let leaf = path.rsplit('.').next().unwrap_or(path);
+    leaf == "running_mean" || leaf == "running_var"
+}
+
 /// Something that wants every float parameter together with its dotted path.
 pub trait PathVisitor<B: Backend> {
     /// Called once per float parameter, in module order.

@@ -7,7 +7,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::paths::{visit_with_paths, PathVisitor};
+use crate::paths::{is_running_statistic, visit_with_paths, PathVisitor};
 use crate::select::ParamSelection;
 
 /// The threshold the reference compares AdamW against.
@@ -86,7 +86,8 @@ fn ratio(a: usize, b: usize) -> f64 {
 
 /// Measure the sparsity of every float parameter of `module` selected by `which` (use
 /// [`ParamSelection::all`] for all, [`ParamSelection::matrices_only`] for weight matrices).
-/// One device-to-host read for the whole module.
+/// Batch-norm running statistics are buffers, not weights, and are never counted
+/// ([`is_running_statistic`]). One device-to-host read for the whole module.
 pub fn measure<B: Backend, M: Module<B>>(
     module: &M,
     threshold: f64,
@@ -100,7 +101,7 @@ pub fn measure<B: Backend, M: Module<B>>(
     }
     impl<B: Backend> PathVisitor<B> for Counter<'_, B> {
         fn visit<const D: usize>(&mut self, path: &str, param: &Param<Tensor<B, D>>) {
-            if !self.which.is_decayed(path, D) {
+            if is_running_statistic(path) || !self.which.is_decayed(path, D) {
                 return;
             }
             let tensor = param.val();

@@ -156,3 +156,27 @@ fn report_round_trips_through_json() {
     let back: SparsityReport = serde_json::from_str(&json).unwrap();
     assert_eq!(back, r);
 }
+
+/// burn's BatchNorm keeps its running mean and variance as float params; they are buffers, not
+/// weights, and must not count (a fresh running mean is all zeros and would read as sparsity).
+#[test]
+fn batch_norm_running_statistics_are_not_counted() {
+    use burn::nn::{BatchNorm, BatchNormConfig};
+    #[derive(burn::module::Module, Debug)]
+    struct Net<B: burn::tensor::backend::Backend> {
+        bn: BatchNorm<B>,
+    }
+    let net: Net<padam_test_backend::B> = Net {
+        bn: BatchNormConfig::new(8).init(&Default::default()),
+    };
+    let report = padam::sparsity::measure(&net, 1e-9, &padam::ParamSelection::all());
+    let paths: Vec<&str> = report.tensors.iter().map(|t| t.path.as_str()).collect();
+    assert_eq!(paths, vec!["bn.gamma", "bn.beta"]);
+    assert_eq!(report.numel(), 16);
+    assert!(padam::paths::is_running_statistic("layer1.0.bn1.running_mean"));
+    assert!(!padam::paths::is_running_statistic("layer1.0.bn1.gamma"));
+}
+
+mod padam_test_backend {
+    pub type B = burn::backend::Flex;
+}

@@ -152,11 +152,7 @@ pub fn trainable_params<B: Backend, M: Module<B>>(module: &M) -> usize {
             self.path.pop();
         }
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-            let running = matches!(
-                self.path.last().map(String::as_str),
-                Some("running_mean" | "running_var")
-            );
-            if !running {
+            if !padam::paths::is_running_statistic(&self.path.join(".")) {
                 self.count += param.lazy_shape().num_elements();
             }
         }
