@@ -173,7 +173,9 @@ fn batch_norm_running_statistics_are_not_counted() {
     let paths: Vec<&str> = report.tensors.iter().map(|t| t.path.as_str()).collect();
     assert_eq!(paths, vec!["bn.gamma", "bn.beta"]);
     assert_eq!(report.numel(), 16);
-    assert!(padam::paths::is_running_statistic("layer1.0.bn1.running_mean"));
+    assert!(padam::paths::is_running_statistic(
+        "layer1.0.bn1.running_mean"
+    ));
     assert!(!padam::paths::is_running_statistic("layer1.0.bn1.gamma"));
 }
 
