@@ -138,129 +138,93 @@ impl<B: AutodiffBackend> Task<B> for DigitsTask {
     }
 }
 
-/// Fashion-MNIST + CNN.
-pub struct FashionTask {
-    data: fashion_mnist::FashionMnist,
-    train_idx: Vec<usize>,
-    test_idx: Vec<usize>,
-    augment: bool,
-    config: FashionCnnConfig,
+/// An image-classification task: a dataset module with `train`/`test` splits, a `Transform`
+/// (`train()` augments, `default()` only normalises) and `batch`, and a model config with
+/// `init`/`param_count` whose model maps `[n, c, h, w]` images to `[n, classes]` logits.
+/// Written once, instantiated for Fashion-MNIST + CNN and CIFAR-10 + ResNet-18.
+macro_rules! image_task {
+    ($(#[$doc:meta])* $task:ident, $data:ident :: $set:ident, $model:ident, $config:ident, $label:literal) => {
+        $(#[$doc])*
+        pub struct $task {
+            data: $data::$set,
+            train_idx: Vec<usize>,
+            test_idx: Vec<usize>,
+            augment: bool,
+            config: $config,
+        }
+
+        impl<B: AutodiffBackend> Task<B> for $task {
+            type Model = $model<B>;
+            fn describe(&self) -> String {
+                format!(
+                    $label,
+                    self.train_idx.len(),
+                    self.test_idx.len(),
+                    self.config.param_count()
+                )
+            }
+            fn train_len(&self) -> usize {
+                self.train_idx.len()
+            }
+            fn init(&self, seed: u64, device: &B::Device) -> $model<B> {
+                self.config.init(seed, device)
+            }
+            fn loss(
+                &self,
+                model: &$model<B>,
+                indices: &[usize],
+                rng: &mut Rng,
+                device: &B::Device,
+            ) -> Tensor<B, 1> {
+                let t = if self.augment {
+                    $data::Transform::train()
+                } else {
+                    $data::Transform::default()
+                };
+                let indices: Vec<usize> = indices.iter().map(|&i| self.train_idx[i]).collect();
+                let (x, y) = self.data.train.batch::<B>(&indices, &t, rng, device);
+                CrossEntropyLossConfig::new()
+                    .init(device)
+                    .forward(model.forward(x), y)
+            }
+            fn evaluate(
+                &self,
+                model: &$model<B::InnerBackend>,
+                batch: usize,
+                device: &B::Device,
+            ) -> (f64, f64) {
+                let t = $data::Transform::default();
+                let mut rng = Rng::new(0);
+                eval_chunks::<B::InnerBackend>(self.test_idx.len(), batch, |r| {
+                    let idx = &self.test_idx[r];
+                    let (x, y) = self
+                        .data
+                        .test
+                        .batch::<B::InnerBackend>(idx, &t, &mut rng, device);
+                    classify(model.forward(x), y)
+                })
+            }
+        }
+    };
 }
 
-impl<B: AutodiffBackend> Task<B> for FashionTask {
-    type Model = FashionCnn<B>;
-    fn describe(&self) -> String {
-        format!(
-            "fashion_mnist ({} train / {} test) CNN ({} params)",
-            self.train_idx.len(),
-            self.test_idx.len(),
-            self.config.param_count()
-        )
-    }
-    fn train_len(&self) -> usize {
-        self.train_idx.len()
-    }
-    fn init(&self, seed: u64, device: &B::Device) -> FashionCnn<B> {
-        self.config.init(seed, device)
-    }
-    fn loss(
-        &self,
-        model: &FashionCnn<B>,
-        indices: &[usize],
-        rng: &mut Rng,
-        device: &B::Device,
-    ) -> Tensor<B, 1> {
-        let t = if self.augment {
-            fashion_mnist::Transform::train()
-        } else {
-            fashion_mnist::Transform::default()
-        };
-        let indices: Vec<usize> = indices.iter().map(|&i| self.train_idx[i]).collect();
-        let (x, y) = self.data.train.batch::<B>(&indices, &t, rng, device);
-        CrossEntropyLossConfig::new()
-            .init(device)
-            .forward(model.forward(x), y)
-    }
-    fn evaluate(
-        &self,
-        model: &FashionCnn<B::InnerBackend>,
-        batch: usize,
-        device: &B::Device,
-    ) -> (f64, f64) {
-        let t = fashion_mnist::Transform::default();
-        let mut rng = Rng::new(0);
-        eval_chunks::<B::InnerBackend>(self.test_idx.len(), batch, |r| {
-            let idx = &self.test_idx[r];
-            let (x, y) = self
-                .data
-                .test
-                .batch::<B::InnerBackend>(idx, &t, &mut rng, device);
-            classify(model.forward(x), y)
-        })
-    }
-}
+image_task!(
+    /// Fashion-MNIST + CNN.
+    FashionTask,
+    fashion_mnist::FashionMnist,
+    FashionCnn,
+    FashionCnnConfig,
+    "fashion_mnist ({} train / {} test) CNN ({} params)"
+);
 
-/// CIFAR-10 + ResNet-18.
-pub struct CifarTask {
-    data: cifar10::Cifar10,
-    train_idx: Vec<usize>,
-    test_idx: Vec<usize>,
-    augment: bool,
-    config: ResNetConfig,
-}
-
-impl<B: AutodiffBackend> Task<B> for CifarTask {
-    type Model = ResNet<B>;
-    fn describe(&self) -> String {
-        format!(
-            "cifar10 ({} train / {} test) ResNet-18 ({} params)",
-            self.train_idx.len(),
-            self.test_idx.len(),
-            self.config.param_count()
-        )
-    }
-    fn train_len(&self) -> usize {
-        self.train_idx.len()
-    }
-    fn init(&self, seed: u64, device: &B::Device) -> ResNet<B> {
-        self.config.init(seed, device)
-    }
-    fn loss(
-        &self,
-        model: &ResNet<B>,
-        indices: &[usize],
-        rng: &mut Rng,
-        device: &B::Device,
-    ) -> Tensor<B, 1> {
-        let t = if self.augment {
-            cifar10::Transform::train()
-        } else {
-            cifar10::Transform::default()
-        };
-        let indices: Vec<usize> = indices.iter().map(|&i| self.train_idx[i]).collect();
-        let (x, y) = self.data.train.batch::<B>(&indices, &t, rng, device);
-        CrossEntropyLossConfig::new()
-            .init(device)
-            .forward(model.forward(x), y)
-    }
-    fn evaluate(
-        &self,
-        model: &ResNet<B::InnerBackend>,
-        batch: usize,
-        device: &B::Device,
-    ) -> (f64, f64) {
-        let t = cifar10::Transform::default();
-        let mut rng = Rng::new(0);
-        eval_chunks::<B::InnerBackend>(self.test_idx.len(), batch, |r| {
-            let idx = &self.test_idx[r];
-            let (x, y) = self
-                .data
-                .test
-                .batch::<B::InnerBackend>(idx, &t, &mut rng, device);
-            classify(model.forward(x), y)
-        })
-    }
-}
+image_task!(
+    /// CIFAR-10 + ResNet-18.
+    CifarTask,
+    cifar10::Cifar10,
+    ResNet,
+    ResNetConfig,
+    "cifar10 ({} train / {} test) ResNet-18 ({} params)"
+);
 
 /// Tiny Shakespeare + nanoGPT (random windows; an "epoch" is `train tokens / block` windows).
 pub struct ShakespeareTask {
