@@ -11,7 +11,7 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{GradientsParams, Optimizer, SimpleOptimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
+use burn::tensor::{ElementConversion, Int, Tensor};
 use padam::PWdOptimizer;
 
 use crate::data::{Rng, Split};
@@ -114,12 +114,7 @@ pub fn batch_tensors<B: Backend>(
     device: &B::Device,
 ) -> (Tensor<B, 2>, Tensor<B, 1, Int>) {
     let b = split.gather(indices);
-    let x = Tensor::from_data(
-        TensorData::new(b.features, [indices.len(), b.n_features]),
-        device,
-    );
-    let y = Tensor::from_data(TensorData::new(b.labels, [indices.len()]), device);
-    (x, y)
+    crate::data::batch_to_tensors(b.features, [indices.len(), b.n_features], b.labels, device)
 }
 
 /// Fraction of `split` classified correctly (one forward pass over all rows).

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor};
 use rayon::prelude::*;
 
 use super::augment::{hflip, random_crop, Normalize};
@@ -250,11 +250,8 @@ impl CifarSplit {
         device: &B::Device,
     ) -> (Tensor<B, 4>, Tensor<B, 1, Int>) {
         let (x, y) = self.batch_host(indices, transform, rng);
-        let n = indices.len();
-        (
-            Tensor::from_data(TensorData::new(x, [n, CHANNELS, HEIGHT, WIDTH]), device),
-            Tensor::from_data(TensorData::new(y, [n]), device),
-        )
+        let shape = [indices.len(), CHANNELS, HEIGHT, WIDTH];
+        super::batch_to_tensors(x, shape, y, device)
     }
 
     /// The split in the binary batch format (label byte + 3072 image bytes per record).

@@ -10,7 +10,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor};
 
 use super::augment::{Normalize, RandomAffine};
 use super::Rng;
@@ -417,11 +417,8 @@ impl MnistSplit {
         device: &B::Device,
     ) -> (Tensor<B, 4>, Tensor<B, 1, Int>) {
         let (x, y) = self.batch_host(indices, transform, rng);
-        let n = indices.len();
-        (
-            Tensor::from_data(TensorData::new(x, [n, 1, self.rows, self.cols]), device),
-            Tensor::from_data(TensorData::new(y, [n]), device),
-        )
+        let shape = [indices.len(), 1, self.rows, self.cols];
+        super::batch_to_tensors(x, shape, y, device)
     }
 }
 

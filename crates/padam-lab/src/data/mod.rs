@@ -8,6 +8,25 @@ pub mod digits;
 pub mod fashion_mnist;
 pub mod shakespeare;
 
+/// A host batch as tensors: `features` shaped `shape` (`[n, ...]`) and `labels` shaped `[n]`.
+/// Every dataset's `batch` ends here.
+pub fn batch_to_tensors<B: burn::tensor::backend::Backend, const D: usize>(
+    features: Vec<f32>,
+    shape: [usize; D],
+    labels: Vec<i64>,
+    device: &B::Device,
+) -> (
+    burn::tensor::Tensor<B, D>,
+    burn::tensor::Tensor<B, 1, burn::tensor::Int>,
+) {
+    use burn::tensor::{Tensor, TensorData};
+    let n = labels.len();
+    (
+        Tensor::from_data(TensorData::new(features, shape), device),
+        Tensor::from_data(TensorData::new(labels, [n]), device),
+    )
+}
+
 /// A set of examples for classification, held on the host: `features` is row-major
 /// `[len, n_features]`, `labels[i]` is the class of row `i`.
 #[derive(Debug, Clone, PartialEq)]
