@@ -28,6 +28,8 @@ pub enum BenchCommand {
     Step(StepArgs),
     /// Check every optimizer's step on this backend against the float64 reference.
     Verify(VerifyArgs),
+    /// Training-step throughput of the three workloads on random data (vs PyTorch's script).
+    Train(crate::bench_train::TrainBenchArgs),
 }
 
 /// Which backend a benchmark runs on.
@@ -98,6 +100,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             #[cfg(not(feature = "cuda"))]
             BackendKind::Cuda => anyhow::bail!(CUDA_MISSING),
         },
+        BenchCommand::Train(args) => crate::bench_train::run(&args),
         BenchCommand::Verify(args) => match args.backend {
             BackendKind::Cpu => verify::<burn::backend::Autodiff<crate::backend::Cpu>>(&args),
             #[cfg(feature = "cuda")]
@@ -109,7 +112,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
 }
 
 #[cfg(not(feature = "cuda"))]
-const CUDA_MISSING: &str =
+pub(crate) const CUDA_MISSING: &str =
     "--backend cuda: this padam binary was built without CUDA; rebuild with `cargo build --release --features cuda`";
 
 /// A bag of parameters with the shapes of a real model, so optimizers see the same tensors.

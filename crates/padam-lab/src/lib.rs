@@ -3,6 +3,7 @@
 
 pub mod backend;
 pub mod bench;
+pub mod bench_train;
 pub mod data;
 pub mod demo;
 pub mod models;

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Runs ON the GPU machine (device tool), from the repo root, with the ignored folder gpu/ carried:
+#   gpu/padam.gz (stripped, gzipped `--features cuda` binary), gpu/cuda-env.sh,
+#   gpu/data/<dataset folders the plan needs>, optionally gpu/cubecl-cache.tgz.
+# Trains every run of a plan file in parallel on the one GPU (`padam train` is dispatch-bound
+# on small models, so several processes share the GPU well), each with `--resume` when its run
+# directory already holds a checkpoint, and stops them all at DEADLINE seconds (they resume in
+# the next call on the same warm machine: run directories live in $RUNS, default /tmp/padam-runs).
+# Plan lines: `<run name> <config> [padam train options...]`; `#` starts a comment.
+#   PLAN=results/plans/fashion.txt DEADLINE=540 bash scripts/gpu-runs.sh
+# Copies each run's config.toml, metrics.jsonl, final.json and train.log to $OUT/runs/<name>/.
+set -uo pipefail
+source gpu/cuda-env.sh
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT/runs"
+RUNS=${RUNS:-/tmp/padam-runs}; mkdir -p "$RUNS"
+DEADLINE=${DEADLINE:-540}
+[ -x /tmp/padam ] || { gunzip -c gpu/padam.gz > /tmp/padam && chmod +x /tmp/padam; }
+# Data stays in /tmp between calls on a warm machine, so a later call need not carry it again.
+mkdir -p /tmp/padam-data
+for d in gpu/data/*; do [ -e "$d" ] && cp -rn "$d" /tmp/padam-data/; done
+export PADAM_DATA=/tmp/padam-data
+[ -f gpu/cubecl-cache.tgz ] && [ ! -d target ] && tar xzf gpu/cubecl-cache.tgz
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee -a "$OUT/device.txt"
+t0=$(date +%s)
+pids=()
+while read -r name cfg args; do
+  [ -z "$name" ] || [[ "$name" == \#* ]] && continue
+  dir="$RUNS/$name"
+  resume=""
+  ls "$dir"/ckpt-* >/dev/null 2>&1 && resume="--resume"
+  if [ -f "$dir/final.json" ] && [ -z "${RERUN:-}" ]; then
+    echo "$name: already finished"; continue
+  fi
+  # shellcheck disable=SC2086
+  timeout --signal=KILL "$DEADLINE" /tmp/padam train "$cfg" --backend cuda --out "$dir" --quiet \
+    $resume $args > "$RUNS/$name.stdout" 2> "$RUNS/$name.stderr" &
+  pids+=($!)
+  echo "$name: started ($cfg $args $resume)"
+done < "${PLAN:?set PLAN to a plan file}"
+for p in "${pids[@]}"; do wait "$p"; done
+echo "all runs stopped after $(( $(date +%s) - t0 )) s"
+for dir in "$RUNS"/*/; do
+  name=$(basename "$dir"); mkdir -p "$OUT/runs/$name"
+  cp "$dir"/{config.toml,metrics.jsonl,final.json,train.log} "$OUT/runs/$name/" 2>/dev/null
+  cp "$RUNS/$name.stderr" "$OUT/runs/$name/stderr.txt" 2>/dev/null
+  last=$(tail -1 "$dir/metrics.jsonl" 2>/dev/null | head -c 300)
+  echo "$name: $( [ -f "$dir/final.json" ] && echo finished || echo "stopped" ) | $last"
+done
+tar czf "$OUT/cubecl-cache.tgz" target 2>/dev/null || true
