@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
-use padam_lab::{bench, demo, toy, train};
+use padam_lab::{bench, demo, plot, sweep, toy, train};
 
 /// padam: p-norm decoupled weight decay (pWD) for burn.
 #[derive(Parser, Debug)]
@@ -20,6 +20,12 @@ enum Command {
     Toy(toy::ToyArgs),
     /// Train one model from a TOML config (configs/), with checkpoints and exact --resume.
     Train(train::TrainArgs),
+    /// Figures from run directories: loss, accuracy, sparsity, magnitude CDF, per-tensor
+    /// sparsity, accuracy vs sparsity (PNG and SVG).
+    Plot(plot::PlotArgs),
+    /// Train a grid of config overrides (each run resumable, finished runs skipped), then a
+    /// table (markdown, CSV) and the accuracy-vs-sparsity plot with the Pareto front.
+    Sweep(sweep::SweepArgs),
     /// Benchmarks (optimizer step over real model shapes).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -43,5 +49,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Toy(args) => toy::run(args),
         Command::Train(args) => train::run(args),
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Plot(args) => plot::run(&args).map(|_| ()),
+        Command::Sweep(args) => sweep::run(&args).map(|_| ()),
     }
 }

@@ -577,3 +577,131 @@ fn shipped_short_configs_train_on_real_data_when_padam_data_is_set() {
         println!("{file}: {last}");
     }
 }
+
+/// A digits config with AdamW (decoupled weight decay 0.1) and a `[prune]` section.
+fn pruned_digits(prune: &str, optimizer: &str) -> String {
+    format!(
+        r#"
+seed = 5
+[model]
+kind = "mlp"
+hidden = [32]
+[data]
+dataset = "digits"
+test_limit = 200
+[optimizer]
+{optimizer}
+[lr]
+peak = 1e-2
+schedule = "constant"
+[train]
+batch_size = 32
+epochs = 6
+eval_every = 15
+checkpoint_every = 25
+keep_checkpoints = 20
+[prune]
+{prune}
+"#
+    )
+}
+
+/// Exact zeros among the weight matrices (the pruned tensors) of a metrics line.
+fn matrix_zeros(line: &serde_json::Value) -> (u64, u64) {
+    line["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["path"].as_str().unwrap().ends_with("weight"))
+        .fold((0, 0), |(z, n), t| {
+            (
+                z + t["zeros"].as_u64().unwrap(),
+                n + t["numel"].as_u64().unwrap(),
+            )
+        })
+}
+
+/// Gradual magnitude pruning: the mask reaches exactly the target, and under AdamW (whose
+/// update would move any weight off zero) every masked weight is exactly zero at every
+/// evaluation after pruning, i.e. masks hold through fine-tuning; resuming mid-schedule from a
+/// checkpoint (masks stored in it) ends bit-identical.
+#[test]
+fn gradual_magnitude_pruning_holds_masks_exactly_and_resumes() {
+    let tmp = TempDir::new("gmp");
+    let text = pruned_digits(
+        "method = \"gradual\"\ntarget = 0.8\nstart = 0.1\nend = 0.5\nfrequency = 10",
+        "kind = \"adamw\"\nweight_decay = 0.1",
+    );
+    // 1437 training digits / 32 = 45 steps per epoch, 270 steps; pruning ends at step 135
+    rollback_resume(&tmp, "gmp", &text, 75);
+    let lines = metrics(&tmp.path("gmp"));
+    let n = 64 * 32 + 32 * 10;
+    let target = (0.8_f64 * n as f64).round() as u64;
+    let mut after_end = 0;
+    for line in &lines {
+        let step = line["step"].as_u64().unwrap();
+        let (zeros, numel) = matrix_zeros(line);
+        assert_eq!(numel, n as u64);
+        if step >= 135 {
+            after_end += 1;
+            assert_eq!(
+                line["mask_fraction"].as_f64().unwrap(),
+                target as f64 / n as f64
+            );
+            // AdamW never lands a live weight on exactly 0.0: zeros == masked entries
+            assert_eq!(
+                zeros, target,
+                "step {step}: masked weights must stay exactly 0"
+            );
+        } else if step < 27 {
+            assert_eq!(zeros, 0, "step {step}: nothing pruned before start");
+        }
+    }
+    assert!(
+        after_end >= 5,
+        "{after_end} evaluations after pruning ended"
+    );
+}
+
+/// One-shot global magnitude pruning at half the run, fine-tuned with PAdam (momentum and pWD):
+/// from the pruning step on, at least the target fraction of the matrices is exactly zero.
+#[test]
+fn one_shot_pruning_then_masked_fine_tuning() {
+    let tmp = TempDir::new("oneshot");
+    let text = pruned_digits(
+        "method = \"one_shot\"\ntarget = 0.9\nat = 0.5",
+        "kind = \"padam\"\np = 1.0\nlambda = 1e-4",
+    );
+    let cfg = config::parse(&text, &[]).unwrap();
+    let dir = tmp.path("oneshot");
+    let summary = train::run_config(
+        &cfg,
+        &TrainArgs {
+            out: Some(dir.clone()),
+            quiet: true,
+            ..TrainArgs::default()
+        },
+    )
+    .unwrap();
+    let n = (64 * 32 + 32 * 10) as u64;
+    let k = (0.9 * n as f64).round() as u64;
+    for line in metrics(&dir) {
+        let step = line["step"].as_u64().unwrap();
+        let (zeros, _) = matrix_zeros(&line);
+        if step >= 135 {
+            assert!(zeros >= k, "step {step}: {zeros} zeros < {k} pruned");
+        } else {
+            assert!(zeros < k / 2, "step {step}: pruned before `at`");
+        }
+    }
+    let acc = summary.last.unwrap()["val_accuracy"].as_f64().unwrap();
+    assert!(acc > 0.5, "fine-tuned accuracy {acc}");
+    // bad values are errors naming the key
+    let bad = pruned_digits("method = \"one_shot\"\ntarget = 1.2", "kind = \"adamw\"");
+    let e = config::parse(&bad, &[]).unwrap_err().to_string();
+    assert!(e.contains("prune.target = 1.2"), "{e}");
+    let e = config::parse(&text, &["prune.method=sometimes".to_string()])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("prune") && e.contains("sometimes"), "{e}");
+}

@@ -145,3 +145,92 @@ pub fn measure<B: Backend, M: Module<B>>(
         .collect();
     SparsityReport { threshold, tensors }
 }
+
+/// Distribution of weight magnitudes on a log scale: how many weights have
+/// `10^edges[i] <= |w| < 10^edges[i+1]`, plus the exact zeros (which a log axis cannot show)
+/// and the weights outside the range. The data behind a magnitude CDF plot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MagnitudeHistogram {
+    /// Bin edges as base-10 exponents, ascending (`counts.len() + 1` of them).
+    pub log10_edges: Vec<f64>,
+    /// Weights per bin.
+    pub counts: Vec<u64>,
+    /// Weights exactly 0.
+    pub zeros: u64,
+    /// Nonzero weights below the first edge.
+    pub underflow: u64,
+    /// Weights at or above the last edge.
+    pub overflow: u64,
+}
+
+impl MagnitudeHistogram {
+    /// All weights counted.
+    pub fn total(&self) -> u64 {
+        self.zeros + self.underflow + self.overflow + self.counts.iter().sum::<u64>()
+    }
+}
+
+/// Histogram of `|w|` over the parameters `which` selects (batch-norm running statistics never),
+/// with `bins_per_decade` bins per power of ten from `10^lo` to `10^hi`. One device-to-host read
+/// per tensor.
+pub fn magnitude_histogram<B: Backend, M: Module<B>>(
+    module: &M,
+    which: &ParamSelection,
+    lo: i32,
+    hi: i32,
+    bins_per_decade: usize,
+) -> MagnitudeHistogram {
+    assert!(hi > lo && bins_per_decade > 0, "empty histogram range");
+    let bins = (hi - lo) as usize * bins_per_decade;
+    let mut h = MagnitudeHistogram {
+        log10_edges: (0..=bins)
+            // (lo * n + i) / n, so the edges print as -3.9, not -3.9000000000000004
+            .map(|i| (f64::from(lo) * bins_per_decade as f64 + i as f64) / bins_per_decade as f64)
+            .collect(),
+        counts: vec![0; bins],
+        zeros: 0,
+        underflow: 0,
+        overflow: 0,
+    };
+    struct Fill<'a> {
+        which: &'a ParamSelection,
+        h: &'a mut MagnitudeHistogram,
+        lo: f64,
+        per_decade: f64,
+    }
+    impl<B: Backend> PathVisitor<B> for Fill<'_> {
+        fn visit<const D: usize>(&mut self, path: &str, param: &Param<Tensor<B, D>>) {
+            if is_running_statistic(path) || !self.which.is_decayed(path, D) {
+                return;
+            }
+            let data = param.val().into_data().convert::<f32>();
+            let values = data.to_vec::<f32>().expect("f32 tensor data");
+            let bins = self.h.counts.len();
+            for v in values {
+                let a = f64::from(v.abs());
+                if a == 0.0 {
+                    self.h.zeros += 1;
+                    continue;
+                }
+                let pos = ((a.log10() - self.lo) * self.per_decade).floor();
+                if pos < 0.0 {
+                    self.h.underflow += 1;
+                } else if pos >= bins as f64 || pos.is_nan() {
+                    self.h.overflow += 1;
+                } else {
+                    self.h.counts[pos as usize] += 1;
+                }
+            }
+        }
+    }
+    visit_with_paths(
+        module,
+        &mut Fill {
+            which,
+            h: &mut h,
+            lo: f64::from(lo),
+            per_decade: bins_per_decade as f64,
+        },
+    );
+    h
+}

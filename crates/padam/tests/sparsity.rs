@@ -182,3 +182,29 @@ fn batch_norm_running_statistics_are_not_counted() {
 mod padam_test_backend {
     pub type B = burn::backend::Flex;
 }
+
+/// The magnitude histogram of the known values, counted by hand: bins of one decade from
+/// 1e-12 to 1e1.
+#[test]
+fn magnitude_histogram_counts_by_decade() {
+    let h = sparsity::magnitude_histogram(&known(), &ParamSelection::all(), -12, 1, 1);
+    assert_eq!(h.log10_edges.len(), 14);
+    assert_eq!(h.log10_edges[0], -12.0);
+    // zeros: mat 0, -0; vec 0
+    assert_eq!(h.zeros, 3);
+    // below 1e-12: the subnormal 1e-40, and 1e-12 itself, which is 9.9999998e-13 in f32
+    assert_eq!(h.underflow, 2);
+    // at or above 10: none (-7 is in [1, 10))
+    assert_eq!(h.overflow, 0);
+    let bin = |e: i32| h.counts[(e + 12) as usize];
+    assert_eq!(bin(-12), 0);
+    assert_eq!(bin(-10), 2); // +-5e-10
+    assert_eq!(bin(-9), 1); // 2e-9
+    assert_eq!(bin(-6), 0);
+    assert_eq!(bin(-7), 2); // +-1e-6 are 9.9999997e-7 in f32
+    assert_eq!(bin(-3), 1); // 1e-3
+    assert_eq!(bin(-1), 1); // -0.5
+    assert_eq!(bin(0), 7); // 1, -7, 2, 3, -4, 5, 6
+    assert_eq!(h.counts.iter().sum::<u64>(), 2 + 1 + 2 + 1 + 1 + 7);
+    assert_eq!(h.total(), 8 + 3 + 8);
+}

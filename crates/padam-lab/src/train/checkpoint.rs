@@ -35,6 +35,9 @@ pub struct LoopState {
     pub pending: usize,
     /// Training wall time so far, seconds (informational).
     pub train_seconds: f64,
+    /// Pruning masks of a magnitude-pruning run (`[prune]`), absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub masks: Option<crate::prune::MaskState>,
 }
 
 /// A decoded checkpoint.
@@ -240,6 +243,7 @@ mod tests {
                 loss_count: 3,
                 pending: 0,
                 train_seconds: 0.25,
+                masks: None,
             },
             model: vec![1, 2, 3],
             optim: vec![4, 5],

@@ -34,6 +34,9 @@ pub struct TrainConfig {
     pub lr: LrConfig,
     /// Loop length, batch size, evaluation and checkpoints.
     pub train: LoopConfig,
+    /// Magnitude-pruning baseline (`[prune]`; absent: no pruning).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prune: Option<crate::prune::PruneConfig>,
 }
 
 fn default_seed() -> u64 {
@@ -523,6 +526,9 @@ impl TrainConfig {
         self.validate_model_data()?;
         self.validate_optimizer()?;
         self.validate_lr()?;
+        if let Some(p) = &self.prune {
+            p.validate()?;
+        }
         let t = &self.train;
         if t.batch_size == 0 {
             return Err(bad("train.batch_size", 0, "must be > 0"));

@@ -38,6 +38,7 @@ use self::checkpoint::{Checkpoint, LoopState};
 use self::config::{fnv1a, BackendKind, BaseKind, OptimizerKind, TrainConfig};
 use self::task::{AnyTask, Task};
 use crate::data::Rng;
+use crate::prune;
 use crate::train_loop::TrainOptimizer;
 
 /// Options of `padam train`.
@@ -452,6 +453,11 @@ where
         .then(|| config.decay_config())
         .transpose()?;
     let hash = config.hash();
+    let pruning = match &config.prune {
+        Some(p) => Some((p.schedule(total, steps_per_epoch), p.selection()?)),
+        None => None,
+    };
+    let mut masks: Option<prune::Masks> = None;
     tracing::info!(
         task = %task.describe(),
         steps_per_epoch,
@@ -468,6 +474,7 @@ where
         loss_count: 0,
         pending: 0,
         train_seconds: 0.0,
+        masks: None,
     };
     let metrics_path = dir.join("metrics.jsonl");
     if args.resume {
@@ -490,6 +497,11 @@ where
         model = model.load_record(m);
         optim = optim.load_record(o);
         state = ckpt.state;
+        masks = state
+            .masks
+            .as_ref()
+            .map(prune::Masks::from_state)
+            .transpose()?;
         truncate_metrics(&metrics_path, state.step)?;
         checkpoint::remove_stale_temps(dir);
         tracing::info!(step = state.step, file = %path.display(), "resumed");
@@ -547,6 +559,17 @@ where
         let lr_t = lr.at(step);
         model = optim.train_step(lr_t, model, grads)?;
         state.step += 1;
+        if let Some((schedule, selection)) = &pruning {
+            if let Some(fraction) = schedule.event(state.step) {
+                let weights = prune::selected_weights(&model, selection);
+                let m = prune::global_magnitude_masks(&weights, masks.as_ref(), fraction);
+                tracing::info!(step = state.step, fraction = m.fraction(), "pruned");
+                masks = Some(m);
+            }
+            if let Some(m) = &masks {
+                model = prune::apply_masks(model, m);
+            }
+        }
         interval_items += task.items(indices.len());
 
         let s = state.step;
@@ -597,10 +620,19 @@ where
                 "p": decay.as_ref().map(|d| d.p.value(s - 1)),
                 "lambda": decay.as_ref().map(|d| d.lambda.value(s - 1)),
                 "zero_fraction": report.zero_fraction(),
+                "mask_fraction": masks.as_ref().map(prune::Masks::fraction),
                 "below_fraction": report.below_fraction(),
                 "zeros": report.zeros(),
                 "params": report.numel(),
                 "tensors": tensors,
+                // |w| by tenth of a decade from 1e-12 to 1e2: the magnitude CDF of `padam plot`
+                "magnitudes": sparsity::magnitude_histogram(
+                    &valid,
+                    &ParamSelection::all(),
+                    -12,
+                    2,
+                    10,
+                ),
                 "items_per_sec": interval_items as f64 / elapsed.max(1e-9),
                 "elapsed_s": state.train_seconds,
             });
@@ -625,6 +657,7 @@ where
             interval_start = Instant::now();
         }
         if do_ckpt {
+            state.masks = masks.as_ref().map(prune::Masks::to_state);
             let ckpt = Checkpoint {
                 config_hash: hash,
                 state: state.clone(),
