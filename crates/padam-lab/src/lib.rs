@@ -9,6 +9,7 @@ pub mod demo;
 pub mod models;
 pub mod plot;
 pub mod prune;
+pub mod report;
 pub mod sweep;
 pub mod toy;
 pub mod train;

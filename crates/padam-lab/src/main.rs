@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
-use padam_lab::{bench, demo, plot, sweep, toy, train};
+use padam_lab::{bench, demo, plot, report, sweep, toy, train};
 
 /// padam: p-norm decoupled weight decay (pWD) for burn.
 #[derive(Parser, Debug)]
@@ -26,6 +26,8 @@ enum Command {
     /// Train a grid of config overrides (each run resumable, finished runs skipped), then a
     /// table (markdown, CSV) and the accuracy-vs-sparsity plot with the Pareto front.
     Sweep(sweep::SweepArgs),
+    /// One self-contained HTML report (figures inlined, metrics, configs, versions) of runs.
+    Report(report::ReportArgs),
     /// Benchmarks (optimizer step over real model shapes).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -51,5 +53,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(cmd) => bench::run(cmd),
         Command::Plot(args) => plot::run(&args).map(|_| ()),
         Command::Sweep(args) => sweep::run(&args).map(|_| ()),
+        Command::Report(args) => report::run(&args).map(|_| ()),
     }
 }
