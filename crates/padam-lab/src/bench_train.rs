@@ -16,9 +16,9 @@ use padam::{NonFinitePolicy, PAdamConfig};
 use serde::Serialize;
 
 use crate::bench::BackendKind;
-use crate::models::fashion_cnn::FashionCnnConfig;
+use crate::models::fashion_cnn::{FashionCnn, FashionCnnConfig};
 use crate::models::nanogpt::NanoGptConfig;
-use crate::models::resnet::ResNetConfig;
+use crate::models::resnet::{ResNet, ResNetConfig};
 use burn::nn::loss::CrossEntropyLossConfig;
 
 /// Options of `padam bench train`.
@@ -135,35 +135,18 @@ fn bench_all<B: AutodiffBackend>(
         match w.as_str() {
             "fashion_cnn_128" | "fashion_cnn_512" => {
                 let model = FashionCnnConfig::default().init::<B>(1, &device);
-                let x = Tensor::<B::InnerBackend, 4>::random(
-                    [batch, 1, 28, 28],
-                    Distribution::Normal(0.0, 1.0),
-                    &device,
-                );
-                let y = random_labels::<B>(batch, 10, &device);
-                let loss = move |m: &crate::models::fashion_cnn::FashionCnn<B>| {
-                    let logits = m.forward(Tensor::from_inner(x.clone()));
-                    CrossEntropyLossConfig::new()
-                        .init(&logits.device())
-                        .forward(logits, Tensor::from_inner(y.clone()))
-                };
+                let loss =
+                    image_loss::<B, _>([batch, 1, 28, 28], &device, |m: &FashionCnn<B>, x| {
+                        m.forward(x)
+                    });
                 let name = format!("fashion-cnn bs{batch}");
                 rows.extend(bench_workload(args, &name, batch, model, loss, &device));
             }
             "resnet18_128" | "resnet18_512" => {
                 let model = ResNetConfig::resnet18(10).init::<B>(1, &device);
-                let x = Tensor::<B::InnerBackend, 4>::random(
-                    [batch, 3, 32, 32],
-                    Distribution::Normal(0.0, 1.0),
-                    &device,
-                );
-                let y = random_labels::<B>(batch, 10, &device);
-                let loss = move |m: &crate::models::resnet::ResNet<B>| {
-                    let logits = m.forward(Tensor::from_inner(x.clone()));
-                    CrossEntropyLossConfig::new()
-                        .init(&logits.device())
-                        .forward(logits, Tensor::from_inner(y.clone()))
-                };
+                let loss = image_loss::<B, _>([batch, 3, 32, 32], &device, |m: &ResNet<B>, x| {
+                    m.forward(x)
+                });
                 let name = format!("resnet18-cifar bs{batch}");
                 rows.extend(bench_workload(args, &name, batch, model, loss, &device));
             }
@@ -196,6 +179,22 @@ fn bench_all<B: AutodiffBackend>(
         }
     }
     Ok(rows)
+}
+
+/// Cross-entropy of `forward` on one fixed random image batch of `dims` with random labels.
+fn image_loss<B: AutodiffBackend, M>(
+    dims: [usize; 4],
+    device: &B::Device,
+    forward: impl Fn(&M, Tensor<B, 4>) -> Tensor<B, 2>,
+) -> impl Fn(&M) -> Tensor<B, 1> {
+    let x = Tensor::<B::InnerBackend, 4>::random(dims, Distribution::Normal(0.0, 1.0), device);
+    let y = random_labels::<B>(dims[0], 10, device);
+    move |m: &M| {
+        let logits = forward(m, Tensor::from_inner(x.clone()));
+        CrossEntropyLossConfig::new()
+            .init(&logits.device())
+            .forward(logits, Tensor::from_inner(y.clone()))
+    }
 }
 
 fn random_labels<B: AutodiffBackend>(

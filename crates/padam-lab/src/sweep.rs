@@ -327,22 +327,36 @@ fn value_of(run: &SweepRun, key: &str) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
+/// The table's header (`names`: display names, else metric keys) and one row of cells per run.
+fn table(keys: &[String], runs: &[SweepRun], names: bool) -> (Vec<String>, Vec<Vec<String>>) {
+    let head = keys
+        .iter()
+        .cloned()
+        .chain(
+            COLUMNS
+                .iter()
+                .map(|c| if names { c.1 } else { c.0 }.to_string()),
+        )
+        .collect();
+    let rows = runs
+        .iter()
+        .map(|r| {
+            keys.iter()
+                .map(|k| value_of(r, k))
+                .chain(COLUMNS.iter().map(|c| cell(&r.last, c.0)))
+                .collect()
+        })
+        .collect();
+    (head, rows)
+}
+
 /// The sweep table as markdown.
 pub fn table_markdown(keys: &[String], runs: &[SweepRun]) -> String {
+    let (head, rows) = table(keys, runs, true);
     let mut s = String::new();
-    let head: Vec<&str> = keys
-        .iter()
-        .map(String::as_str)
-        .chain(COLUMNS.iter().map(|c| c.1))
-        .collect();
     let _ = writeln!(s, "| {} |", head.join(" | ").replace("|w|", "\\|w\\|"));
     let _ = writeln!(s, "|{}", " --- |".repeat(head.len()));
-    for r in runs {
-        let cells: Vec<String> = keys
-            .iter()
-            .map(|k| value_of(r, k))
-            .chain(COLUMNS.iter().map(|c| cell(&r.last, c.0)))
-            .collect();
+    for cells in rows {
         let _ = writeln!(s, "| {} |", cells.join(" | "));
     }
     s
@@ -350,20 +364,10 @@ pub fn table_markdown(keys: &[String], runs: &[SweepRun]) -> String {
 
 /// The sweep table as CSV (one header line).
 pub fn table_csv(keys: &[String], runs: &[SweepRun]) -> String {
-    let mut s = String::new();
-    let head: Vec<&str> = keys
-        .iter()
-        .map(String::as_str)
-        .chain(COLUMNS.iter().map(|c| c.0))
-        .collect();
-    let _ = writeln!(s, "{}", head.join(","));
-    for r in runs {
-        let cells: Vec<String> = keys
-            .iter()
-            .map(|k| value_of(r, k))
-            .chain(COLUMNS.iter().map(|c| cell(&r.last, c.0)))
-            .collect();
-        let _ = writeln!(s, "{}", cells.join(","));
+    let (head, rows) = table(keys, runs, false);
+    let mut s = head.join(",") + "\n";
+    for cells in rows {
+        s += &(cells.join(",") + "\n");
     }
     s
 }
