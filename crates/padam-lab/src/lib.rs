@@ -6,6 +6,7 @@ pub mod bench;
 pub mod bench_train;
 pub mod data;
 pub mod demo;
+pub mod export;
 pub mod models;
 pub mod plot;
 pub mod prune;

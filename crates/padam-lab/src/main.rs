@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
-use padam_lab::{bench, demo, plot, report, sweep, toy, train};
+use padam_lab::{bench, demo, export, plot, report, sweep, toy, train};
 
 /// padam: p-norm decoupled weight decay (pWD) for burn.
 #[derive(Parser, Debug)]
@@ -28,6 +28,10 @@ enum Command {
     Sweep(sweep::SweepArgs),
     /// One self-contained HTML report (figures inlined, metrics, configs, versions) of runs.
     Report(report::ReportArgs),
+    /// Write a run's trained weights as safetensors, dense and sparse (indices + values).
+    Export(export::ExportArgs),
+    /// Reload a `padam export` file (either form), evaluate it, compare with the run.
+    Eval(export::EvalArgs),
     /// Benchmarks (optimizer step over real model shapes).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -54,5 +58,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Plot(args) => plot::run(&args).map(|_| ()),
         Command::Sweep(args) => sweep::run(&args).map(|_| ()),
         Command::Report(args) => report::run(&args).map(|_| ()),
+        Command::Export(args) => export::export(&args).map(|_| ()),
+        Command::Eval(args) => export::eval(&args).map(|_| ()),
     }
 }

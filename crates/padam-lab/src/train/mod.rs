@@ -405,6 +405,15 @@ fn step_seed(seed: u64, step: usize, stream: u64) -> u64 {
 
 /// Truncate `metrics.jsonl` to the lines of steps `<= step` (lines a killed run wrote after
 /// its last checkpoint are replayed by the resumed run).
+/// The metrics line of `run_dir` recorded at `step`, if any.
+pub fn metrics_line_at(run_dir: &Path, step: usize) -> Option<serde_json::Value> {
+    fs::read_to_string(run_dir.join("metrics.jsonl"))
+        .ok()?
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["step"].as_u64() == Some(step as u64))
+}
+
 fn truncate_metrics(path: &Path, step: usize) -> anyhow::Result<()> {
     let Ok(text) = fs::read_to_string(path) else {
         return Ok(());

@@ -1,0 +1,126 @@
+//! `padam export` / `padam eval`: a trained run exported dense and sparse reloads to the run's
+//! recorded validation loss and accuracy bit for bit (so the weights are identical), the sparse
+//! file is smaller, and damaged or mismatched files are errors naming the file and tensor.
+
+use std::path::PathBuf;
+
+use padam_lab::export::{self, EvalArgs, ExportArgs};
+use padam_lab::train::{self, config, TrainArgs};
+
+/// A digits MLP made sparse by PAdam.
+const DIGITS: &str = r#"
+seed = 6
+[model]
+kind = "mlp"
+hidden = [128]
+[data]
+dataset = "digits"
+test_limit = 200
+[optimizer]
+kind = "padam"
+p = 0.8
+lambda = 6e-2
+[lr]
+peak = 3e-2
+schedule = "constant"
+[train]
+batch_size = 32
+epochs = 8
+eval_every = 45
+"#;
+
+fn tmp(tag: &str) -> PathBuf {
+    let p = std::env::temp_dir().join(format!("padam-export-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&p);
+    std::fs::create_dir_all(&p).unwrap();
+    p
+}
+
+#[test]
+fn exported_weights_reproduce_the_run_exactly_in_both_forms() {
+    let root = tmp("roundtrip");
+    let run = root.join("run");
+    let cfg = config::parse(DIGITS, &[]).unwrap();
+    let summary = train::run_config(
+        &cfg,
+        &TrainArgs {
+            out: Some(run.clone()),
+            quiet: true,
+            ..TrainArgs::default()
+        },
+    )
+    .unwrap();
+    let last = summary.last.unwrap();
+    assert!(
+        last["zero_fraction"].as_f64().unwrap() > 0.5,
+        "PAdam made the MLP sparse"
+    );
+    let files = export::export(&ExportArgs {
+        run: run.clone(),
+        format: "safetensors".into(),
+        out: None,
+    })
+    .unwrap();
+    assert!(files.sparse.1 * 2 < files.dense.1, "{:?}", files);
+    for file in [&files.dense.0, &files.sparse.0] {
+        let e = export::eval(&EvalArgs {
+            file: file.clone(),
+            data: None,
+        })
+        .unwrap();
+        assert_eq!(
+            e.val_loss,
+            last["val_loss"].as_f64().unwrap(),
+            "{}",
+            file.display()
+        );
+        assert_eq!(e.val_accuracy, last["val_accuracy"].as_f64().unwrap());
+        assert_eq!(e.recorded_loss, Some(e.val_loss));
+        assert_eq!(e.recorded_accuracy, Some(e.val_accuracy));
+    }
+
+    // errors name the file and the problem
+    let bad = |bytes: Vec<u8>, name: &str| {
+        let p = root.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        format!(
+            "{:#}",
+            export::eval(&EvalArgs {
+                file: p,
+                data: None
+            })
+            .unwrap_err()
+        )
+    };
+    let sparse = std::fs::read(&files.sparse.0).unwrap();
+    let e = bad(sparse[..sparse.len() / 2].to_vec(), "truncated.safetensors");
+    assert!(
+        e.contains("truncated.safetensors") && e.contains("not a safetensors file"),
+        "{e}"
+    );
+    let e = bad(b"garbage".to_vec(), "garbage.safetensors");
+    assert!(e.contains("garbage.safetensors"), "{e}");
+    // a config whose model is wider: the stored tensors no longer fit
+    let mut wider = std::fs::read(&files.dense.0).unwrap();
+    let at = wider
+        .windows(14)
+        .position(|w| w == b"hidden = [128]")
+        .expect("config in the header");
+    wider[at + 12] = b'9'; // same length: the header stays valid
+    let e = bad(wider, "wider.safetensors");
+    assert!(
+        e.contains("wider.safetensors") && e.contains("shape") && e.contains("layers"),
+        "{e}"
+    );
+    let e = format!(
+        "{:#}",
+        export::export(&ExportArgs {
+            run: root.join("nope"),
+            format: "safetensors".into(),
+            out: None
+        })
+        .unwrap_err()
+    );
+    assert!(e.contains("nope") && e.contains("config.toml"), "{e}");
+    let _ = std::fs::remove_dir_all(&root);
+}
