@@ -397,20 +397,22 @@ mod tests {
             ("a".to_string(), vec![0.5, -0.1, 0.3]),
             ("b".to_string(), vec![-0.2, 0.05, 0.9, 0.1]),
         ];
-        let m = global_magnitude_masks(&w, None, 3.0 / 7.0);
-        // smallest |w|: 0.05 (b1), then the tie 0.1 (a1 before b3 by tensor order)
+        let m = global_magnitude_masks(&w, None, 2.0 / 7.0);
+        // smallest |w|: 0.05 (b1), then the tie 0.1 of a1 and b3: a1 wins by tensor order
         assert_eq!(m.tensors["a"], vec![true, false, true]);
         assert_eq!(m.tensors["b"], vec![true, false, true, true]);
-        assert_eq!(m.pruned(), 3);
+        assert_eq!(m.pruned(), 2);
+        let all3 = global_magnitude_masks(&w, None, 3.0 / 7.0);
+        assert_eq!(all3.tensors["b"], vec![true, false, true, false]);
         // masks only grow: a weight pruned before stays pruned even if it grew back
         let w2 = vec![
             ("a".to_string(), vec![0.5, 0.8, 0.3]),
             ("b".to_string(), vec![-0.2, 0.7, 0.9, 0.01]),
         ];
-        let m2 = global_magnitude_masks(&w2, Some(&m), 4.0 / 7.0);
+        let m2 = global_magnitude_masks(&w2, Some(&m), 3.0 / 7.0);
         assert_eq!(m2.tensors["a"], vec![true, false, true]);
         assert_eq!(m2.tensors["b"], vec![true, false, true, false]);
-        assert_eq!(m2.pruned(), 4);
+        assert_eq!(m2.pruned(), 3);
         let m3 = global_magnitude_masks(&w2, Some(&m2), 1.0 / 7.0);
         assert_eq!(m3, m2);
     }
