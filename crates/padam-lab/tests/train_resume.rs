@@ -56,6 +56,14 @@ keep_checkpoints = 2
 log_every = 7
 "#;
 
+/// burn's backend RNG (dropout) is one global generator per process: two in-process trainings
+/// on parallel test threads would re-seed it under each other. They take turns.
+fn run_locked(cfg: &config::TrainConfig, args: &TrainArgs) -> anyhow::Result<train::Summary> {
+    static TRAINING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = TRAINING.lock().unwrap_or_else(|e| e.into_inner());
+    train::run_config(cfg, args)
+}
+
 fn padam(args: &[&str]) -> Output {
     Command::new(BIN).args(args).output().expect("run padam")
 }
@@ -342,7 +350,7 @@ fn fashion_cnn_with_dropout_and_augmentation_resumes_exactly() {
         ..TrainArgs::default()
     };
     let a = tmp.path("a");
-    let full = train::run_config(&cfg, &args(&a, false)).unwrap();
+    let full = run_locked(&cfg, &args(&a, false)).unwrap();
     assert_eq!(full.step, 6);
     let reference = metrics(&a);
     assert_eq!(reference.len(), 3);
@@ -353,7 +361,7 @@ fn fashion_cnn_with_dropout_and_augmentation_resumes_exactly() {
         }
     }
     std::fs::remove_file(a.join("final.json")).unwrap();
-    let resumed = train::run_config(&cfg, &args(&a, true)).unwrap();
+    let resumed = run_locked(&cfg, &args(&a, true)).unwrap();
     assert_eq!(resumed.weights_hash, full.weights_hash);
     assert_eq!(metrics(&a), reference);
 
@@ -361,7 +369,7 @@ fn fashion_cnn_with_dropout_and_augmentation_resumes_exactly() {
     let mut other = cfg.clone();
     other.seed = 2;
     let b = tmp.path("b");
-    let s = train::run_config(&other, &args(&b, false)).unwrap();
+    let s = run_locked(&other, &args(&b, false)).unwrap();
     assert_ne!(s.weights_hash, full.weights_hash);
 }
 
@@ -390,7 +398,7 @@ fn short_digits_config_runs() {
     let text = std::fs::read_to_string(path).unwrap();
     let cfg = config::parse(&text, &["train.epochs=20".into()]).unwrap();
     let out = tmp.path("run");
-    let s = train::run_config(
+    let s = run_locked(
         &cfg,
         &TrainArgs {
             out: Some(out.clone()),
@@ -416,14 +424,14 @@ fn rollback_resume(tmp: &TempDir, tag: &str, text: &str, back_to: usize) -> trai
         quiet: true,
         ..TrainArgs::default()
     };
-    let full = train::run_config(&cfg, &args(false)).unwrap();
+    let full = run_locked(&cfg, &args(false)).unwrap();
     let reference = metrics(&dir);
     for (step, path) in checkpoint::list(&dir).unwrap() {
         if step > back_to {
             std::fs::remove_file(path).unwrap();
         }
     }
-    let resumed = train::run_config(&cfg, &args(true)).unwrap();
+    let resumed = run_locked(&cfg, &args(true)).unwrap();
     assert_eq!(resumed.weights_hash, full.weights_hash, "{tag}");
     assert_eq!(metrics(&dir), reference, "{tag}");
     full
@@ -559,7 +567,7 @@ fn shipped_short_configs_train_on_real_data_when_padam_data_is_set() {
         ];
         overrides.extend(extra.iter().map(|s| s.to_string()));
         let cfg = config::parse(&text, &overrides).unwrap_or_else(|e| panic!("{file}: {e:#}"));
-        let s = train::run_config(
+        let s = run_locked(
             &cfg,
             &TrainArgs {
                 out: Some(tmp.path("run")),
@@ -674,7 +682,7 @@ fn one_shot_pruning_then_masked_fine_tuning() {
     );
     let cfg = config::parse(&text, &[]).unwrap();
     let dir = tmp.path("oneshot");
-    let summary = train::run_config(
+    let summary = run_locked(
         &cfg,
         &TrainArgs {
             out: Some(dir.clone()),
