@@ -21,11 +21,13 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use burn::module::{AutodiffModule, Module, ModuleMapper, Param};
+use burn::module::{AutodiffModule, Module, Param};
 use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::{backend::Backend, Tensor, TensorData};
 use clap::Args;
-use padam::paths::{is_running_statistic, visit_with_paths, PathStack, PathVisitor};
+use padam::paths::{
+    is_running_statistic, map_with_paths, visit_with_paths, PathMapper, PathVisitor,
+};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 use crate::train::config::{self, TrainConfig};
@@ -353,21 +355,17 @@ fn evaluate<T: Task<Ad>>(
 ) -> anyhow::Result<(f64, f64)> {
     struct Load<'a, 'b> {
         source: &'a Source<'b>,
-        stack: PathStack,
         error: Option<anyhow::Error>,
     }
-    impl<B: Backend> ModuleMapper<B> for Load<'_, '_> {
-        fn enter_module(&mut self, name: &str, _container_type: &str) {
-            self.stack.push(name);
-        }
-        fn exit_module(&mut self, _name: &str, _container_type: &str) {
-            self.stack.pop();
-        }
-        fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+    impl<B: Backend> PathMapper<B> for Load<'_, '_> {
+        fn map<const D: usize>(
+            &mut self,
+            path: &str,
+            param: Param<Tensor<B, D>>,
+        ) -> Param<Tensor<B, D>> {
             let (id, t, mapper) = param.consume();
             let shape = t.shape().dims::<D>().to_vec();
-            let path = self.stack.current();
-            let t = match self.source.values(&path, &shape) {
+            let t = match self.source.values(path, &shape) {
                 Ok(values) => {
                     let rg = t.is_require_grad();
                     Tensor::<B, D>::from_data(TensorData::new(values, shape), &t.device())
@@ -384,10 +382,9 @@ fn evaluate<T: Task<Ad>>(
     let device = Default::default();
     let mut load = Load {
         source,
-        stack: PathStack::default(),
         error: None,
     };
-    let model = task.init(config.seed, &device).map(&mut load);
+    let model = map_with_paths(task.init(config.seed, &device), &mut load);
     if let Some(e) = load.error {
         return Err(e);
     }

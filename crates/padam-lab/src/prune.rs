@@ -14,9 +14,11 @@
 use std::collections::BTreeMap;
 
 use anyhow::bail;
-use burn::module::{Module, ModuleMapper, Param};
+use burn::module::{Module, Param};
 use burn::tensor::{backend::Backend, Tensor, TensorData};
-use padam::paths::{is_running_statistic, visit_with_paths, PathStack, PathVisitor};
+use padam::paths::{
+    is_running_statistic, map_with_paths, visit_with_paths, PathMapper, PathVisitor,
+};
 use padam::ParamSelection;
 use serde::{Deserialize, Serialize};
 
@@ -337,38 +339,27 @@ pub fn selected_weights<B: Backend, M: Module<B>>(
 
 /// Multiply every masked parameter of `model` by its mask (masked entries become exactly 0).
 pub fn apply_masks<B: Backend, M: Module<B>>(model: M, masks: &Masks) -> M {
-    struct Apply<'a> {
-        masks: &'a Masks,
-        stack: PathStack,
-    }
-    impl<B: Backend> ModuleMapper<B> for Apply<'_> {
-        fn enter_module(&mut self, name: &str, _container_type: &str) {
-            self.stack.push(name);
-        }
-        fn exit_module(&mut self, _name: &str, _container_type: &str) {
-            self.stack.pop();
-        }
-        fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-            let (id, w, mapper) = param.consume();
-            let w = match self.masks.tensors.get(&self.stack.current()) {
-                Some(mask) => {
-                    let keep: Vec<f32> = mask.iter().map(|k| f32::from(u8::from(*k))).collect();
-                    let m =
-                        Tensor::<B, 1>::from_data(TensorData::new(keep, [mask.len()]), &w.device())
-                            .reshape(w.shape());
-                    let requires_grad = w.is_require_grad();
-                    // a new leaf, as after an optimizer step
-                    w.mul(m).detach().set_require_grad(requires_grad)
-                }
-                None => w,
+    struct Apply<'a>(&'a Masks);
+    impl<B: Backend> PathMapper<B> for Apply<'_> {
+        fn map<const D: usize>(
+            &mut self,
+            path: &str,
+            param: Param<Tensor<B, D>>,
+        ) -> Param<Tensor<B, D>> {
+            let Some(mask) = self.0.tensors.get(path) else {
+                return param;
             };
+            let (id, w, mapper) = param.consume();
+            let keep: Vec<f32> = mask.iter().map(|k| f32::from(u8::from(*k))).collect();
+            let m = Tensor::<B, 1>::from_data(TensorData::new(keep, [mask.len()]), &w.device())
+                .reshape(w.shape());
+            let requires_grad = w.is_require_grad();
+            // a new leaf, as after an optimizer step
+            let w = w.mul(m).detach().set_require_grad(requires_grad);
             Param::from_mapped_value(id, w, mapper)
         }
     }
-    model.map(&mut Apply {
-        masks,
-        stack: PathStack::default(),
-    })
+    map_with_paths(model, &mut Apply(masks))
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! included) but never its `visit_float_with_path`, so the stack is kept here, once, and
 //! used by the optimizer (selection, error messages) and by sparsity reports.
 
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::{backend::Backend, Tensor};
 
 /// Whether `path` names a batch-norm running statistic (`*.running_mean`, `*.running_var`).
@@ -29,6 +29,25 @@ pub fn visit_with_paths<B: Backend, M: Module<B>, V: PathVisitor<B>>(module: &M,
         inner: visitor,
     };
     module.visit(&mut walker);
+}
+
+/// Something that maps every float parameter, knowing its dotted path.
+pub trait PathMapper<B: Backend> {
+    /// Called once per float parameter, in module order; returns the new parameter.
+    fn map<const D: usize>(
+        &mut self,
+        path: &str,
+        param: Param<Tensor<B, D>>,
+    ) -> Param<Tensor<B, D>>;
+}
+
+/// Map every float parameter of `module` with its path.
+pub fn map_with_paths<B: Backend, M: Module<B>, P: PathMapper<B>>(module: M, mapper: &mut P) -> M {
+    let mut walker = Walker {
+        stack: Vec::new(),
+        inner: mapper,
+    };
+    module.map(&mut walker)
 }
 
 /// The path stack as a [`burn::module::ModuleMapper`]/visitor helper.
@@ -68,5 +87,19 @@ impl<B: Backend, V: PathVisitor<B>> ModuleVisitor<B> for Walker<'_, V> {
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
         self.inner.visit(&self.stack.join("."), param);
+    }
+}
+
+impl<B: Backend, P: PathMapper<B>> ModuleMapper<B> for Walker<'_, P> {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.stack.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.stack.pop();
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        self.inner.map(&self.stack.join("."), param)
     }
 }
