@@ -22,7 +22,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use burn::module::{AutodiffModule, Module, Param};
-use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::{backend::Backend, Tensor, TensorData};
 use clap::Args;
 use padam::paths::{
@@ -235,10 +234,7 @@ fn trained_entries<T: Task<Ad>>(
 ) -> anyhow::Result<(usize, Vec<Entry>)> {
     let device = Default::default();
     let (path, ckpt) = checkpoint::load_latest(run, config.hash())?;
-    let recorder = BinBytesRecorder::<FullPrecisionSettings>::default();
-    let record = recorder
-        .load(ckpt.model, &device)
-        .map_err(|e| anyhow::anyhow!("{}: unreadable model record: {e}", path.display()))?;
+    let record = checkpoint::decode_record(ckpt.model, &device, &path, "model")?;
     let model = task.init(config.seed, &device).load_record(record);
     Ok((ckpt.state.step, entries(&model.valid())))
 }

@@ -55,7 +55,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Toy(args) => toy::run(args),
         Command::Train(args) => train::run(args),
         Command::Bench(cmd) => bench::run(cmd),
-        Command::Plot(args) => plot::run(&args).map(|_| ()),
+        Command::Plot(args) => plot::run(&args).map(|written| {
+            for w in written {
+                println!("{}", w.display());
+            }
+        }),
         Command::Sweep(args) => sweep::run(&args).map(|_| ()),
         Command::Report(args) => report::run(&args).map(|_| ()),
         Command::Export(args) => export::export(&args).map(|_| ()),

@@ -556,24 +556,26 @@ pub fn tradeoff(
     )
 }
 
-/// The final (accuracy or validation loss, sparsity) of each run; accuracy when every run has
-/// one.
-pub fn tradeoff_points(runs: &[Run]) -> (Vec<TradeoffPoint>, &'static str, bool) {
+/// One trade-off point per `(label, last metrics line)`: sparsity and final accuracy when every
+/// run has one, else validation loss. Returns the points, the score's name and whether higher
+/// is better.
+pub fn tradeoff_points<'a>(
+    runs: impl Iterator<Item = (String, &'a Value)> + Clone,
+) -> (Vec<TradeoffPoint>, &'static str, bool) {
     let with_acc = runs
-        .iter()
-        .all(|r| r.last()["val_accuracy"].as_f64().is_some());
+        .clone()
+        .all(|(_, last)| last["val_accuracy"].as_f64().is_some());
     let (key, name, higher) = if with_acc {
         ("val_accuracy", "validation accuracy", true)
     } else {
         ("val_loss", "validation loss", false)
     };
     let points = runs
-        .iter()
-        .filter_map(|r| {
+        .filter_map(|(label, last)| {
             Some(TradeoffPoint {
-                label: r.label.clone(),
-                sparsity: r.last()["zero_fraction"].as_f64()?,
-                score: r.last()[key].as_f64()?,
+                label,
+                sparsity: last["zero_fraction"].as_f64()?,
+                score: last[key].as_f64()?,
             })
         })
         .collect();
@@ -642,7 +644,8 @@ pub fn run(args: &PlotArgs) -> anyhow::Result<Vec<PathBuf>> {
         written.extend(draw_both(&out(&name), f, &Figure::Tensors(run))?);
     }
     if runs.len() > 1 {
-        let (points, score_name, higher_is_better) = tradeoff_points(&runs);
+        let (points, score_name, higher_is_better) =
+            tradeoff_points(runs.iter().map(|r| (r.label.clone(), r.last())));
         written.extend(draw_both(
             &out("tradeoff"),
             f,
@@ -652,9 +655,6 @@ pub fn run(args: &PlotArgs) -> anyhow::Result<Vec<PathBuf>> {
                 higher_is_better,
             },
         )?);
-    }
-    for w in &written {
-        println!("{}", w.display());
     }
     Ok(written)
 }

@@ -296,8 +296,7 @@ pub fn global_magnitude_masks(
         .map(|(p, w)| (p.clone(), vec![true; w.len()]))
         .collect();
     let names: Vec<&String> = weights.iter().map(|(p, _)| p).collect();
-    for &(mag, t, i) in order.iter().take(k) {
-        let _ = mag;
+    for &(_, t, i) in order.iter().take(k) {
         tensors.get_mut(names[t as usize]).expect("known tensor")[i as usize] = false;
     }
     // masks only grow, also when `fraction` is below what was pruned before
@@ -337,29 +336,52 @@ pub fn selected_weights<B: Backend, M: Module<B>>(
     c.out
 }
 
-/// Multiply every masked parameter of `model` by its mask (masked entries become exactly 0).
-pub fn apply_masks<B: Backend, M: Module<B>>(model: M, masks: &Masks) -> M {
-    struct Apply<'a>(&'a Masks);
-    impl<B: Backend> PathMapper<B> for Apply<'_> {
-        fn map<const D: usize>(
-            &mut self,
-            path: &str,
-            param: Param<Tensor<B, D>>,
-        ) -> Param<Tensor<B, D>> {
-            let Some(mask) = self.0.tensors.get(path) else {
-                return param;
-            };
-            let (id, w, mapper) = param.consume();
-            let keep: Vec<f32> = mask.iter().map(|k| f32::from(u8::from(*k))).collect();
-            let m = Tensor::<B, 1>::from_data(TensorData::new(keep, [mask.len()]), &w.device())
-                .reshape(w.shape());
-            let requires_grad = w.is_require_grad();
-            // a new leaf, as after an optimizer step
-            let w = w.mul(m).detach().set_require_grad(requires_grad);
-            Param::from_mapped_value(id, w, mapper)
-        }
+/// Masks in force during training: the host masks (checkpoints, metrics, the next pruning
+/// event) and the same masks as device tensors (1.0 kept, 0.0 pruned, flattened), uploaded once
+/// per pruning event instead of at every step.
+pub struct ActiveMasks<B: Backend> {
+    /// The masks.
+    pub host: Masks,
+    device: BTreeMap<String, Tensor<B, 1>>,
+}
+
+impl<B: Backend> ActiveMasks<B> {
+    /// Upload `host` to `device`.
+    pub fn new(host: Masks, device: &B::Device) -> Self {
+        let device = host
+            .tensors
+            .iter()
+            .map(|(path, mask)| {
+                let keep: Vec<f32> = mask.iter().map(|k| f32::from(u8::from(*k))).collect();
+                let t = Tensor::from_data(TensorData::new(keep, [mask.len()]), device);
+                (path.clone(), t)
+            })
+            .collect();
+        Self { host, device }
     }
-    map_with_paths(model, &mut Apply(masks))
+
+    /// Multiply every masked parameter of `model` by its mask (masked entries become exactly 0).
+    pub fn apply<M: Module<B>>(&self, model: M) -> M {
+        struct Apply<'a, B: Backend>(&'a BTreeMap<String, Tensor<B, 1>>);
+        impl<B: Backend> PathMapper<B> for Apply<'_, B> {
+            fn map<const D: usize>(
+                &mut self,
+                path: &str,
+                param: Param<Tensor<B, D>>,
+            ) -> Param<Tensor<B, D>> {
+                let Some(mask) = self.0.get(path) else {
+                    return param;
+                };
+                let (id, w, mapper) = param.consume();
+                let m = mask.clone().reshape(w.shape());
+                let requires_grad = w.is_require_grad();
+                // a new leaf, as after an optimizer step
+                let w = w.mul(m).detach().set_require_grad(requires_grad);
+                Param::from_mapped_value(id, w, mapper)
+            }
+        }
+        map_with_paths(model, &mut Apply(&self.device))
+    }
 }
 
 #[cfg(test)]

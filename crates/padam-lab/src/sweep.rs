@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use clap::Args;
 
-use crate::plot::{self, TradeoffPoint};
+use crate::plot;
 use crate::train::{self, TrainArgs};
 
 /// Options of `padam sweep`.
@@ -266,22 +266,8 @@ pub fn run(args: &SweepArgs) -> anyhow::Result<Vec<SweepRun>> {
         .with_context(|| format!("writing {}", dir.join("sweep.md").display()))?;
     fs::write(dir.join("sweep.csv"), table_csv(&keys, &runs))
         .with_context(|| format!("writing {}", dir.join("sweep.csv").display()))?;
-    let with_acc = runs.iter().all(|r| r.last["val_accuracy"].is_f64());
-    let points: Vec<TradeoffPoint> = runs
-        .iter()
-        .filter_map(|r| {
-            Some(TradeoffPoint {
-                label: r.name.clone(),
-                sparsity: r.last["zero_fraction"].as_f64()?,
-                score: r.last[if with_acc { "val_accuracy" } else { "val_loss" }].as_f64()?,
-            })
-        })
-        .collect();
-    let (score_name, higher) = if with_acc {
-        ("validation accuracy", true)
-    } else {
-        ("validation loss", false)
-    };
+    let (points, score_name, higher) =
+        plot::tradeoff_points(runs.iter().map(|r| (r.name.clone(), &r.last)));
     plot::tradeoff(&points, score_name, higher, &dir.join("tradeoff"))?;
     print!("{}", table_markdown(&keys, &runs));
     Ok(runs)

@@ -12,6 +12,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
+use burn::record::{BinBytesRecorder, FullPrecisionSettings, Record, Recorder};
+use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 
 use super::config::fnv1a;
@@ -121,6 +123,27 @@ impl Checkpoint {
             model,
             optim,
         })
+    }
+}
+
+/// Decode one record section (`what`: "model" or "optimizer") of the checkpoint at `path`.
+/// burn panics on a record that does not fit the module; that becomes an error naming the file.
+pub fn decode_record<B: Backend, R: Record<B>>(
+    bytes: Vec<u8>,
+    device: &B::Device,
+    path: &Path,
+    what: &str,
+) -> anyhow::Result<R> {
+    let recorder = BinBytesRecorder::<FullPrecisionSettings>::default();
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        recorder.load(bytes, device)
+    })) {
+        Ok(Ok(record)) => Ok(record),
+        Ok(Err(e)) => bail!("{}: unreadable {what} record: {e}", path.display()),
+        Err(_) => bail!(
+            "{}: the {what} record does not match this {what}",
+            path.display()
+        ),
     }
 }
 

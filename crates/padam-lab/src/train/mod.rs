@@ -403,8 +403,6 @@ fn step_seed(seed: u64, step: usize, stream: u64) -> u64 {
     Rng::new(seed).fork(stream).fork(step as u64).next_u64()
 }
 
-/// Truncate `metrics.jsonl` to the lines of steps `<= step` (lines a killed run wrote after
-/// its last checkpoint are replayed by the resumed run).
 /// The metrics line of `run_dir` recorded at `step`, if any.
 pub fn metrics_line_at(run_dir: &Path, step: usize) -> Option<serde_json::Value> {
     fs::read_to_string(run_dir.join("metrics.jsonl"))
@@ -414,6 +412,8 @@ pub fn metrics_line_at(run_dir: &Path, step: usize) -> Option<serde_json::Value>
         .find(|v| v["step"].as_u64() == Some(step as u64))
 }
 
+/// Truncate `metrics.jsonl` to the lines of steps `<= step` (lines a killed run wrote after
+/// its last checkpoint are replayed by the resumed run).
 fn truncate_metrics(path: &Path, step: usize) -> anyhow::Result<()> {
     let Ok(text) = fs::read_to_string(path) else {
         return Ok(());
@@ -466,7 +466,7 @@ where
         Some(p) => Some((p.schedule(total, steps_per_epoch), p.selection()?)),
         None => None,
     };
-    let mut masks: Option<prune::Masks> = None;
+    let mut masks: Option<prune::ActiveMasks<B>> = None;
     tracing::info!(
         task = %task.describe(),
         steps_per_epoch,
@@ -488,29 +488,18 @@ where
     let metrics_path = dir.join("metrics.jsonl");
     if args.resume {
         let (path, ckpt) = checkpoint::load_latest(dir, hash)?;
-        let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let m = recorder.load(ckpt.model.clone(), device);
-            let o = recorder.load(ckpt.optim.clone(), device);
-            (m, o)
-        }));
-        let (m, o) = match loaded {
-            Ok((Ok(m), Ok(o))) => (m, o),
-            Ok((Err(e), _)) | Ok((_, Err(e))) => {
-                bail!("{}: unreadable record: {e}", path.display())
-            }
-            Err(_) => bail!(
-                "{}: the records do not match this model and optimizer",
-                path.display()
-            ),
-        };
+        let m = checkpoint::decode_record(ckpt.model.clone(), device, &path, "model")?;
+        let o = checkpoint::decode_record(ckpt.optim.clone(), device, &path, "optimizer")?;
         model = model.load_record(m);
         optim = optim.load_record(o);
         state = ckpt.state;
-        masks = state
-            .masks
-            .as_ref()
-            .map(prune::Masks::from_state)
-            .transpose()?;
+        masks = match &state.masks {
+            Some(m) => Some(prune::ActiveMasks::new(
+                prune::Masks::from_state(m)?,
+                device,
+            )),
+            None => None,
+        };
         truncate_metrics(&metrics_path, state.step)?;
         checkpoint::remove_stale_temps(dir);
         tracing::info!(step = state.step, file = %path.display(), "resumed");
@@ -571,12 +560,13 @@ where
         if let Some((schedule, selection)) = &pruning {
             if let Some(fraction) = schedule.event(state.step) {
                 let weights = prune::selected_weights(&model, selection);
-                let m = prune::global_magnitude_masks(&weights, masks.as_ref(), fraction);
+                let previous = masks.as_ref().map(|m| &m.host);
+                let m = prune::global_magnitude_masks(&weights, previous, fraction);
                 tracing::info!(step = state.step, fraction = m.fraction(), "pruned");
-                masks = Some(m);
+                masks = Some(prune::ActiveMasks::new(m, device));
             }
             if let Some(m) = &masks {
-                model = prune::apply_masks(model, m);
+                model = m.apply(model);
             }
         }
         interval_items += task.items(indices.len());
@@ -629,7 +619,7 @@ where
                 "p": decay.as_ref().map(|d| d.p.value(s - 1)),
                 "lambda": decay.as_ref().map(|d| d.lambda.value(s - 1)),
                 "zero_fraction": report.zero_fraction(),
-                "mask_fraction": masks.as_ref().map(prune::Masks::fraction),
+                "mask_fraction": masks.as_ref().map(|m| m.host.fraction()),
                 "below_fraction": report.below_fraction(),
                 "zeros": report.zeros(),
                 "params": report.numel(),
@@ -666,7 +656,7 @@ where
             interval_start = Instant::now();
         }
         if do_ckpt {
-            state.masks = masks.as_ref().map(prune::Masks::to_state);
+            state.masks = masks.as_ref().map(|m| m.host.to_state());
             let ckpt = Checkpoint {
                 config_hash: hash,
                 state: state.clone(),
