@@ -8,10 +8,12 @@
 # the next call on the same warm machine: run directories live in $RUNS, default /tmp/padam-runs).
 # Plan lines: `<run name> <config> [padam train options...]`; `#` starts a comment.
 #   PLAN=results/plans/fashion.txt DEADLINE=540 bash scripts/gpu-runs.sh
-# Copies each run's config.toml, metrics.jsonl, final.json and train.log to $OUT/runs/<name>/.
+# Packs each run's config.toml, metrics.jsonl, final.json and train.log into $OUT/runs.tgz
+# (runs/<name>/...; the device tool brings back at most 8 files per call). Checkpoints stay
+# in $RUNS on the machine: the next call must follow within the machine's idle window.
 set -uo pipefail
 source gpu/cuda-env.sh
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT/runs"
+OUT=${OUT:-/tmp/out}; STAGE=/tmp/runs-out; rm -rf "$STAGE"; mkdir -p "$OUT" "$STAGE/runs"
 RUNS=${RUNS:-/tmp/padam-runs}; mkdir -p "$RUNS"
 DEADLINE=${DEADLINE:-540}
 [ -x /tmp/padam ] || { gunzip -c gpu/padam.gz > /tmp/padam && chmod +x /tmp/padam; }
@@ -27,7 +29,11 @@ while read -r name cfg args; do
   [ -z "$name" ] || [[ "$name" == \#* ]] && continue
   dir="$RUNS/$name"
   resume=""
-  ls "$dir"/ckpt-* >/dev/null 2>&1 && resume="--resume"
+  if ls "$dir"/ckpt-* >/dev/null 2>&1; then
+    resume="--resume"
+  elif [ -d "$dir" ] && [ ! -f "$dir/final.json" ]; then
+    rm -rf "$dir"  # started but stopped before its first checkpoint: nothing to resume
+  fi
   if [ -f "$dir/final.json" ] && [ -z "${RERUN:-}" ]; then
     echo "$name: already finished"; continue
   fi
@@ -40,10 +46,11 @@ done < "${PLAN:?set PLAN to a plan file}"
 for p in "${pids[@]}"; do wait "$p"; done
 echo "all runs stopped after $(( $(date +%s) - t0 )) s"
 for dir in "$RUNS"/*/; do
-  name=$(basename "$dir"); mkdir -p "$OUT/runs/$name"
-  cp "$dir"/{config.toml,metrics.jsonl,final.json,train.log} "$OUT/runs/$name/" 2>/dev/null
-  cp "$RUNS/$name.stderr" "$OUT/runs/$name/stderr.txt" 2>/dev/null
+  name=$(basename "$dir"); mkdir -p "$STAGE/runs/$name"
+  cp "$dir"/{config.toml,metrics.jsonl,final.json,train.log} "$STAGE/runs/$name/" 2>/dev/null
+  cp "$RUNS/$name.stderr" "$STAGE/runs/$name/stderr.txt" 2>/dev/null
   last=$(tail -1 "$dir/metrics.jsonl" 2>/dev/null | head -c 300)
   echo "$name: $( [ -f "$dir/final.json" ] && echo finished || echo "stopped" ) | $last"
 done
+tar czf "$OUT/runs.tgz" -C "$STAGE" runs
 tar czf "$OUT/cubecl-cache.tgz" target 2>/dev/null || true

@@ -50,12 +50,14 @@ pub struct StepArgs {
     /// Parameter-shape sets to time (resnet18, gpt2).
     #[arg(long, value_delimiter = ',', default_value = "resnet18,gpt2")]
     pub shapes: Vec<String>,
-    /// Optimizers to time: burn_adamw, burn_adam, padam, padam_unchecked (no non-finite
-    /// check), padam_lambda0 (check + Adam, no decay math), psgd_momentum.
+    /// Optimizers to time: burn_adamw, burn_adam, padam (the fused kernel where the backend
+    /// has it), padam_unchecked (no non-finite check), padam_tensor_ops and
+    /// padam_tensor_ops_unchecked (the portable tensor-op path), padam_lambda0 (Adam + check,
+    /// no decay math), psgd_momentum.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "burn_adamw,burn_adam,padam,padam_unchecked,padam_lambda0,psgd_momentum"
+        default_value = "burn_adamw,burn_adam,padam,padam_unchecked,padam_tensor_ops,padam_tensor_ops_unchecked,padam_lambda0,psgd_momentum"
     )]
     pub optimizers: Vec<String>,
     /// Timed steps per optimizer (after warm-up); the median is reported.
@@ -249,6 +251,8 @@ pub struct StepRow {
     pub shapes: String,
     /// Optimizer.
     pub optimizer: String,
+    /// Which implementation ran: burn, tensor ops or fused kernel.
+    pub path: String,
     /// Parameters stepped.
     pub params: usize,
     /// Median ms per step.
@@ -338,10 +342,11 @@ fn step_bench<B: AutodiffBackend>(args: &StepArgs, backend_name: &str) -> anyhow
         };
         let n: usize = shapes.iter().map(|s| s.iter().product::<usize>()).sum();
         let floor_ms = 28.0 * n as f64 / bw * 1e3;
-        let mut record = |name: &str, bytes: usize, ms: f64| {
+        let mut record = |name: &str, path: &str, bytes: usize, ms: f64| {
             let row = StepRow {
                 shapes: set.clone(),
                 optimizer: name.to_string(),
+                path: path.to_string(),
                 params: n,
                 ms,
                 bytes_per_param: bytes,
@@ -350,14 +355,15 @@ fn step_bench<B: AutodiffBackend>(args: &StepArgs, backend_name: &str) -> anyhow
                 ratio_to_floor: ms / floor_ms,
             };
             println!(
-                "{:9} {:22} params={:7.2}M step={:8.3} ms  {:7.1} GB/s  floor(28B/param)={:.3} ms  ratio={:5.2}",
-                row.shapes, row.optimizer, n as f64 / 1e6, row.ms, row.gb_per_s, floor_ms, row.ratio_to_floor
+                "{:9} {:27} {:12} params={:7.2}M step={:8.3} ms  {:7.1} GB/s  floor(28B/param)={:.3} ms  ratio={:5.2}",
+                row.shapes, row.optimizer, row.path, n as f64 / 1e6, row.ms, row.gb_per_s, floor_ms, row.ratio_to_floor
             );
             rows.push(row);
         };
         let (model, grads) = bank::<B>(&shapes, &device);
         for name in &args.optimizers {
             let m = model.clone();
+            let mut path = "burn";
             let (bytes, ms) = match name.as_str() {
                 "burn_adamw" => {
                     let o = AdamWConfig::new().with_epsilon(1e-8).with_weight_decay(0.1).init();
@@ -367,20 +373,21 @@ fn step_bench<B: AutodiffBackend>(args: &StepArgs, backend_name: &str) -> anyhow
                     let o = AdamConfig::new().with_epsilon(1e-8).init();
                     (28, time_steps(o, m, &grads, args, &device))
                 }
-                "padam" => {
-                    let o = PAdamConfig::new().with_p(0.8).with_lambda(1e-2).init()?;
-                    (28, time_steps(o, m, &grads, args, &device))
-                }
-                "padam_unchecked" => {
+                "padam" | "padam_unchecked" | "padam_tensor_ops" | "padam_tensor_ops_unchecked"
+                | "padam_lambda0" => {
+                    let lambda = if name == "padam_lambda0" { 0.0 } else { 1e-2 };
+                    let policy = if name.ends_with("unchecked") {
+                        NonFinitePolicy::Unchecked
+                    } else {
+                        NonFinitePolicy::Error
+                    };
                     let o = PAdamConfig::new()
                         .with_p(0.8)
-                        .with_lambda(1e-2)
-                        .with_non_finite(NonFinitePolicy::Unchecked)
+                        .with_lambda(lambda)
+                        .with_non_finite(policy)
+                        .with_fused_kernel(!name.starts_with("padam_tensor_ops"))
                         .init()?;
-                    (28, time_steps(o, m, &grads, args, &device))
-                }
-                "padam_lambda0" => {
-                    let o = PAdamConfig::new().with_lambda(0.0).init()?;
+                    path = if o.uses_fused_kernel() { "fused kernel" } else { "tensor ops" };
                     (28, time_steps(o, m, &grads, args, &device))
                 }
                 "psgd_momentum" => {
@@ -388,10 +395,13 @@ fn step_bench<B: AutodiffBackend>(args: &StepArgs, backend_name: &str) -> anyhow
                     (20, time_steps(o, m, &grads, args, &device))
                 }
                 other => anyhow::bail!(
-                    "--optimizers: unknown optimizer `{other}` (expected burn_adamw, burn_adam, padam, padam_unchecked, padam_lambda0 or psgd_momentum)"
+                    "--optimizers: unknown optimizer `{other}` (expected burn_adamw, burn_adam, padam, padam_unchecked, padam_tensor_ops, padam_tensor_ops_unchecked, padam_lambda0 or psgd_momentum)"
                 ),
             };
-            record(name, bytes, ms);
+            if name.starts_with("psgd") {
+                path = "tensor ops";
+            }
+            record(name, path, bytes, ms);
         }
     }
     if let Some(path) = &args.json {
@@ -518,19 +528,22 @@ fn verify<B: AutodiffBackend>(args: &VerifyArgs) -> anyhow::Result<()> {
         (3.0, 1e-2),
     ] {
         let decay = Decay::new(p, lambda);
-        // PAdam
-        let optim = PAdamConfig::new()
-            .with_p(p)
-            .with_lambda(lambda)
-            .init::<B, One<B>>()?;
-        let got = run_case::<B, _>(optim, &w0, &grads, lr, &device);
+        // PAdam: the fused kernel (where the backend has it) and the tensor-op path.
         let mut st = reference::AdamState::new(n);
         let want = reference_run(&w064, &grads64, |w, g, _| {
             reference::padam_step(w, g, &mut st, lr, &adam, &decay)
         });
-        let mut c = compare("padam", got, want);
-        c.name = leak(format!("padam p={p} lambda={lambda}"));
-        cases.push(c);
+        let config = PAdamConfig::new().with_p(p).with_lambda(lambda);
+        cases.extend(verify_padam_paths::<B>(
+            &format!("padam p={p} lambda={lambda}"),
+            &config,
+            &w0,
+            &grads,
+            &want,
+            lr,
+            &device,
+            &compare,
+        )?);
         // pSGD with Nesterov momentum
         let sp = SgdParams {
             momentum: 0.9,
@@ -575,20 +588,72 @@ fn verify<B: AutodiffBackend>(args: &VerifyArgs) -> anyhow::Result<()> {
         c.name = "padam elastic-net + non-adiabatic s";
         cases.push(c);
 
-        let sched = Schedule::p_anneal(0.6, 3);
-        let optim = PAdamConfig::new()
-            .with_p_schedule(sched.clone())
+        let decay = Decay {
+            p: 0.8,
+            lambda: 1e-2,
+            lambda2: 0.5,
+            s_rate: None,
+        };
+        let mut st = reference::AdamState::new(n);
+        let want = reference_run(&w064, &grads64, |w, g, _| {
+            reference::padam_step(w, g, &mut st, lr, &adam, &decay)
+        });
+        let config = PAdamConfig::new()
+            .with_p(0.8)
             .with_lambda(1e-2)
-            .init::<B, One<B>>()?;
-        let got = run_case::<B, _>(optim, &w0, &grads, lr, &device);
+            .with_lambda2(0.5);
+        cases.extend(verify_padam_paths::<B>(
+            "padam elastic-net",
+            &config,
+            &w0,
+            &grads,
+            &want,
+            lr,
+            &device,
+            &compare,
+        )?);
+
+        // Outside the decay selection (a vector with matrices-only selection): plain Adam.
+        let decay = Decay::new(0.8, 0.0);
+        let mut st = reference::AdamState::new(n);
+        let want = reference_run(&w064, &grads64, |w, g, _| {
+            reference::padam_step(w, g, &mut st, lr, &adam, &decay)
+        });
+        let config = PAdamConfig::new()
+            .with_p(0.8)
+            .with_lambda(1e-2)
+            .with_selection(padam::ParamSelection::matrices_only());
+        cases.extend(verify_padam_paths::<B>(
+            "padam, parameter not decayed",
+            &config,
+            &w0,
+            &grads,
+            &want,
+            lr,
+            &device,
+            &compare,
+        )?);
+
+        let sched = Schedule::p_anneal(0.6, 3);
         let mut st = reference::AdamState::new(n);
         let want = reference_run(&w064, &grads64, |w, g, t| {
             let decay = Decay::new(sched.value(t), 1e-2);
             reference::padam_step(w, g, &mut st, lr, &adam, &decay)
         });
-        let mut c = compare("padam", got, want);
-        c.name = "padam p schedule 2 -> 0.6";
-        cases.push(c);
+        let config = PAdamConfig::new()
+            .with_p_schedule(sched.clone())
+            .with_lambda(1e-2);
+        cases.extend(verify_padam_paths::<B>(
+            "padam p schedule 2 -> 0.6",
+            &config,
+            &w0,
+            &grads,
+            &want,
+            lr,
+            &device,
+            &compare,
+        )?);
+        cases.push(verify_non_finite_refusal::<B>(&w0, &grads, lr, &device)?);
     }
     // pWD around other burn optimizers: the base's own step (w_hat) comes from burn on this
     // backend, the decay from the float64 reference.
@@ -629,6 +694,127 @@ fn verify<B: AutodiffBackend>(args: &VerifyArgs) -> anyhow::Result<()> {
         anyhow::bail!("{failed} optimizer cases differ from the float64 reference");
     }
     Ok(())
+}
+
+/// PAdam `config` on this backend through both implementations, each against the float64
+/// result `want`, and the two against each other (the fused kernel must compute what the
+/// tensor ops compute). The case names say which implementation actually ran.
+#[allow(clippy::too_many_arguments)]
+fn verify_padam_paths<B: AutodiffBackend>(
+    name: &str,
+    config: &PAdamConfig,
+    w0: &[f32],
+    grads: &[Vec<f32>],
+    want: &[f64],
+    lr: f64,
+    device: &B::Device,
+    compare: &dyn Fn(&'static str, Vec<f32>, Vec<f64>) -> VerifyCase,
+) -> anyhow::Result<Vec<VerifyCase>> {
+    let mut results = Vec::new();
+    let mut runs = Vec::new();
+    for fused in [true, false] {
+        let optim = config
+            .clone()
+            .with_fused_kernel(fused)
+            .init::<B, One<B>>()?;
+        let path = if optim.uses_fused_kernel() {
+            "fused kernel"
+        } else {
+            "tensor ops"
+        };
+        if runs.iter().any(|(p, _)| *p == path) {
+            continue; // no kernel on this backend: the tensor path already ran
+        }
+        let got = run_case::<B, _>(optim, w0, grads, lr, device);
+        let mut c = compare("padam", got.clone(), want.to_vec());
+        c.name = leak(format!("{name} [{path}]"));
+        results.push(c);
+        runs.push((path, got));
+    }
+    if runs.len() == 2 {
+        let tensor_ops: Vec<f64> = runs[1].1.iter().map(|&x| x as f64).collect();
+        let mut c = compare("padam", runs[0].1.clone(), tensor_ops);
+        c.name = leak(format!("{name} [fused vs tensor ops]"));
+        results.push(c);
+    }
+    Ok(results)
+}
+
+/// A NaN and an inf in the gradient of the third step: the default policy must refuse that
+/// step, name the parameter with the exact count (2), and hand back the weights of step two.
+fn verify_non_finite_refusal<B: AutodiffBackend>(
+    w0: &[f32],
+    grads: &[Vec<f32>],
+    lr: f64,
+    device: &B::Device,
+) -> anyhow::Result<VerifyCase> {
+    anyhow::ensure!(
+        grads.len() >= 4,
+        "--steps {}: the non-finite case needs at least 4 steps",
+        grads.len()
+    );
+    let mut optim = PAdamConfig::new()
+        .with_p(0.8)
+        .with_lambda(1e-2)
+        .init::<B, One<B>>()?;
+    let path = if optim.uses_fused_kernel() {
+        "fused kernel"
+    } else {
+        "tensor ops"
+    };
+    let n = w0.len();
+    let mut m = One {
+        w: Param::from_tensor(Tensor::<B, 1>::from_data(
+            TensorData::new(w0.to_vec(), [n]),
+            device,
+        )),
+    };
+    let grad = |g: Vec<f32>, id| {
+        let mut gp = GradientsParams::new();
+        gp.register(
+            id,
+            Tensor::<B::InnerBackend, 1>::from_data(TensorData::new(g, [n]), device),
+        );
+        gp
+    };
+    for g in grads.iter().take(2) {
+        let id = m.w.id;
+        m = optim.step(lr, m, grad(g.clone(), id));
+    }
+    let before = to_vec(m.w.val());
+    let mut bad = grads[2].clone();
+    bad[5] = f32::NAN;
+    bad[n - 1] = f32::INFINITY;
+    let id = m.w.id;
+    let (ok, detail) = match optim.try_step(lr, m, grad(bad, id)) {
+        Ok(_) => (false, "step taken".to_string()),
+        Err(e) => {
+            let after = to_vec(e.module.w.val());
+            let unchanged = after
+                .iter()
+                .zip(&before)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            let msg = e.error.to_string();
+            let named = matches!(
+                &e.error,
+                padam::StepFailure::NonFiniteGradient(g)
+                    if g.params.len() == 1 && g.params[0].count == 2 && g.params[0].path == "w"
+            );
+            // The optimizer must still step normally afterwards, from the same weights.
+            let next = optim.try_step(lr, e.module, grad(grads[3].clone(), id));
+            (
+                unchanged && named && next.is_ok() && optim.steps() == 3,
+                format!("{msg}; weights unchanged: {unchanged}"),
+            )
+        }
+    };
+    println!("non-finite refusal [{path}]: {detail}");
+    Ok(VerifyCase {
+        name: leak(format!("padam refuses a NaN/inf gradient [{path}]")),
+        max_rel_err: 0.0,
+        nonzero_at_zero: usize::from(!ok),
+        ok,
+    })
 }
 
 /// Run a float64 reference optimizer from `w0` over `grads`; `step(w, g, t)` is one step.

@@ -38,6 +38,7 @@
 pub mod config;
 pub mod decay;
 pub mod error;
+pub mod fused;
 pub mod optimizer;
 pub mod padam;
 pub mod paths;

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{validate_adam, DecayConfig};
 use crate::error::ConfigError;
+use crate::fused::AdamHyper;
 use crate::optimizer::PWdOptimizer;
 
 /// Configuration of [PAdam](PWdOptimizer): Adam + pWD.
@@ -36,6 +37,10 @@ pub struct PAdamConfig {
     pub decay: DecayConfig,
     /// Optional per-tensor gradient clipping (burn's).
     pub grad_clipping: Option<GradientClippingConfig>,
+    /// Run the step as one fused kernel per tensor where the backend has it (burn's CUDA
+    /// backend with padam's `cuda` feature; see [`fused`](crate::fused)); `false` keeps the
+    /// tensor-op path everywhere. Default `true`.
+    pub fused_kernel: bool,
 }
 
 impl Default for PAdamConfig {
@@ -46,6 +51,7 @@ impl Default for PAdamConfig {
             epsilon: 1e-8,
             decay: DecayConfig::default(),
             grad_clipping: None,
+            fused_kernel: true,
         }
     }
 }
@@ -80,6 +86,13 @@ impl PAdamConfig {
         self
     }
 
+    /// Use the fused kernel where the backend has it (`true`, the default) or always the
+    /// tensor-op path (`false`).
+    pub fn with_fused_kernel(mut self, fused_kernel: bool) -> Self {
+        self.fused_kernel = fused_kernel;
+        self
+    }
+
     /// Check every field; the error names the field and value.
     pub fn validate(&self) -> Result<(), ConfigError> {
         validate_adam("PAdam", self.beta_1, self.beta_2, self.epsilon)?;
@@ -100,7 +113,16 @@ impl PAdamConfig {
         &self,
     ) -> Result<PWdOptimizer<Adam, M, B>, ConfigError> {
         self.validate()?;
-        PWdOptimizer::build(self.base(), &self.decay, self.grad_clipping.as_ref())
+        let optim = PWdOptimizer::build(self.base(), &self.decay, self.grad_clipping.as_ref())?;
+        Ok(if self.fused_kernel {
+            optim.with_fused_adam(AdamHyper {
+                beta_1: self.beta_1 as f32,
+                beta_2: self.beta_2 as f32,
+                epsilon: self.epsilon as f32,
+            })
+        } else {
+            optim
+        })
     }
 }
 

@@ -54,6 +54,58 @@ pub enum BackendKind {
     Cuda,
 }
 
+impl BackendKind {
+    /// The name as written in the config (`cpu`, `cuda`).
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Cpu => "cpu",
+            BackendKind::Cuda => "cuda",
+        }
+    }
+}
+
+/// The devices of `padam train --devices cuda:0,cuda:1`: one backend for all, one model
+/// replica per entry (data-parallel training, module `ddp`). On the CPU every entry is the
+/// one CPU device (`cpu:0,cpu:1` = two replicas, two threads). Not part of the config nor of
+/// its hash, so a run can be resumed on another number of devices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceList {
+    /// The backend the devices belong to (overrides `backend`).
+    pub backend: BackendKind,
+    /// Device indices, in rank order (rank 0 evaluates, logs and checkpoints).
+    pub indices: Vec<usize>,
+}
+
+impl DeviceList {
+    /// Parse `cuda:0,cuda:1` (`cuda` alone is `cuda:0`; likewise `cpu`).
+    pub fn parse(spec: &str) -> anyhow::Result<Self> {
+        let mut backend = None;
+        let mut indices = Vec::new();
+        for entry in spec.split(',').map(str::trim) {
+            let (kind, index) = entry.split_once(':').unwrap_or((entry, "0"));
+            let kind = match kind {
+                "cpu" => BackendKind::Cpu,
+                "cuda" => BackendKind::Cuda,
+                _ => bail!("--devices {spec:?}: {entry:?} is not cpu[:N] or cuda[:N]"),
+            };
+            let index: usize = index.parse().with_context(|| {
+                format!("--devices {spec:?}: {entry:?}: the index is not a number")
+            })?;
+            if *backend.get_or_insert(kind) != kind {
+                bail!("--devices {spec:?}: all devices must be of one backend (cpu or cuda)");
+            }
+            if kind == BackendKind::Cuda && indices.contains(&index) {
+                bail!("--devices {spec:?}: cuda:{index} is listed twice");
+            }
+            indices.push(index);
+        }
+        Ok(Self {
+            backend: backend.unwrap_or_default(),
+            indices,
+        })
+    }
+}
+
 /// Float precision.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -988,5 +1040,24 @@ mod tests {
         c.lr.schedule = LrScheduleKind::Constant;
         c.lr.final_fraction = None;
         assert_eq!(c.lr_schedule(50).at(77), 1e-2);
+    }
+
+    #[test]
+    fn device_lists() {
+        let d = DeviceList::parse("cuda:0, cuda:1").unwrap();
+        assert_eq!((d.backend, d.indices), (BackendKind::Cuda, vec![0, 1]));
+        let d = DeviceList::parse("cpu,cpu:1").unwrap();
+        assert_eq!((d.backend, d.indices), (BackendKind::Cpu, vec![0, 1]));
+        assert_eq!(DeviceList::parse("cpu,cpu").unwrap().indices, vec![0, 0]);
+        for (bad, needle) in [
+            ("", "cpu[:N]"),
+            ("gpu:0", "gpu:0"),
+            ("cuda:x", "not a number"),
+            ("cpu,cuda:1", "one backend"),
+            ("cuda:1,cuda:1", "twice"),
+        ] {
+            let err = format!("{:#}", DeviceList::parse(bad).unwrap_err());
+            assert!(err.contains(needle), "{bad:?}: {err}");
+        }
     }
 }

@@ -9,6 +9,8 @@
 
 pub mod checkpoint;
 pub mod config;
+#[cfg(feature = "ddp")]
+pub mod ddp;
 pub mod task;
 
 use std::fs::{self, OpenOptions};
@@ -35,7 +37,7 @@ use padam::{sparsity, PAdamConfig, PSgdConfig, PWdConfig, ParamSelection};
 use serde::Serialize;
 
 use self::checkpoint::{Checkpoint, LoopState};
-use self::config::{fnv1a, BackendKind, BaseKind, OptimizerKind, TrainConfig};
+use self::config::{fnv1a, BackendKind, BaseKind, DeviceList, OptimizerKind, TrainConfig};
 use self::task::{AnyTask, Task};
 use crate::data::Rng;
 use crate::prune;
@@ -76,6 +78,11 @@ pub struct TrainArgs {
     /// Override `data.path`.
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// Train data-parallel on these devices, one model replica each: `cuda:0,cuda:1`, or
+    /// `cpu:0,cpu:1` (replicas on the CPU). Sets `backend`; `train.batch_size` stays the
+    /// global batch, split across the replicas (binaries built with `--features ddp` or `cuda`).
+    #[arg(long, value_name = "DEVICE,...")]
+    pub devices: Option<String>,
     /// No progress bar; print only the final summary as one JSON line.
     #[arg(long, short)]
     pub quiet: bool,
@@ -111,6 +118,10 @@ impl TrainArgs {
         if let Some(b) = &self.backend {
             o.push(format!("backend=\"{b}\""));
         }
+        // The backend of `--devices` (a bad list is reported by `resolve` / `run_config`).
+        if let Some(Ok(d)) = self.devices.as_deref().map(DeviceList::parse) {
+            o.push(format!("backend=\"{}\"", d.backend.name()));
+        }
         if let Some(d) = &self.data {
             o.push(format!(
                 "data.path={}",
@@ -123,6 +134,12 @@ impl TrainArgs {
 
 /// Read the config file and apply the overrides.
 pub fn resolve(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
+    if let Some(spec) = &args.devices {
+        let d = DeviceList::parse(spec)?;
+        if let Some(b) = args.backend.as_deref().filter(|b| *b != d.backend.name()) {
+            bail!("--backend {b} contradicts --devices {spec}");
+        }
+    }
     let text = fs::read_to_string(&args.config)
         .with_context(|| format!("reading {}", args.config.display()))?;
     config::parse(&text, &args.overrides())
@@ -140,6 +157,20 @@ pub struct Summary {
     pub weights_hash: String,
     /// The last metrics line.
     pub last: Option<serde_json::Value>,
+    /// Data-parallel runs (`--devices`, module `ddp`): the replicas compared at the end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<ReplicaCheck>,
+}
+
+/// The replicas of a data-parallel run compared with rank 0 after the last step.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ReplicaCheck {
+    /// Replicas (devices).
+    pub devices: usize,
+    /// Largest `|w_r - w_0|` over every parameter entry and replica (0 when identical).
+    pub max_abs_diff: f64,
+    /// Every replica's weights equal rank 0's bit for bit.
+    pub identical: bool,
 }
 
 /// `padam train`.
@@ -189,6 +220,9 @@ pub fn run_config(config: &TrainConfig, args: &TrainArgs) -> anyhow::Result<Summ
              `cargo build --release --features cuda`"
         );
     }
+    if let Some(spec) = &args.devices {
+        check_devices(&DeviceList::parse(spec)?, spec, config)?;
+    }
     prepare_dir(&run_dir, config, args.resume)?;
     let log = OpenOptions::new()
         .create(true)
@@ -222,6 +256,49 @@ pub fn run_config(config: &TrainConfig, args: &TrainArgs) -> anyhow::Result<Summ
     .inspect_err(|e| {
         let _ = append_line(&run_dir.join("train.log"), &format!("ERROR {e:#}"));
     })
+}
+
+/// `--devices` fits the config and this binary.
+fn check_devices(d: &DeviceList, spec: &str, config: &TrainConfig) -> anyhow::Result<()> {
+    if d.backend != config.backend {
+        bail!(
+            "--devices {spec} are {} devices but the run's backend is {:?}",
+            d.backend.name(),
+            config.backend.name()
+        );
+    }
+    let n = d.indices.len();
+    if n > 1 && !cfg!(feature = "ddp") {
+        bail!(
+            "--devices {spec}: this binary was built without data-parallel training; rebuild \
+             with `--features ddp` (or `--features cuda`)"
+        );
+    }
+    if config.train.batch_size < n {
+        bail!(
+            "--devices {spec}: train.batch_size = {} is smaller than the {n} devices it is \
+             split across",
+            config.train.batch_size
+        );
+    }
+    Ok(())
+}
+
+/// The devices of `--devices` on backend `B` (empty without the flag).
+fn devices_of<B: Backend>(args: &TrainArgs) -> anyhow::Result<Vec<B::Device>> {
+    use burn::tensor::backend::{Device, DeviceId};
+    let Some(spec) = &args.devices else {
+        return Ok(Vec::new());
+    };
+    let type_id = B::Device::default().to_id().type_id;
+    DeviceList::parse(spec)?
+        .indices
+        .iter()
+        .map(|&i| {
+            let index = u16::try_from(i).with_context(|| format!("--devices {spec}: index {i}"))?;
+            Ok(B::Device::from_id(DeviceId::new(type_id, index)))
+        })
+        .collect()
 }
 
 fn append_line(path: &Path, line: &str) -> anyhow::Result<()> {
@@ -258,7 +335,10 @@ fn run_on<B: AutodiffBackend>(
     args: &TrainArgs,
     dir: &Path,
 ) -> anyhow::Result<Summary> {
-    let device = B::Device::default();
+    let device = devices_of::<B>(args)?
+        .into_iter()
+        .next()
+        .unwrap_or_default();
     match task::load(config)? {
         AnyTask::Digits(t) => with_optimizer::<B, _>(config, args, dir, &t, &device),
         AnyTask::Fashion(t) => with_optimizer::<B, _>(config, args, dir, &t, &device),
@@ -267,7 +347,7 @@ fn run_on<B: AutodiffBackend>(
     }
 }
 
-fn with_optimizer<B: AutodiffBackend, T: Task<B>>(
+fn with_optimizer<B: AutodiffBackend, T: Task<B> + Sync>(
     config: &TrainConfig,
     args: &TrainArgs,
     dir: &Path,
@@ -327,6 +407,7 @@ fn with_optimizer<B: AutodiffBackend, T: Task<B>>(
                 epsilon: eps,
                 decay: config.decay_config()?,
                 grad_clipping: clip.clone(),
+                ..PAdamConfig::default()
             }
             .init::<B, T::Model>()
             .map_err(pwd_err)?;
@@ -432,13 +513,60 @@ fn truncate_metrics(path: &Path, step: usize) -> anyhow::Result<()> {
     checkpoint::write_atomic(path, kept.as_bytes())
 }
 
+/// The data-parallel side of a step (module `ddp`): the loss and gradients of the whole batch,
+/// shared across model replicas on several devices; the run driver stays the same.
+pub(crate) trait Replicas<B: AutodiffBackend, M: AutodiffModule<B>, O> {
+    /// The pruning masks changed (a pruning event, or masks restored from a checkpoint): the
+    /// other replicas apply them too.
+    fn masks_changed(&mut self, masks: &prune::Masks) -> anyhow::Result<()>;
+    /// Step `step` on the examples `indices`: each replica computes its share of the batch,
+    /// the gradients are all-reduced; returns rank 0's copy of them and the batch's mean loss
+    /// (detached). The other replicas then apply the same optimizer step at `lr`.
+    fn grads(
+        &mut self,
+        model: &M,
+        optim: &O,
+        step: usize,
+        lr: f64,
+        indices: &[usize],
+    ) -> anyhow::Result<(Tensor<B, 1>, GradientsParams)>;
+    /// After the last step: stop the other replicas and compare their weights with `model`'s.
+    fn finish(&mut self, model: &M) -> anyhow::Result<ReplicaCheck>;
+}
+
+/// One device (the default, or the one `--devices` names), or data-parallel on several.
 fn train_loop<B, T, O>(
+    config: &TrainConfig,
+    args: &TrainArgs,
+    dir: &Path,
+    task: &T,
+    optim: O,
+    device: &B::Device,
+) -> anyhow::Result<Summary>
+where
+    B: AutodiffBackend,
+    T: Task<B> + Sync,
+    O: Optimizer<T::Model, B> + TrainOptimizer<B, T::Model>,
+{
+    let devices = devices_of::<B>(args)?;
+    if devices.len() > 1 {
+        #[cfg(feature = "ddp")]
+        return ddp::run(config, args, dir, task, optim, &devices);
+        #[cfg(not(feature = "ddp"))]
+        bail!("data-parallel training needs a binary built with `--features ddp`");
+    }
+    run_loop(config, args, dir, task, optim, device, None)
+}
+
+/// The run driver; `replicas` is the data-parallel hook (`None`: one device).
+fn run_loop<B, T, O>(
     config: &TrainConfig,
     args: &TrainArgs,
     dir: &Path,
     task: &T,
     mut optim: O,
     device: &B::Device,
+    mut replicas: Option<&mut dyn Replicas<B, T::Model, O>>,
 ) -> anyhow::Result<Summary>
 where
     B: AutodiffBackend,
@@ -500,6 +628,9 @@ where
             )),
             None => None,
         };
+        if let (Some(r), Some(m)) = (replicas.as_deref_mut(), &masks) {
+            r.masks_changed(&m.host)?;
+        }
         truncate_metrics(&metrics_path, state.step)?;
         checkpoint::remove_stale_temps(dir);
         tracing::info!(step = state.step, file = %path.display(), "resumed");
@@ -548,13 +679,23 @@ where
             order_epoch = epoch;
         }
         let indices = &order[b * bs..((b + 1) * bs).min(n)];
-        B::seed(device, step_seed(config.seed, step, 2));
-        let mut rng = Rng::new(step_seed(config.seed, step, 3));
-        let start = Instant::now();
-        let loss = task.loss(&model, indices, &mut rng, device);
-        pending.push(loss.clone().detach());
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
         let lr_t = lr.at(step);
+        let (start, grads) = match replicas.as_deref_mut() {
+            None => {
+                B::seed(device, step_seed(config.seed, step, 2));
+                let mut rng = Rng::new(step_seed(config.seed, step, 3));
+                let start = Instant::now();
+                let loss = task.loss(&model, indices, &mut rng, device);
+                pending.push(loss.clone().detach());
+                (start, GradientsParams::from_grads(loss.backward(), &model))
+            }
+            Some(r) => {
+                let start = Instant::now();
+                let (loss, grads) = r.grads(&model, &optim, step, lr_t, indices)?;
+                pending.push(loss);
+                (start, grads)
+            }
+        };
         model = optim.train_step(lr_t, model, grads)?;
         state.step += 1;
         if let Some((schedule, selection)) = &pruning {
@@ -563,6 +704,9 @@ where
                 let previous = masks.as_ref().map(|m| &m.host);
                 let m = prune::global_magnitude_masks(&weights, previous, fraction);
                 tracing::info!(step = state.step, fraction = m.fraction(), "pruned");
+                if let Some(r) = replicas.as_deref_mut() {
+                    r.masks_changed(&m)?;
+                }
                 masks = Some(prune::ActiveMasks::new(m, device));
             }
             if let Some(m) = &masks {
@@ -686,11 +830,25 @@ where
             .and_then(|t| t.lines().last().map(str::to_string))
             .and_then(|l| serde_json::from_str(&l).ok());
     }
+    let replicas = match replicas {
+        Some(r) => {
+            let check = r.finish(&model)?;
+            tracing::info!(
+                devices = check.devices,
+                max_abs_diff = check.max_abs_diff,
+                identical = check.identical,
+                "replicas"
+            );
+            Some(check)
+        }
+        None => None,
+    };
     let summary = Summary {
         run_dir: dir.to_path_buf(),
         step: state.step,
         weights_hash: format!("{:016x}", weights_hash(&model.valid())),
         last: last_metrics,
+        replicas,
     };
     checkpoint::write_atomic(
         &dir.join("final.json"),

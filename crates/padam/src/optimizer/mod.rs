@@ -15,13 +15,17 @@ use burn::optim::{
 };
 use burn::record::Record;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::Tensor;
+use burn::tensor::{DType, Tensor};
 use hashbrown::{HashMap, HashSet};
 
 use crate::config::{validate_lr, NonFinitePolicy};
 use crate::error::{ConfigError, NonFiniteGradient, NonFiniteParam};
+use crate::fused::{self, AdamHyper};
 use crate::paths::{visit_with_paths, PathStack, PathVisitor};
 use crate::wrap::PWd;
+
+mod fused_mapper;
+use fused_mapper::FusedMapper;
 
 /// Saved state of a [`PWdOptimizer`]: per-parameter states plus the step and skip counters.
 #[derive(Record)]
@@ -57,6 +61,7 @@ where
     grad_clipping: Option<GradientClipping>,
     steps: usize,
     skipped: usize,
+    fused: Option<AdamHyper>,
     module: PhantomData<M>,
 }
 
@@ -74,8 +79,33 @@ where
             grad_clipping: None,
             steps: 0,
             skipped: 0,
+            fused: None,
             module: PhantomData,
         }
+    }
+
+    /// Use the fused Adam + pWD kernel (module [`fused`](crate::fused)) where the backend has it.
+    /// Only for a base optimizer that is burn's `Adam` with these hyper-parameters: what
+    /// [`PAdamConfig::init`](crate::PAdamConfig::init) sets up.
+    pub(crate) fn with_fused_adam(mut self, hyper: AdamHyper) -> Self {
+        self.fused = Some(hyper);
+        self
+    }
+
+    /// True when steps run the fused kernel on this backend (f32 parameters), false when they
+    /// take the tensor-op path.
+    pub fn uses_fused_kernel(&self) -> bool {
+        self.fused_hyper().is_some()
+    }
+
+    /// The fused kernel's hyper-parameters when this step can use it: built for Adam, the
+    /// backend has the kernel, adiabatic `s`, and a policy the kernel implements.
+    fn fused_hyper(&self) -> Option<AdamHyper> {
+        let decay = self.optim.decay();
+        let usable = decay.non_finite != NonFinitePolicy::SkipTensor
+            && !decay.is_non_adiabatic()
+            && fused::supports::<B::InnerBackend>(DType::F32);
+        self.fused.filter(|_| usable)
     }
 
     /// Validate `decay`, wrap `base`, and add gradient clipping if configured: what every
@@ -130,6 +160,9 @@ where
             });
         }
         let policy = self.optim.decay().non_finite;
+        if let Some(hyper) = self.fused_hyper() {
+            return self.fused_step(lr, module, grads, hyper, policy == NonFinitePolicy::Error);
+        }
         let bad = if policy == NonFinitePolicy::Unchecked {
             Vec::new()
         } else {
@@ -137,21 +170,8 @@ where
         };
         let bad_ids: HashSet<ParamId> = bad.iter().map(|(id, _)| *id).collect();
         if !bad.is_empty() && policy == NonFinitePolicy::Error {
-            let paths = describe_params(&module);
-            let params = bad
-                .into_iter()
-                .map(|(id, count)| NonFiniteParam {
-                    path: paths.path(id),
-                    count,
-                })
-                .collect();
-            return Err(StepError {
-                module,
-                error: StepFailure::NonFiniteGradient(NonFiniteGradient {
-                    step: self.steps,
-                    params,
-                }),
-            });
+            let params = name_params(&module, bad);
+            return Err(self.refuse(module, params));
         }
         let mut mapper = StepMapper::<B, O> {
             optim: &self.optim,
@@ -165,6 +185,68 @@ where
         };
         let module = module.map(&mut mapper);
         self.skipped += mapper.skipped;
+        self.steps += 1;
+        Ok(module)
+    }
+}
+
+impl<O, M, B> PWdOptimizer<O, M, B>
+where
+    O: SimpleOptimizer<B::InnerBackend>,
+    M: AutodiffModule<B>,
+    B: AutodiffBackend,
+{
+    /// The step refused for non-finite gradients: the module back, the parameters named.
+    fn refuse(&self, module: M, params: Vec<NonFiniteParam>) -> StepError<M> {
+        StepError {
+            module,
+            error: StepFailure::NonFiniteGradient(NonFiniteGradient {
+                step: self.steps,
+                params,
+            }),
+        }
+    }
+
+    /// One step through the fused kernel (see [`fused`](crate::fused)). With `check`, the
+    /// kernels set one flag per tensor, read back once after every tensor was stepped; a set
+    /// flag refuses the step: the module from before the step is handed back and the states are
+    /// restored, as on the tensor path.
+    fn fused_step(
+        &mut self,
+        lr: LearningRate,
+        module: M,
+        grads: GradientsParams,
+        hyper: AdamHyper,
+        check: bool,
+    ) -> Result<M, StepError<M>> {
+        let before = check.then(|| (module.clone(), self.states.clone()));
+        let mut mapper = FusedMapper::<B, O> {
+            tensor_path: StepMapper {
+                optim: &self.optim,
+                states: &mut self.states,
+                grads,
+                lr,
+                clipping: self.grad_clipping.as_ref(),
+                skip: &HashSet::new(),
+                path: PathStack::default(),
+                skipped: 0,
+            },
+            hyper,
+            check,
+            tensors: count_float_params(&module),
+            index: 0,
+            flags: None,
+            checks: Vec::new(),
+        };
+        let module = module.map(&mut mapper);
+        let bad = mapper.non_finite();
+        if let Some((module_before, states_before)) = before {
+            if !bad.is_empty() {
+                self.states = states_before;
+                let params = name_params(&module_before, bad);
+                return Err(self.refuse(module_before, params));
+            }
+        }
         self.steps += 1;
         Ok(module)
     }
@@ -280,6 +362,33 @@ fn describe_params<B: Backend, M: burn::module::Module<B>>(module: &M) -> ParamT
     ParamTable { paths: v.paths }
 }
 
+/// The offending parameters with their module paths.
+fn name_params<B: Backend, M: burn::module::Module<B>>(
+    module: &M,
+    bad: Vec<(ParamId, usize)>,
+) -> Vec<NonFiniteParam> {
+    let paths = describe_params(module);
+    bad.into_iter()
+        .map(|(id, count)| NonFiniteParam {
+            path: paths.path(id),
+            count,
+        })
+        .collect()
+}
+
+/// The number of float parameters (tensors) of `module`: one flag each in a fused step.
+fn count_float_params<B: Backend, M: burn::module::Module<B>>(module: &M) -> usize {
+    struct Count(usize);
+    impl<B: Backend> ModuleVisitor<B> for Count {
+        fn visit_float<const D: usize>(&mut self, _param: &Param<Tensor<B, D>>) {
+            self.0 += 1;
+        }
+    }
+    let mut c = Count(0);
+    module.visit(&mut c);
+    c.0
+}
+
 /// Find the parameters whose gradient holds NaN or inf, with their counts.
 ///
 /// Fast path: the sum of every gradient, added into one scalar on the device and read back
@@ -391,26 +500,56 @@ impl<B: AutodiffBackend, O: SimpleOptimizer<B::InnerBackend>> ModuleMapper<B>
         let require_grad = tensor.is_require_grad();
         let device = grad.device();
         let inner = tensor.inner().to_device(&device);
-        let grad = match self.clipping {
-            Some(c) => c.clip_gradient(grad),
-            None => grad,
-        };
+        let w_new = self.step_tensor(id, inner, grad);
+        Param::from_mapped_value(id, into_param_tensor(w_new, require_grad), mapper)
+    }
+}
+
+impl<B: AutodiffBackend, O: SimpleOptimizer<B::InnerBackend>> StepMapper<'_, B, O> {
+    /// The tensor-op path for one parameter: clip, base step, decay; the state updated.
+    fn step_tensor<const D: usize>(
+        &mut self,
+        id: ParamId,
+        inner: Tensor<B::InnerBackend, D>,
+        grad: Tensor<B::InnerBackend, D>,
+    ) -> Tensor<B::InnerBackend, D> {
+        let device = grad.device();
+        let grad = self.clip(grad);
         let state = self.states.remove(&id).map(|r| {
             <PWd<O> as SimpleOptimizer<B::InnerBackend>>::to_device(r.into_state::<D>(), &device)
         });
-        let decayed = self
-            .optim
-            .decay()
-            .selection
-            .is_decayed(&self.path.current(), D);
+        let decayed = self.is_decayed(D);
         let (w_new, state) = self.optim.step_tensor(self.lr, inner, grad, state, decayed);
         self.states
             .insert(id, AdaptorRecord::from_state::<D>(state));
-        let mut tensor = Tensor::from_inner(w_new);
-        if require_grad {
-            tensor = tensor.require_grad();
+        w_new
+    }
+
+    fn clip<const D: usize>(&self, grad: Tensor<B::InnerBackend, D>) -> Tensor<B::InnerBackend, D> {
+        match self.clipping {
+            Some(c) => c.clip_gradient(grad),
+            None => grad,
         }
-        Param::from_mapped_value(id, tensor, mapper)
+    }
+
+    fn is_decayed(&self, rank: usize) -> bool {
+        self.optim
+            .decay()
+            .selection
+            .is_decayed(&self.path.current(), rank)
+    }
+}
+
+/// The stepped inner tensor as the module's parameter value again.
+fn into_param_tensor<B: AutodiffBackend, const D: usize>(
+    w: Tensor<B::InnerBackend, D>,
+    require_grad: bool,
+) -> Tensor<B, D> {
+    let tensor = Tensor::from_inner(w);
+    if require_grad {
+        tensor.require_grad()
+    } else {
+        tensor
     }
 }
 

@@ -1,0 +1,317 @@
+//! The fused step on burn's CUDA backend: the CubeCL kernel, its launch on `CubeBackend`
+//! tensors, and the custom operation that queues it in burn's fusion stream.
+//!
+//! The optimizer is generic over the backend; this file recognises burn's CUDA backend types at
+//! run time (`TypeId`) and moves the tensor primitives to and from the concrete types with
+//! `Any`, so no trait bound is added to the optimizer and every other backend is untouched.
+
+use std::any::{Any, TypeId};
+
+use burn::tensor::{backend::Backend, DType, Shape, Tensor, TensorPrimitive};
+use burn_cubecl::{kernel::into_contiguous, tensor::CubeTensor, CubeBackend, CubeRuntime};
+use burn_fusion::{
+    stream::{Operation, OperationStreams},
+    Fusion, FusionBackend, FusionRuntime, FusionTensor,
+};
+use burn_ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
+use cubecl::cuda::CudaRuntime;
+use cubecl::prelude::*;
+use cubecl::{calculate_cube_count_elemwise, CubeDim};
+
+use super::{DecayMode, FusedOutput, StepScalars};
+
+/// burn's CUDA backend without fusion (f32 floats, as `burn::backend::Cuda` with defaults).
+type CubeCuda = CubeBackend<CudaRuntime, f32, i32, u8>;
+/// burn's CUDA backend with fusion: `burn::backend::Cuda` with the `fusion` feature.
+type FusionCuda = Fusion<CubeCuda>;
+type FusionRt = <CubeCuda as FusionBackend>::FusionRuntime;
+type FusionHandle = <FusionRt as FusionRuntime>::FusionHandle;
+
+/// `DecayMode` as the kernel's compile-time switch.
+const MODE_NONE: u32 = 0;
+const MODE_UNIFORM: u32 = 1;
+const MODE_PNORM: u32 = 2;
+
+/// One unit per element. Reads `w, g, m, v` once, writes `w', m', v'` once; the arithmetic is
+/// the tensor path's, operation for operation (see the module docs of `fused`). `flags[i]` is
+/// set to 1 by every unit that sees a NaN or inf gradient (they all write the same value, so
+/// the concurrent writes are benign); nothing else writes it, so it keeps the 0 it started
+/// with when the gradient is finite.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+fn adam_pwd_kernel(
+    w: &Array<f32>,
+    g: &Array<f32>,
+    m: &Array<f32>,
+    v: &Array<f32>,
+    w_out: &mut Array<f32>,
+    m_out: &mut Array<f32>,
+    v_out: &mut Array<f32>,
+    flags: &mut Array<f32>,
+    flag_index: u32,
+    beta_1: f32,
+    one_minus_beta_1: f32,
+    beta_2: f32,
+    one_minus_beta_2: f32,
+    combined: f32,
+    eps_scaled: f32,
+    lr: f32,
+    uniform_factor: f32,
+    c: f32,
+    p_minus_2: f32,
+    base: f32,
+    #[comptime] mode: u32,
+    #[comptime] check: bool,
+) {
+    let i = ABSOLUTE_POS;
+    if i >= w_out.len() {
+        terminate!();
+    }
+    let gi = g[i];
+    if comptime![check] {
+        if f32::is_nan(gi) || f32::is_inf(gi) {
+            flags[flag_index as usize] = 1.0;
+        }
+    }
+    let m_new = m[i] * beta_1 + gi * one_minus_beta_1;
+    let v_new = v[i] * beta_2 + (gi * gi) * one_minus_beta_2;
+    let update = (m_new * combined) / (f32::sqrt(v_new) + eps_scaled);
+    let w_old = w[i];
+    let w_hat = w_old - update * lr;
+    let mut w_new = w_hat;
+    if comptime![mode == MODE_UNIFORM] {
+        w_new = w_hat * uniform_factor;
+    }
+    if comptime![mode == MODE_PNORM] {
+        let s = f32::powf(f32::abs(w_old), p_minus_2);
+        w_new = w_hat / (s * c + base);
+    }
+    w_out[i] = w_new;
+    m_out[i] = m_new;
+    v_out[i] = v_new;
+}
+
+/// The outputs on `CubeBackend` tensors.
+struct CubeOutput<R: CubeRuntime> {
+    weight: CubeTensor<R>,
+    moment_1: CubeTensor<R>,
+    moment_2: CubeTensor<R>,
+    flags: CubeTensor<R>,
+}
+
+fn empty_like<R: CubeRuntime>(t: &CubeTensor<R>, shape: Shape) -> CubeTensor<R> {
+    let bytes = shape.num_elements() * core::mem::size_of::<f32>();
+    let handle = t.client.empty(bytes);
+    CubeTensor::new_contiguous(
+        t.client.clone(),
+        t.device.clone(),
+        shape,
+        handle,
+        DType::F32,
+    )
+}
+
+/// Launch the kernel on contiguous f32 tensors. The flags buffer is updated in place (it is
+/// the only buffer the kernel both reads and writes, through one argument); it is copied first
+/// if another tensor shares it.
+#[allow(clippy::too_many_arguments)]
+fn launch_cube<R: CubeRuntime>(
+    w: CubeTensor<R>,
+    g: CubeTensor<R>,
+    m: CubeTensor<R>,
+    v: CubeTensor<R>,
+    flags: CubeTensor<R>,
+    flag_index: u32,
+    check: bool,
+    s: &StepScalars,
+) -> CubeOutput<R> {
+    let shape = w.meta.shape().clone();
+    let (w, g, m, v) = (
+        into_contiguous(w),
+        into_contiguous(g),
+        into_contiguous(m),
+        into_contiguous(v),
+    );
+    let flags = if flags.can_mut() { flags } else { flags.copy() };
+    let w_out = empty_like(&w, shape.clone());
+    let m_out = empty_like(&w, shape.clone());
+    let v_out = empty_like(&w, shape.clone());
+    let n = shape.num_elements();
+    let client = w.client.clone();
+    let mode = match s.mode {
+        DecayMode::None => MODE_NONE,
+        DecayMode::Uniform => MODE_UNIFORM,
+        DecayMode::PNorm => MODE_PNORM,
+    };
+    if n > 0 {
+        let cube_dim = CubeDim::new(&client, n);
+        let cube_count = calculate_cube_count_elemwise(&client, n, cube_dim);
+        adam_pwd_kernel::launch::<R>(
+            &client,
+            cube_count,
+            cube_dim,
+            w.into_array_arg(),
+            g.into_array_arg(),
+            m.into_array_arg(),
+            v.into_array_arg(),
+            w_out.clone().into_array_arg(),
+            m_out.clone().into_array_arg(),
+            v_out.clone().into_array_arg(),
+            flags.clone().into_array_arg(),
+            flag_index,
+            s.beta_1,
+            s.one_minus_beta_1,
+            s.beta_2,
+            s.one_minus_beta_2,
+            s.combined,
+            s.eps_scaled,
+            s.lr,
+            s.uniform_factor,
+            s.c,
+            s.p_minus_2,
+            s.base,
+            mode,
+            check,
+        );
+    }
+    CubeOutput {
+        weight: w_out,
+        moment_1: m_out,
+        moment_2: v_out,
+        flags,
+    }
+}
+
+/// The fused step as an operation of burn's fusion stream: queued like any other operation,
+/// executed in order when the stream runs (no host synchronisation).
+#[derive(Debug)]
+struct AdamPwdOp {
+    desc: CustomOpIr,
+    flag_index: u32,
+    check: bool,
+    scalars: StepScalars,
+}
+
+impl Operation<FusionRt> for AdamPwdOp {
+    fn execute(&self, handles: &mut HandleContainer<FusionHandle>) {
+        let ([w, g, m, v, flags], [w_out, m_out, v_out, flags_out]) = self.desc.as_fixed();
+        let out = launch_cube(
+            handles.get_float_tensor::<CubeCuda>(w),
+            handles.get_float_tensor::<CubeCuda>(g),
+            handles.get_float_tensor::<CubeCuda>(m),
+            handles.get_float_tensor::<CubeCuda>(v),
+            handles.get_float_tensor::<CubeCuda>(flags),
+            self.flag_index,
+            self.check,
+            &self.scalars,
+        );
+        handles.register_float_tensor::<CubeCuda>(&w_out.id, out.weight);
+        handles.register_float_tensor::<CubeCuda>(&m_out.id, out.moment_1);
+        handles.register_float_tensor::<CubeCuda>(&v_out.id, out.moment_2);
+        handles.register_float_tensor::<CubeCuda>(&flags_out.id, out.flags);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn launch_fusion(
+    w: FusionTensor<FusionRt>,
+    g: FusionTensor<FusionRt>,
+    m: FusionTensor<FusionRt>,
+    v: FusionTensor<FusionRt>,
+    flags: FusionTensor<FusionRt>,
+    flag_index: u32,
+    check: bool,
+    scalars: &StepScalars,
+) -> [FusionTensor<FusionRt>; 4] {
+    let client = w.client.clone();
+    let streams = OperationStreams::with_inputs([&w, &g, &m, &v, &flags]);
+    let out = |shape: Shape| TensorIr::uninit(client.create_empty_handle(), shape, DType::F32);
+    let outputs = [
+        out(w.shape.clone()),
+        out(w.shape.clone()),
+        out(w.shape.clone()),
+        out(flags.shape.clone()),
+    ];
+    let inputs = [
+        w.into_ir(),
+        g.into_ir(),
+        m.into_ir(),
+        v.into_ir(),
+        flags.into_ir(),
+    ];
+    let desc = CustomOpIr::new("padam_adam_pwd_step", &inputs, &outputs);
+    let op = AdamPwdOp {
+        desc: desc.clone(),
+        flag_index,
+        check,
+        scalars: *scalars,
+    };
+    client
+        .register(streams, OperationIr::Custom(desc), op)
+        .try_into()
+        .expect("the fused step registers four outputs")
+}
+
+/// True when `B` is one of burn's CUDA backends with f32 floats.
+pub(super) fn is_cuda<B: Backend>() -> bool {
+    let id = TypeId::of::<B>();
+    id == TypeId::of::<FusionCuda>() || id == TypeId::of::<CubeCuda>()
+}
+
+/// Move a value to the type it is known (by `TypeId`) to have.
+fn cast<A: 'static, T: 'static>(a: A) -> Option<T> {
+    let mut slot = Some(a);
+    (&mut slot as &mut dyn Any)
+        .downcast_mut::<Option<T>>()
+        .and_then(Option::take)
+}
+
+fn primitive<B: Backend, const D: usize>(t: Tensor<B, D>) -> B::FloatTensorPrimitive {
+    t.into_primitive().tensor()
+}
+
+fn tensor<B: Backend, const D: usize>(p: B::FloatTensorPrimitive) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(p))
+}
+
+/// Run one tensor's fused step on `B`, which must be one of the CUDA backends.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn step<B: Backend, const D: usize>(
+    weight: Tensor<B, D>,
+    grad: Tensor<B, D>,
+    moment_1: Tensor<B, D>,
+    moment_2: Tensor<B, D>,
+    flags: Tensor<B, 1>,
+    flag_index: usize,
+    check: bool,
+    scalars: &StepScalars,
+) -> Option<FusedOutput<B, D>> {
+    let flag_index = u32::try_from(flag_index).ok()?;
+    let prims = [
+        primitive(weight),
+        primitive(grad),
+        primitive(moment_1),
+        primitive(moment_2),
+        primitive(flags),
+    ];
+    let [w, m, v, f] = if TypeId::of::<B>() == TypeId::of::<FusionCuda>() {
+        let [w, g, m, v, f] = prims.map(|p| {
+            cast::<_, FusionTensor<FusionRt>>(p).expect("checked: B is the fusion CUDA backend")
+        });
+        launch_fusion(w, g, m, v, f, flag_index, check, scalars)
+            .map(|t| cast::<_, B::FloatTensorPrimitive>(t).expect("same type"))
+    } else {
+        let [w, g, m, v, f] = prims.map(|p| {
+            cast::<_, CubeTensor<CudaRuntime>>(p).expect("checked: B is the CUDA backend")
+        });
+        let out = launch_cube(w, g, m, v, f, flag_index, check, scalars);
+        [out.weight, out.moment_1, out.moment_2, out.flags]
+            .map(|t| cast::<_, B::FloatTensorPrimitive>(t).expect("same type"))
+    };
+    Some(FusedOutput {
+        weight: tensor(w),
+        moment_1: tensor(m),
+        moment_2: tensor(v),
+        flags: tensor(f),
+    })
+}

@@ -1,0 +1,270 @@
+//! The fused PAdam step: Adam + pWD + the non-finite gradient flag in one kernel per tensor.
+//!
+//! On burn's tensor ops a PAdam step is ~15 small kernels per parameter tensor plus a
+//! per-tensor reduction for the non-finite check, and burn's dispatch, not memory bandwidth,
+//! sets its speed. With the `cuda` feature, [`PWdOptimizer`](crate::PWdOptimizer) built by
+//! [`PAdamConfig`](crate::PAdamConfig) detects at run time that the inner backend is burn's
+//! CUDA backend (`Fusion<CubeBackend<CudaRuntime>>` or plain `CubeBackend<CudaRuntime>`, f32
+//! weights) and runs each tensor's step as one CubeCL kernel that reads `w, g, m, v` once and
+//! writes `w, m, v` once: 28 bytes per parameter, the floor of any Adam-type step. Every other
+//! backend, dtype or setting (non-adiabatic `s`, [`NonFinitePolicy::SkipTensor`]) takes the
+//! tensor-op path, which stays the portable implementation and the kernel's test oracle.
+//!
+//! The kernel computes what the tensor path computes, in the same order, in f32:
+//!
+//! ```text
+//! m' = m*b1 + g*(1-b1)                 v' = v*b2 + (g*g)*(1-b2)          (burn's Adam)
+//! w_hat = w - lr * (m' * k) / (sqrt(v') + eps*sqrt(bc2))    k = sqrt(bc2)/bc1, bc_i = 1-b_i^t
+//! w' = w_hat                                   (parameter outside the decay selection)
+//! w' = w_hat * f                               (uniform factor: p = 2, or c = lr p lambda = 0)
+//! w' = w_hat / (|w|^(p-2) * c + (1 + lr lambda2))                  (the pWD step, decay.rs)
+//! ```
+//!
+//! so the numerics of SPEC 4 documented in [`decay`](crate::decay) hold unchanged: at `w = 0`
+//! with `p < 2`, `|0|^(p-2) = +inf`, the denominator is `+inf` and the weight stays exactly 0.
+//! The one case the kernel does not take is a coefficient `c > 0` that rounds to 0 in f32
+//! (`lr p lambda < 1.4e-45`), where the tensor path restores `0 * inf = inf` by hand.
+//!
+//! [`NonFinitePolicy::SkipTensor`]: crate::NonFinitePolicy::SkipTensor
+
+#[cfg(feature = "cuda")]
+mod cuda;
+
+use burn::tensor::{backend::Backend, DType, Tensor};
+
+use crate::decay::DecayStep;
+
+/// Adam's hyper-parameters as burn's `Adam` holds them (f32), for the fused kernel.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamHyper {
+    /// First-moment decay.
+    pub beta_1: f32,
+    /// Second-moment decay.
+    pub beta_2: f32,
+    /// Added to `sqrt(v_hat)`.
+    pub epsilon: f32,
+}
+
+/// How the kernel finishes `w_hat` (a compile-time switch of the kernel).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DecayMode {
+    /// The parameter is outside the decay selection: `w' = w_hat`.
+    None,
+    /// One factor for every weight: `w' = w_hat * factor`.
+    Uniform,
+    /// The pWD step `w' = w_hat / (|w|^(p-2) * c + base)`.
+    PNorm,
+}
+
+/// Every scalar one fused step of one tensor needs, computed on the host exactly as burn's
+/// `Adam` and [`decay`](crate::decay) compute them, so the kernel and the tensor path see the
+/// same f32 constants.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepScalars {
+    /// `b1`.
+    pub beta_1: f32,
+    /// `1 - b1`.
+    pub one_minus_beta_1: f32,
+    /// `b2`.
+    pub beta_2: f32,
+    /// `1 - b2`.
+    pub one_minus_beta_2: f32,
+    /// `sqrt(1 - b2^t) / (1 - b1^t)`.
+    pub combined: f32,
+    /// `eps * sqrt(1 - b2^t)`.
+    pub eps_scaled: f32,
+    /// The learning rate.
+    pub lr: f32,
+    /// How `w_hat` is finished.
+    pub mode: DecayMode,
+    /// The factor for [`DecayMode::Uniform`].
+    pub uniform_factor: f32,
+    /// `c = lr p lambda` for [`DecayMode::PNorm`].
+    pub c: f32,
+    /// `p - 2` for [`DecayMode::PNorm`].
+    pub p_minus_2: f32,
+    /// `1 + lr lambda2` for [`DecayMode::PNorm`].
+    pub base: f32,
+}
+
+impl StepScalars {
+    /// The scalars of Adam step number `time` (1 for the first step) followed by `decay`
+    /// (`None`: the parameter is not decayed). `None` when the kernel cannot reproduce the
+    /// tensor path (a positive `c` that rounds to 0 in f32).
+    pub fn new(hyper: &AdamHyper, time: usize, lr: f64, decay: Option<&DecayStep>) -> Option<Self> {
+        // burn's AdaptiveMomentum::transform, in f32 as there.
+        let time_i = i32::try_from(time).ok()?;
+        let bias_correction2_sqrt = (1.0 - hyper.beta_2.powi(time_i)).sqrt();
+        let combined = bias_correction2_sqrt / (1.0 - hyper.beta_1.powi(time_i));
+        let mut scalars = Self {
+            beta_1: hyper.beta_1,
+            one_minus_beta_1: 1.0 - hyper.beta_1,
+            beta_2: hyper.beta_2,
+            one_minus_beta_2: 1.0 - hyper.beta_2,
+            combined,
+            eps_scaled: hyper.epsilon * bias_correction2_sqrt,
+            lr: lr as f32,
+            mode: DecayMode::None,
+            uniform_factor: 1.0,
+            c: 0.0,
+            p_minus_2: 0.0,
+            base: 1.0,
+        };
+        let Some(step) = decay else {
+            return Some(scalars);
+        };
+        if step.is_uniform() {
+            scalars.mode = DecayMode::Uniform;
+            scalars.uniform_factor = step.uniform_factor() as f32;
+            return Some(scalars);
+        }
+        let c = step.coefficient();
+        if (c as f32) == 0.0 {
+            return None;
+        }
+        scalars.mode = DecayMode::PNorm;
+        scalars.c = c as f32;
+        scalars.p_minus_2 = (step.p - 2.0) as f32;
+        scalars.base = step.base_denominator() as f32;
+        Some(scalars)
+    }
+}
+
+/// The outputs of one fused step: the new weight, moments and the (updated) flag tensor.
+pub struct FusedOutput<B: Backend, const D: usize> {
+    /// `w'`.
+    pub weight: Tensor<B, D>,
+    /// `m'`.
+    pub moment_1: Tensor<B, D>,
+    /// `v'`.
+    pub moment_2: Tensor<B, D>,
+    /// The flags, with entry `flag_index` set to 1 if the gradient held NaN or inf.
+    pub flags: Tensor<B, 1>,
+}
+
+/// True when backend `B` has the fused kernel for tensors of `dtype` (burn's CUDA backend and
+/// f32, with the `cuda` feature).
+pub fn supports<B: Backend>(dtype: DType) -> bool {
+    dtype == DType::F32 && backend_has_kernel::<B>()
+}
+
+#[cfg(feature = "cuda")]
+fn backend_has_kernel<B: Backend>() -> bool {
+    cuda::is_cuda::<B>()
+}
+
+#[cfg(not(feature = "cuda"))]
+#[allow(clippy::extra_unused_type_parameters)]
+fn backend_has_kernel<B: Backend>() -> bool {
+    false
+}
+
+/// One fused Adam + pWD step of one tensor. `flags` is a vector with one entry per tensor of
+/// the step; when `check` is set, entry `flag_index` becomes 1 if `grad` holds NaN or inf.
+/// `None` when [`supports`] is false for `B` and `weight`'s dtype (nothing is consumed then
+/// but the inputs, which the caller should not need: check [`supports`] first).
+#[allow(clippy::too_many_arguments)]
+pub fn adam_pwd_step<B: Backend, const D: usize>(
+    weight: Tensor<B, D>,
+    grad: Tensor<B, D>,
+    moment_1: Tensor<B, D>,
+    moment_2: Tensor<B, D>,
+    flags: Tensor<B, 1>,
+    flag_index: usize,
+    check: bool,
+    scalars: &StepScalars,
+) -> Option<FusedOutput<B, D>> {
+    if !supports::<B>(weight.dtype()) {
+        return None;
+    }
+    launch(
+        weight, grad, moment_1, moment_2, flags, flag_index, check, scalars,
+    )
+}
+
+#[cfg(feature = "cuda")]
+#[allow(clippy::too_many_arguments)]
+fn launch<B: Backend, const D: usize>(
+    weight: Tensor<B, D>,
+    grad: Tensor<B, D>,
+    moment_1: Tensor<B, D>,
+    moment_2: Tensor<B, D>,
+    flags: Tensor<B, 1>,
+    flag_index: usize,
+    check: bool,
+    scalars: &StepScalars,
+) -> Option<FusedOutput<B, D>> {
+    cuda::step(
+        weight, grad, moment_1, moment_2, flags, flag_index, check, scalars,
+    )
+}
+
+#[cfg(not(feature = "cuda"))]
+#[allow(clippy::too_many_arguments)]
+fn launch<B: Backend, const D: usize>(
+    _weight: Tensor<B, D>,
+    _grad: Tensor<B, D>,
+    _moment_1: Tensor<B, D>,
+    _moment_2: Tensor<B, D>,
+    _flags: Tensor<B, 1>,
+    _flag_index: usize,
+    _check: bool,
+    _scalars: &StepScalars,
+) -> Option<FusedOutput<B, D>> {
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hyper() -> AdamHyper {
+        AdamHyper {
+            beta_1: 0.9,
+            beta_2: 0.999,
+            epsilon: 1e-8,
+        }
+    }
+
+    fn step(p: f64, lambda: f64) -> DecayStep {
+        DecayStep {
+            lr: 1e-2,
+            p,
+            lambda,
+            lambda2: 0.0,
+        }
+    }
+
+    #[test]
+    fn scalars_follow_burns_adam_bias_correction() {
+        let s = StepScalars::new(&hyper(), 3, 1e-2, None).unwrap();
+        let bc2 = (1.0f32 - 0.999f32.powi(3)).sqrt();
+        assert_eq!(s.combined, bc2 / (1.0 - 0.9f32.powi(3)));
+        assert_eq!(s.eps_scaled, 1e-8f32 * bc2);
+        assert_eq!(s.mode, DecayMode::None);
+    }
+
+    #[test]
+    fn decay_modes_match_the_tensor_path_cases() {
+        let p2 = StepScalars::new(&hyper(), 1, 1e-2, Some(&step(2.0, 0.1))).unwrap();
+        assert_eq!(p2.mode, DecayMode::Uniform);
+        assert_eq!(p2.uniform_factor, (1.0 / (1.0 + 2.0 * 1e-2 * 0.1)) as f32);
+        let zero = StepScalars::new(&hyper(), 1, 1e-2, Some(&step(0.8, 0.0))).unwrap();
+        assert_eq!((zero.mode, zero.uniform_factor), (DecayMode::Uniform, 1.0));
+        let p08 = StepScalars::new(&hyper(), 1, 1e-2, Some(&step(0.8, 0.1))).unwrap();
+        assert_eq!(p08.mode, DecayMode::PNorm);
+        assert_eq!(p08.c, (1e-2 * 0.8 * 0.1) as f32);
+        assert_eq!(p08.p_minus_2, -1.2f64 as f32);
+        assert_eq!(p08.base, 1.0);
+    }
+
+    #[test]
+    fn a_coefficient_lost_in_f32_is_left_to_the_tensor_path() {
+        assert!(StepScalars::new(&hyper(), 1, 1e-30, Some(&step(0.8, 1e-20))).is_none());
+    }
+
+    #[test]
+    fn no_kernel_on_the_cpu_backend() {
+        assert!(!supports::<burn::backend::Flex>(DType::F32));
+    }
+}

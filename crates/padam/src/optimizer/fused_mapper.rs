@@ -1,0 +1,229 @@
+//! The module walk of a fused step: each parameter through the fused kernel, or through the
+//! tensor-op path when the kernel cannot take it (not f32, on another device, a coefficient
+//! lost in f32), with the non-finite flags gathered for one read at the end.
+
+use std::any::Any;
+
+use burn::module::{ModuleMapper, Param, ParamId};
+use burn::optim::record::AdaptorRecord;
+use burn::optim::{AdamState, AdaptiveMomentumState, SimpleOptimizer};
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{DType, Tensor};
+
+use super::{into_param_tensor, read_all, StepMapper};
+use crate::fused::{self, AdamHyper, StepScalars};
+use crate::wrap::{PWd, PWdState};
+
+type Inner<B> = <B as AutodiffBackend>::InnerBackend;
+
+/// A deferred exact count of one gradient's non-finite entries (only evaluated on failure).
+type ExactCount<B> = Box<dyn FnOnce() -> Tensor<Inner<B>, 1>>;
+
+pub(super) struct FusedMapper<'a, B: AutodiffBackend, O: SimpleOptimizer<Inner<B>>> {
+    /// The tensor-op path, for the parameters the kernel does not take (and the walk's path).
+    pub tensor_path: StepMapper<'a, B, O>,
+    pub hyper: AdamHyper,
+    /// Whether gradients are checked for NaN / inf.
+    pub check: bool,
+    /// Float parameters in the module: the length of the flag vector.
+    pub tensors: usize,
+    /// Position of the current parameter in module order.
+    pub index: usize,
+    /// One flag per parameter, created on the first parameter's device.
+    pub flags: Option<Tensor<Inner<B>, 1>>,
+    /// Per checked parameter: its id, flag index, and (tensor path) the sum of its gradient.
+    pub checks: Vec<Checked<B>>,
+}
+
+pub(super) struct Checked<B: AutodiffBackend> {
+    id: ParamId,
+    index: usize,
+    /// The tensor path's finiteness probe (a sum is finite iff every entry is), if any.
+    sum: Option<Tensor<Inner<B>, 1>>,
+    exact: ExactCount<B>,
+}
+
+impl<B: AutodiffBackend, O: SimpleOptimizer<Inner<B>>> FusedMapper<'_, B, O> {
+    /// The parameters whose gradient held NaN or inf, with exact counts: one device read of
+    /// the flags (and tensor-path sums); a second read of exact counts only when one is set.
+    pub fn non_finite(self) -> Vec<(ParamId, usize)> {
+        if !self.check {
+            return Vec::new();
+        }
+        let mut probes: Vec<Tensor<Inner<B>, 1>> = self.flags.into_iter().collect();
+        let with_flags = !probes.is_empty();
+        let sums: Vec<_> = self.checks.iter().filter_map(|c| c.sum.clone()).collect();
+        probes.extend(sums);
+        let values = read_all(probes);
+        let (flags, mut sums) = if with_flags {
+            let (f, s) = values.split_at(self.tensors);
+            (f, s.iter().copied())
+        } else {
+            (&[][..], values.iter().copied())
+        };
+        let mut bad = Vec::new();
+        for c in self.checks {
+            let flagged = match c.sum {
+                Some(_) => !sums.next().is_some_and(f64::is_finite),
+                None => flags.get(c.index).is_some_and(|f| *f != 0.0),
+            };
+            if flagged {
+                bad.push((c.id, c.exact));
+            }
+        }
+        if bad.is_empty() {
+            return Vec::new();
+        }
+        let (ids, exact): (Vec<_>, Vec<_>) = bad.into_iter().unzip();
+        let counts = read_all(exact.into_iter().map(|f| f()).collect());
+        ids.into_iter()
+            .zip(counts)
+            // A sum that overflowed f32 with finite entries counts 0 here: not an error.
+            .filter(|(_, n)| *n > 0.0)
+            .map(|(id, n)| (id, n as usize))
+            .collect()
+    }
+
+    /// The flag vector, created on `device` at the first parameter.
+    fn take_flags(
+        &mut self,
+        device: &burn::tensor::Device<Inner<B>>,
+    ) -> Option<Tensor<Inner<B>, 1>> {
+        match self.flags.take() {
+            Some(f) if &f.device() == device => Some(f),
+            Some(f) => {
+                self.flags = Some(f);
+                None
+            }
+            None => Some(Tensor::zeros([self.tensors], device)),
+        }
+    }
+
+    /// Step one parameter through the kernel; `Err` hands the inputs back for the tensor path.
+    #[allow(clippy::type_complexity)]
+    fn try_kernel<const D: usize>(
+        &mut self,
+        id: ParamId,
+        w: Tensor<Inner<B>, D>,
+        grad: Tensor<Inner<B>, D>,
+    ) -> Result<Tensor<Inner<B>, D>, (Tensor<Inner<B>, D>, Tensor<Inner<B>, D>)> {
+        if w.dtype() != DType::F32 || grad.dtype() != DType::F32 {
+            return Err((w, grad));
+        }
+        let Some(record) = self.tensor_path.states.get(&id) else {
+            return self.kernel_step::<D>(id, w, grad, None);
+        };
+        let state = record.clone().into_state::<D>();
+        self.kernel_step::<D>(id, w, grad, Some(state))
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn kernel_step<const D: usize>(
+        &mut self,
+        id: ParamId,
+        w: Tensor<Inner<B>, D>,
+        grad: Tensor<Inner<B>, D>,
+        state: Option<PWdState<Inner<B>, D, O::State<D>>>,
+    ) -> Result<Tensor<Inner<B>, D>, (Tensor<Inner<B>, D>, Tensor<Inner<B>, D>)> {
+        let (adam, t) = match state {
+            None => (None, 0),
+            Some(st) => match st.base.map(downcast::<O::State<D>, AdamState<Inner<B>, D>>) {
+                None => (None, st.step),
+                Some(Ok(adam)) if adam.momentum.max_moment_2.is_none() => (Some(adam), st.step),
+                Some(_) => return Err((w, grad)),
+            },
+        };
+        let decayed = self.tensor_path.is_decayed(D);
+        let lr = self.tensor_path.lr;
+        let decay = decayed.then(|| self.tensor_path.optim.decay().at(t, lr));
+        let time = adam.as_ref().map_or(0, |a| a.momentum.time);
+        let Some(scalars) = StepScalars::new(&self.hyper, time + 1, lr, decay.as_ref()) else {
+            return Err((w, grad));
+        };
+        let device = grad.device();
+        let Some(flags) = self.take_flags(&device) else {
+            return Err((w, grad));
+        };
+        let (m, v) = match adam {
+            Some(a) => (
+                a.momentum.moment_1.to_device(&device),
+                a.momentum.moment_2.to_device(&device),
+            ),
+            None => (w.zeros_like(), w.zeros_like()),
+        };
+        let grad = self.tensor_path.clip(grad);
+        if self.check {
+            let g = grad.clone();
+            self.checks.push(Checked {
+                id,
+                index: self.index,
+                sum: None,
+                exact: Box::new(move || g.is_finite().bool_not().float().sum()),
+            });
+        }
+        let out = fused::adam_pwd_step(w, grad, m, v, flags, self.index, self.check, &scalars)
+            .expect("checked: the backend has the fused kernel");
+        self.flags = Some(out.flags);
+        let momentum = AdaptiveMomentumState::new(time + 1, out.moment_1, out.moment_2);
+        let base = downcast::<AdamState<Inner<B>, D>, O::State<D>>(AdamState { momentum })
+            .ok()
+            .expect("checked: the base state is Adam's");
+        let state = PWdState {
+            base: Some(base),
+            step: t + 1,
+            s: None,
+        };
+        self.tensor_path
+            .states
+            .insert(id, AdaptorRecord::<PWd<O>, B>::from_state::<D>(state));
+        Ok(out.weight)
+    }
+}
+
+impl<B: AutodiffBackend, O: SimpleOptimizer<Inner<B>>> ModuleMapper<B> for FusedMapper<'_, B, O> {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.tensor_path.enter_module(name, container_type);
+    }
+
+    fn exit_module(&mut self, name: &str, container_type: &str) {
+        self.tensor_path.exit_module(name, container_type);
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let (id, tensor, mapper) = param.consume();
+        let tensor = match self.tensor_path.grads.remove::<Inner<B>, D>(id) {
+            None => tensor,
+            Some(grad) => {
+                let require_grad = tensor.is_require_grad();
+                let inner = tensor.inner().to_device(&grad.device());
+                let w_new = match self.try_kernel::<D>(id, inner, grad) {
+                    Ok(w) => w,
+                    Err((inner, grad)) => {
+                        if self.check {
+                            let g = grad.clone();
+                            self.checks.push(Checked {
+                                id,
+                                index: self.index,
+                                sum: Some(grad.clone().sum()),
+                                exact: Box::new(move || g.is_finite().bool_not().float().sum()),
+                            });
+                        }
+                        self.tensor_path.step_tensor(id, inner, grad)
+                    }
+                };
+                into_param_tensor(w_new, require_grad)
+            }
+        };
+        self.index += 1;
+        Param::from_mapped_value(id, tensor, mapper)
+    }
+}
+
+/// Move a value to a type it may have: `Ok` when `A` is `T`, else the value back.
+fn downcast<A: 'static, T: 'static>(a: A) -> Result<T, A> {
+    let mut slot = Some(a);
+    if let Some(t) = (&mut slot as &mut dyn Any).downcast_mut::<Option<T>>() {
+        return Ok(t.take().expect("just filled"));
+    }
+    Err(slot.expect("not taken"))
+}

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Runs ON the GPU machine (through the device tool), from the repo root, with the ignored
+# folder gpu/ carried. Stage it here first:
+#   CARGO_TARGET_DIR=target-cuda cargo build --release -p padam-lab --features cuda
+#   mkdir -p gpu && cp target-cuda/release/padam gpu/ && strip gpu/padam && gzip -f gpu/padam
+#   cp ../shared/bench/{cuda-env.sh,torch_step_bench.py,torch_train_bench.py} gpu/
+# Everything is measured in this one call, so the ratios between ours, burn's AdamW and
+# PyTorch's optimizers and training steps come from one machine state:
+#   1. padam bench verify (every optimizer, fused kernel and tensor ops, vs float64)
+#   2. padam bench step, twice (the spread is the noise), then torch_step_bench.py
+#   3. torch_train_bench.py, then padam bench train on the same workloads
+# Each part has its own time limit (seconds): VERIFY_S, STEP_S, TRAIN_S; the compiled-kernel
+# cache comes back as $OUT/cubecl-cache.tgz for the next call (carry it as gpu/cubecl-cache.tgz).
+set -uo pipefail
+source gpu/cuda-env.sh
+OUT=${OUT:-/tmp/out}; FINAL=$OUT; OUT=/tmp/bench-out; rm -rf "$OUT"; mkdir -p "$OUT" "$FINAL"
+[ -x /tmp/padam ] || { gunzip -c gpu/padam.gz > /tmp/padam && chmod +x /tmp/padam; }
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv,noheader | tee "$OUT/device.txt"
+date -u +%Y-%m-%dT%H:%MZ >> "$OUT/device.txt"
+# cubecl keeps its compiled-kernel and autotune cache under ./target; reuse the last one.
+[ -f gpu/cubecl-cache.tgz ] && [ ! -d target ] && tar xzf gpu/cubecl-cache.tgz
+t0=$(date +%s)
+{
+  timeout "${VERIFY_S:-120}" /tmp/padam bench verify --backend cuda
+  echo "verify rc=$? after $(( $(date +%s) - t0 )) s"
+} 2>&1 | tee "$OUT/verify.txt"
+{
+  timeout "${STEP_S:-150}" /tmp/padam bench step --backend cuda --iters "${ITERS:-30}" --json "$OUT/step.json"
+  echo "step rc=$? after $(( $(date +%s) - t0 )) s"
+  if [ "${STEP_REPEAT:-1}" = 1 ]; then
+    timeout "${STEP_S:-150}" /tmp/padam bench step --backend cuda --iters "${ITERS:-30}" \
+      --optimizers burn_adamw,padam,padam_unchecked,padam_tensor_ops
+    echo "step (repeat) rc=$? after $(( $(date +%s) - t0 )) s"
+  fi
+  PYTHONUNBUFFERED=1 timeout 90 python3 gpu/torch_step_bench.py
+} 2>&1 | tee "$OUT/step.txt"
+if [ -n "${TRAIN_S:-}" ]; then
+  {
+    PYTHONUNBUFFERED=1 timeout 120 python3 gpu/torch_train_bench.py
+    timeout "$TRAIN_S" /tmp/padam bench train --backend cuda --workloads "${WORKLOADS:-fashion_cnn_128,nanogpt_64x256,resnet18_128}" \
+      --iters "${TRAIN_ITERS:-20}" --warmup 5 --json "$OUT/train.json"
+    echo "bench train rc=$? after $(( $(date +%s) - t0 )) s"
+  } 2>&1 | tee "$OUT/train.txt"
+fi
+# One archive of the outputs (the device tool brings back at most 8 files per call).
+tar czf "$FINAL/bench.tgz" -C "$OUT" .
+tar czf "$FINAL/cubecl-cache.tgz" target 2>/dev/null || true
+ls -la "$FINAL"
+echo "total $(( $(date +%s) - t0 )) s"
