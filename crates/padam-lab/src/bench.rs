@@ -740,19 +740,17 @@ fn verify_padam_paths<B: AutodiffBackend>(
     Ok(results)
 }
 
-/// A NaN and an inf in the gradient of the third step: the default policy must refuse that
-/// step, name the parameter with the exact count (2), and hand back the weights of step two.
+/// After up to two normal steps, a gradient with a NaN and an inf: the default policy must
+/// refuse that step, name the parameter with the exact count (2), hand back the weights as
+/// they were, and take the next (finite) step normally.
 fn verify_non_finite_refusal<B: AutodiffBackend>(
     w0: &[f32],
     grads: &[Vec<f32>],
     lr: f64,
     device: &B::Device,
 ) -> anyhow::Result<VerifyCase> {
-    anyhow::ensure!(
-        grads.len() >= 4,
-        "--steps {}: the non-finite case needs at least 4 steps",
-        grads.len()
-    );
+    anyhow::ensure!(!grads.is_empty(), "--steps 0: no steps to verify");
+    let normal = grads.len().min(2);
     let mut optim = PAdamConfig::new()
         .with_p(0.8)
         .with_lambda(1e-2)
@@ -777,12 +775,12 @@ fn verify_non_finite_refusal<B: AutodiffBackend>(
         );
         gp
     };
-    for g in grads.iter().take(2) {
+    for g in grads.iter().take(normal) {
         let id = m.w.id;
         m = optim.step(lr, m, grad(g.clone(), id));
     }
     let before = to_vec(m.w.val());
-    let mut bad = grads[2].clone();
+    let mut bad = grads[0].clone();
     bad[5] = f32::NAN;
     bad[n - 1] = f32::INFINITY;
     let id = m.w.id;
@@ -801,9 +799,9 @@ fn verify_non_finite_refusal<B: AutodiffBackend>(
                     if g.params.len() == 1 && g.params[0].count == 2 && g.params[0].path == "w"
             );
             // The optimizer must still step normally afterwards, from the same weights.
-            let next = optim.try_step(lr, e.module, grad(grads[3].clone(), id));
+            let next = optim.try_step(lr, e.module, grad(grads[0].clone(), id));
             (
-                unchanged && named && next.is_ok() && optim.steps() == 3,
+                unchanged && named && next.is_ok() && optim.steps() == normal + 1,
                 format!("{msg}; weights unchanged: {unchanged}"),
             )
         }
