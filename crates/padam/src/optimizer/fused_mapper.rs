@@ -110,11 +110,8 @@ impl<B: AutodiffBackend, O: SimpleOptimizer<Inner<B>>> FusedMapper<'_, B, O> {
         if w.dtype() != DType::F32 || grad.dtype() != DType::F32 {
             return Err((w, grad));
         }
-        let Some(record) = self.tensor_path.states.get(&id) else {
-            return self.kernel_step::<D>(id, w, grad, None);
-        };
-        let state = record.clone().into_state::<D>();
-        self.kernel_step::<D>(id, w, grad, Some(state))
+        let state = (self.tensor_path.states.get(&id)).map(|r| r.clone().into_state::<D>());
+        self.kernel_step::<D>(id, w, grad, state)
     }
 
     #[allow(clippy::type_complexity)]
@@ -158,7 +155,7 @@ impl<B: AutodiffBackend, O: SimpleOptimizer<Inner<B>>> FusedMapper<'_, B, O> {
                 id,
                 index: self.index,
                 sum: None,
-                exact: Box::new(move || g.is_finite().bool_not().float().sum()),
+                exact: exact_count::<B, D>(g),
             });
         }
         let out = fused::adam_pwd_step(w, grad, m, v, flags, self.index, self.check, &scalars)
@@ -205,7 +202,7 @@ impl<B: AutodiffBackend, O: SimpleOptimizer<Inner<B>>> ModuleMapper<B> for Fused
                                 id,
                                 index: self.index,
                                 sum: Some(grad.clone().sum()),
-                                exact: Box::new(move || g.is_finite().bool_not().float().sum()),
+                                exact: exact_count::<B, D>(g),
                             });
                         }
                         self.tensor_path.step_tensor(id, inner, grad)
@@ -217,6 +214,11 @@ impl<B: AutodiffBackend, O: SimpleOptimizer<Inner<B>>> ModuleMapper<B> for Fused
         self.index += 1;
         Param::from_mapped_value(id, tensor, mapper)
     }
+}
+
+/// The deferred exact count of `grad`'s non-finite entries.
+fn exact_count<B: AutodiffBackend, const D: usize>(grad: Tensor<Inner<B>, D>) -> ExactCount<B> {
+    Box::new(move || grad.is_finite().bool_not().float().sum())
 }
 
 /// Move a value to a type it may have: `Ok` when `A` is `T`, else the value back.
