@@ -19,6 +19,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --f
 date -u +%Y-%m-%dT%H:%MZ >> "$OUT/device.txt"
 # cubecl keeps its compiled-kernel and autotune cache under ./target; reuse the last one.
 [ -f gpu/cubecl-cache.tgz ] && [ ! -d target ] && tar xzf gpu/cubecl-cache.tgz
+[ -f cubecl.toml ] || printf '[compilation]\ncache = "target"\n' > cubecl.toml  # keep PTX too
 t0=$(date +%s)
 {
   timeout "${VERIFY_S:-120}" /tmp/padam bench verify --backend cuda

@@ -22,6 +22,9 @@ mkdir -p /tmp/padam-data
 for d in gpu/data/*; do [ -e "$d" ] && cp -rn "$d" /tmp/padam-data/; done
 export PADAM_DATA=/tmp/padam-data
 [ -f gpu/cubecl-cache.tgz ] && [ ! -d target ] && tar xzf gpu/cubecl-cache.tgz
+# cubecl caches autotune results under ./target by default; this also keeps the compiled PTX
+# there, so a later call (carrying the cache back) skips NVRTC as well as autotuning.
+[ -f cubecl.toml ] || printf '[compilation]\ncache = "target"\n' > cubecl.toml
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee -a "$OUT/device.txt"
 t0=$(date +%s)
 pids=()

@@ -219,12 +219,21 @@ impl Figure<'_> {
     }
 }
 
+/// `<base>.<format>`, appending: `with_extension` would cut a run label such as
+/// `padam-l1.5e-2` at its dot.
+fn with_format(base: &Path, format: &str) -> PathBuf {
+    let mut name = base.as_os_str().to_owned();
+    name.push(".");
+    name.push(format);
+    PathBuf::from(name)
+}
+
 /// Draw `figure` to `<base>.png` and/or `<base>.svg`; returns the files written.
 fn draw_both(base: &Path, formats: &[String], figure: &Figure<'_>) -> anyhow::Result<Vec<PathBuf>> {
     register_font();
     let mut written = Vec::new();
     for format in formats {
-        let path = base.with_extension(format);
+        let path = with_format(base, format);
         let fail =
             |e: Box<dyn std::error::Error>| anyhow::anyhow!("drawing {}: {e}", path.display());
         match format.as_str() {
@@ -669,6 +678,19 @@ mod tests {
             sparsity,
             score,
         }
+    }
+
+    #[test]
+    fn figure_file_keeps_a_dotted_run_label_whole() {
+        let base = Path::new("figs/tensors-nanogpt-padam-l1.5e-2");
+        assert_eq!(
+            with_format(base, "png"),
+            PathBuf::from("figs/tensors-nanogpt-padam-l1.5e-2.png")
+        );
+        assert_eq!(
+            with_format(Path::new("figs/loss"), "svg"),
+            PathBuf::from("figs/loss.svg")
+        );
     }
 
     #[test]
