@@ -12,14 +12,10 @@
 # Each part has its own time limit (seconds): VERIFY_S, STEP_S, TRAIN_S; the compiled-kernel
 # cache comes back as $OUT/cubecl-cache.tgz for the next call (carry it as gpu/cubecl-cache.tgz).
 set -uo pipefail
-source gpu/cuda-env.sh
+source "$(dirname "$0")/gpu-setup.sh"
 OUT=${OUT:-/tmp/out}; FINAL=$OUT; OUT=/tmp/bench-out; rm -rf "$OUT"; mkdir -p "$OUT" "$FINAL"
-[ -x /tmp/padam ] || { gunzip -c gpu/padam.gz > /tmp/padam && chmod +x /tmp/padam; }
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv,noheader | tee "$OUT/device.txt"
 date -u +%Y-%m-%dT%H:%MZ >> "$OUT/device.txt"
-# cubecl keeps its compiled-kernel and autotune cache under ./target; reuse the last one.
-[ -f gpu/cubecl-cache.tgz ] && [ ! -d target ] && tar xzf gpu/cubecl-cache.tgz
-[ -f cubecl.toml ] || printf '[compilation]\ncache = "target"\n' > cubecl.toml  # keep PTX too
 t0=$(date +%s)
 {
   timeout "${VERIFY_S:-120}" /tmp/padam bench verify --backend cuda

@@ -12,19 +12,14 @@
 # (runs/<name>/...; the device tool brings back at most 8 files per call). Checkpoints stay
 # in $RUNS on the machine: the next call must follow within the machine's idle window.
 set -uo pipefail
-source gpu/cuda-env.sh
+source "$(dirname "$0")/gpu-setup.sh"
 OUT=${OUT:-/tmp/out}; STAGE=/tmp/runs-out; rm -rf "$STAGE"; mkdir -p "$OUT" "$STAGE/runs"
 RUNS=${RUNS:-/tmp/padam-runs}; mkdir -p "$RUNS"
 DEADLINE=${DEADLINE:-540}
-[ -x /tmp/padam ] || { gunzip -c gpu/padam.gz > /tmp/padam && chmod +x /tmp/padam; }
 # Data stays in /tmp between calls on a warm machine, so a later call need not carry it again.
 mkdir -p /tmp/padam-data
 for d in gpu/data/*; do [ -e "$d" ] && cp -rn "$d" /tmp/padam-data/; done
 export PADAM_DATA=/tmp/padam-data
-[ -f gpu/cubecl-cache.tgz ] && [ ! -d target ] && tar xzf gpu/cubecl-cache.tgz
-# cubecl caches autotune results under ./target by default; this also keeps the compiled PTX
-# there, so a later call (carrying the cache back) skips NVRTC as well as autotuning.
-[ -f cubecl.toml ] || printf '[compilation]\ncache = "target"\n' > cubecl.toml
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee -a "$OUT/device.txt"
 t0=$(date +%s)
 pids=()
