@@ -27,7 +27,9 @@ pub struct TrainBenchArgs {
     /// Backend to run on.
     #[arg(long, value_enum, default_value = "cpu")]
     pub backend: BackendKind,
-    /// Workloads: fashion_cnn_128, fashion_cnn_512, resnet18_128, resnet18_512, nanogpt_64x256.
+    /// Workloads: `fashion_cnn_<batch>`, `resnet18_<batch>`, `nanogpt_<batch>x256` (the
+    /// PyTorch script's are fashion_cnn_128, fashion_cnn_512, resnet18_128, resnet18_512 and
+    /// nanogpt_64x256; other batch sizes let a run reuse the kernels a training run tuned).
     #[arg(
         long,
         value_delimiter = ',',
@@ -92,7 +94,43 @@ pub fn run(args: &TrainBenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-const WORKLOADS: [&str; 5] = [
+/// A workload of `--workloads`: the model and its batch size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Workload {
+    FashionCnn { batch: usize },
+    ResNet18 { batch: usize },
+    NanoGpt { batch: usize },
+}
+
+impl Workload {
+    /// Parse `fashion_cnn_<batch>`, `resnet18_<batch>` or `nanogpt_<batch>x256`.
+    fn parse(s: &str) -> anyhow::Result<Self> {
+        let unknown = || {
+            anyhow::anyhow!(
+                "--workloads: unknown workload `{s}` (known: fashion_cnn_<batch>, \
+                 resnet18_<batch>, nanogpt_<batch>x256, e.g. {})",
+                DEFAULT_WORKLOADS.join(", ")
+            )
+        };
+        let batch = |b: &str| -> anyhow::Result<usize> {
+            match b.parse::<usize>() {
+                Ok(n) if n > 0 => Ok(n),
+                _ => Err(unknown()),
+            }
+        };
+        if let Some(b) = s.strip_prefix("fashion_cnn_") {
+            Ok(Self::FashionCnn { batch: batch(b)? })
+        } else if let Some(b) = s.strip_prefix("resnet18_") {
+            Ok(Self::ResNet18 { batch: batch(b)? })
+        } else if let Some(b) = s.strip_prefix("nanogpt_").and_then(|r| r.strip_suffix("x256")) {
+            Ok(Self::NanoGpt { batch: batch(b)? })
+        } else {
+            Err(unknown())
+        }
+    }
+}
+
+const DEFAULT_WORKLOADS: [&str; 5] = [
     "fashion_cnn_128",
     "fashion_cnn_512",
     "resnet18_128",
@@ -105,13 +143,11 @@ fn bench_all<B: AutodiffBackend>(
     args: &TrainBenchArgs,
     backend: &str,
 ) -> anyhow::Result<Vec<TrainRow>> {
-    for w in &args.workloads {
-        anyhow::ensure!(
-            WORKLOADS.contains(&w.as_str()),
-            "--workloads: unknown workload `{w}` (known: {})",
-            WORKLOADS.join(", ")
-        );
-    }
+    let workloads = args
+        .workloads
+        .iter()
+        .map(|w| Workload::parse(w))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     for o in &args.optimizers {
         anyhow::ensure!(
             OPTIMIZERS.contains(&o.as_str()),
@@ -130,10 +166,9 @@ fn bench_all<B: AutodiffBackend>(
         "workload", "optimizer", "params", "ms/step", "items/s"
     );
     let mut rows = Vec::new();
-    for w in &args.workloads {
-        let batch: usize = w.rsplit('_').next().unwrap_or("").parse().unwrap_or(64);
-        match w.as_str() {
-            "fashion_cnn_128" | "fashion_cnn_512" => {
+    for w in workloads {
+        match w {
+            Workload::FashionCnn { batch } => {
                 let model = FashionCnnConfig::default().init::<B>(1, &device);
                 let loss =
                     image_loss::<B, _>([batch, 1, 28, 28], &device, |m: &FashionCnn<B>, x| {
@@ -142,7 +177,7 @@ fn bench_all<B: AutodiffBackend>(
                 let name = format!("fashion-cnn bs{batch}");
                 rows.extend(bench_workload(args, &name, batch, model, loss, &device));
             }
-            "resnet18_128" | "resnet18_512" => {
+            Workload::ResNet18 { batch } => {
                 let model = ResNetConfig::resnet18(10).init::<B>(1, &device);
                 let loss = image_loss::<B, _>([batch, 3, 32, 32], &device, |m: &ResNet<B>, x| {
                     m.forward(x)
@@ -150,14 +185,14 @@ fn bench_all<B: AutodiffBackend>(
                 let name = format!("resnet18-cifar bs{batch}");
                 rows.extend(bench_workload(args, &name, batch, model, loss, &device));
             }
-            _ => {
+            Workload::NanoGpt { batch: b } => {
                 // The PyTorch script's GPT has no dropout; match it.
                 let config = NanoGptConfig {
                     dropout: 0.0,
                     ..NanoGptConfig::default()
                 };
                 let model = config.init::<B>(1, &device);
-                let (b, t) = (64usize, config.block_size);
+                let t = config.block_size;
                 let idx = random_tokens::<B>([b, t], config.vocab_size, &device);
                 let targets = random_tokens::<B>([b, t], config.vocab_size, &device);
                 let loss = move |m: &crate::models::nanogpt::NanoGpt<B>| {
@@ -169,7 +204,7 @@ fn bench_all<B: AutodiffBackend>(
                 };
                 rows.extend(bench_workload(
                     args,
-                    "nanogpt-char bs64x256",
+                    &format!("nanogpt-char bs{b}x{t}"),
                     b * t,
                     model,
                     loss,
@@ -320,4 +355,29 @@ fn time_steps<B: AutodiffBackend>(
     }
     B::sync(device).expect("device sync");
     start.elapsed().as_secs_f64() / args.iters as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Workload;
+
+    #[test]
+    fn workloads_parse_any_batch_and_refuse_the_rest() {
+        assert_eq!(
+            Workload::parse("resnet18_400").unwrap(),
+            Workload::ResNet18 { batch: 400 }
+        );
+        assert_eq!(
+            Workload::parse("fashion_cnn_128").unwrap(),
+            Workload::FashionCnn { batch: 128 }
+        );
+        assert_eq!(
+            Workload::parse("nanogpt_64x256").unwrap(),
+            Workload::NanoGpt { batch: 64 }
+        );
+        for bad in ["resnet18_0", "resnet18_", "resnet50_128", "nanogpt_64x128", "x"] {
+            let e = Workload::parse(bad).unwrap_err().to_string();
+            assert!(e.contains(bad) && e.contains("resnet18_<batch>"), "{e}");
+        }
+    }
 }
