@@ -122,7 +122,10 @@ impl Workload {
             Ok(Self::FashionCnn { batch: batch(b)? })
         } else if let Some(b) = s.strip_prefix("resnet18_") {
             Ok(Self::ResNet18 { batch: batch(b)? })
-        } else if let Some(b) = s.strip_prefix("nanogpt_").and_then(|r| r.strip_suffix("x256")) {
+        } else if let Some(b) = s
+            .strip_prefix("nanogpt_")
+            .and_then(|r| r.strip_suffix("x256"))
+        {
             Ok(Self::NanoGpt { batch: batch(b)? })
         } else {
             Err(unknown())
@@ -375,7 +378,13 @@ mod tests {
             Workload::parse("nanogpt_64x256").unwrap(),
             Workload::NanoGpt { batch: 64 }
         );
-        for bad in ["resnet18_0", "resnet18_", "resnet50_128", "nanogpt_64x128", "x"] {
+        for bad in [
+            "resnet18_0",
+            "resnet18_",
+            "resnet50_128",
+            "nanogpt_64x128",
+            "x",
+        ] {
             let e = Workload::parse(bad).unwrap_err().to_string();
             assert!(e.contains(bad) && e.contains("resnet18_<batch>"), "{e}");
         }
