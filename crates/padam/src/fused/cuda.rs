@@ -5,7 +5,7 @@
 //! run time (`TypeId`) and moves the tensor primitives to and from the concrete types with
 //! `Any`, so no trait bound is added to the optimizer and every other backend is untouched.
 
-use std::any::{Any, TypeId};
+use std::any::TypeId;
 
 use burn::tensor::{backend::Backend, DType, Shape, Tensor, TensorPrimitive};
 use burn_cubecl::{kernel::into_contiguous, tensor::CubeTensor, CubeBackend, CubeRuntime};
@@ -18,7 +18,7 @@ use cubecl::cuda::CudaRuntime;
 use cubecl::prelude::*;
 use cubecl::{calculate_cube_count_elemwise, CubeDim};
 
-use super::{DecayMode, FusedOutput, StepScalars};
+use super::{downcast, DecayMode, FusedOutput, StepScalars};
 
 /// burn's CUDA backend without fusion (f32 floats, as `burn::backend::Cuda` with defaults).
 type CubeCuda = CubeBackend<CudaRuntime, f32, i32, u8>;
@@ -259,13 +259,6 @@ pub(super) fn is_cuda<B: Backend>() -> bool {
 }
 
 /// Move a value to the type it is known (by `TypeId`) to have.
-fn cast<A: 'static, T: 'static>(a: A) -> Option<T> {
-    let mut slot = Some(a);
-    (&mut slot as &mut dyn Any)
-        .downcast_mut::<Option<T>>()
-        .and_then(Option::take)
-}
-
 fn primitive<B: Backend, const D: usize>(t: Tensor<B, D>) -> B::FloatTensorPrimitive {
     t.into_primitive().tensor()
 }
@@ -296,17 +289,17 @@ pub(super) fn step<B: Backend, const D: usize>(
     ];
     let [w, m, v, f] = if TypeId::of::<B>() == TypeId::of::<FusionCuda>() {
         let [w, g, m, v, f] = prims.map(|p| {
-            cast::<_, FusionTensor<FusionRt>>(p).expect("checked: B is the fusion CUDA backend")
+            downcast::<_, FusionTensor<FusionRt>>(p).expect("checked: B is the fusion CUDA backend")
         });
         launch_fusion(w, g, m, v, f, flag_index, check, scalars)
-            .map(|t| cast::<_, B::FloatTensorPrimitive>(t).expect("same type"))
+            .map(|t| downcast::<_, B::FloatTensorPrimitive>(t).expect("same type"))
     } else {
         let [w, g, m, v, f] = prims.map(|p| {
-            cast::<_, CubeTensor<CudaRuntime>>(p).expect("checked: B is the CUDA backend")
+            downcast::<_, CubeTensor<CudaRuntime>>(p).expect("checked: B is the CUDA backend")
         });
         let out = launch_cube(w, g, m, v, f, flag_index, check, scalars);
         [out.weight, out.moment_1, out.moment_2, out.flags]
-            .map(|t| cast::<_, B::FloatTensorPrimitive>(t).expect("same type"))
+            .map(|t| downcast::<_, B::FloatTensorPrimitive>(t).expect("same type"))
     };
     Some(FusedOutput {
         weight: tensor(w),

@@ -142,6 +142,17 @@ pub struct FusedOutput<B: Backend, const D: usize> {
     pub flags: Tensor<B, 1>,
 }
 
+/// Move a value to a type it may have: `Ok` when `A` is `T`, else the value back. The fused
+/// path uses it where a generic backend or state type is, at run time, the concrete one the
+/// kernel is written for.
+pub(crate) fn downcast<A: 'static, T: 'static>(a: A) -> Result<T, A> {
+    let mut slot = Some(a);
+    if let Some(t) = (&mut slot as &mut dyn std::any::Any).downcast_mut::<Option<T>>() {
+        return Ok(t.take().expect("just filled"));
+    }
+    Err(slot.expect("not taken"))
+}
+
 /// True when backend `B` has the fused kernel for tensors of `dtype` (burn's CUDA backend and
 /// f32, with the `cuda` feature).
 pub fn supports<B: Backend>(dtype: DType) -> bool {

@@ -2,8 +2,6 @@
 //! tensor-op path when the kernel cannot take it (not f32, on another device, a coefficient
 //! lost in f32), with the non-finite flags gathered for one read at the end.
 
-use std::any::Any;
-
 use burn::module::{ModuleMapper, Param, ParamId};
 use burn::optim::record::AdaptorRecord;
 use burn::optim::{AdamState, AdaptiveMomentumState, SimpleOptimizer};
@@ -11,7 +9,7 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{DType, Tensor};
 
 use super::{into_param_tensor, read_all, StepMapper};
-use crate::fused::{self, AdamHyper, StepScalars};
+use crate::fused::{self, downcast, AdamHyper, StepScalars};
 use crate::wrap::{PWd, PWdState};
 
 type Inner<B> = <B as AutodiffBackend>::InnerBackend;
@@ -219,13 +217,4 @@ impl<B: AutodiffBackend, O: SimpleOptimizer<Inner<B>>> ModuleMapper<B> for Fused
 /// The deferred exact count of `grad`'s non-finite entries.
 fn exact_count<B: AutodiffBackend, const D: usize>(grad: Tensor<Inner<B>, D>) -> ExactCount<B> {
     Box::new(move || grad.is_finite().bool_not().float().sum())
-}
-
-/// Move a value to a type it may have: `Ok` when `A` is `T`, else the value back.
-fn downcast<A: 'static, T: 'static>(a: A) -> Result<T, A> {
-    let mut slot = Some(a);
-    if let Some(t) = (&mut slot as &mut dyn Any).downcast_mut::<Option<T>>() {
-        return Ok(t.take().expect("just filled"));
-    }
-    Err(slot.expect("not taken"))
 }
