@@ -28,11 +28,21 @@ def family(parts):
 
 
 def main():
+    if len(sys.argv) not in (2, 3):
+        sys.exit("usage: profile-summary.py <profile log[.gz]> [steps]")
     path = sys.argv[1]
-    steps = int(sys.argv[2]) if len(sys.argv) > 2 else None
+    steps = None
+    if len(sys.argv) == 3:
+        if not sys.argv[2].isdigit() or int(sys.argv[2]) == 0:
+            sys.exit(f"profile-summary.py: steps must be a positive integer, got {sys.argv[2]!r}")
+        steps = int(sys.argv[2])
     opener = gzip.open if path.endswith(".gz") else open
     total, count = collections.Counter(), collections.Counter()
-    with opener(path, "rt", encoding="utf-8") as f:
+    try:
+        f = opener(path, "rt", encoding="utf-8")
+    except OSError as e:
+        sys.exit(f"profile-summary.py: cannot read {path}: {e.strerror}")
+    with f:
         for line in f:
             m = LINE.match(line)
             if not m:

@@ -258,7 +258,6 @@ pub(super) fn is_cuda<B: Backend>() -> bool {
     id == TypeId::of::<FusionCuda>() || id == TypeId::of::<CubeCuda>()
 }
 
-/// Move a value to the type it is known (by `TypeId`) to have.
 fn primitive<B: Backend, const D: usize>(t: Tensor<B, D>) -> B::FloatTensorPrimitive {
     t.into_primitive().tensor()
 }
