@@ -6,7 +6,7 @@ use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use padam_lab::models::fashion_cnn::{FashionCnn, FashionCnnConfig};
-use padam_lab::models::nanogpt::{NanoGpt, NanoGptConfig};
+use padam_lab::models::nanogpt::{embed_tokens, NanoGpt, NanoGptConfig, ONE_HOT_MAX_VOCAB};
 use padam_lab::models::resnet::{trainable_params, ResNet, ResNetConfig};
 
 type Ad = Autodiff<Flex>;
@@ -184,6 +184,59 @@ fn nanogpt_is_causal_and_trains() {
     assert!(model.wpe.weight.grad(&grads).is_some());
     assert!(model.blocks[1].attn.c_attn.weight.grad(&grads).is_some());
     assert!(model.lm_head.bias.is_none());
+}
+
+/// `embed_tokens` against a float64 reference, on both sides of `ONE_HOT_MAX_VOCAB`: the
+/// forward picks exactly the rows of the ids, and the weight's gradient of `sum(out * r)` is,
+/// per row, the sum of `r` over the positions holding that id (repeated ids included).
+#[test]
+fn token_lookup_matches_a_float64_reference() {
+    let device = Default::default();
+    for vocab in [65, ONE_HOT_MAX_VOCAB + 44] {
+        let (batch, time, width) = (3, 40, 5);
+        let weight =
+            Tensor::<Ad, 2>::random([vocab, width], Distribution::Normal(0.0, 1.0), &device)
+                .require_grad();
+        // Few distinct ids, each repeated: the case where a scatter-add backward collides.
+        let ids: Vec<i64> = (0..batch * time)
+            .map(|i| ((i * i + 3 * i) % 13) as i64)
+            .collect();
+        let idx =
+            Tensor::<Ad, 2, Int>::from_data(TensorData::new(ids.clone(), [batch, time]), &device);
+        let r = Tensor::<Ad, 3>::random(
+            [batch, time, width],
+            Distribution::Normal(0.0, 1.0),
+            &device,
+        );
+        let out = embed_tokens(weight.clone(), idx);
+        assert_eq!(out.dims(), [batch, time, width]);
+        let grads = (out.clone() * r.clone()).sum().backward();
+
+        let w: Vec<f32> = weight.clone().into_data().to_vec().unwrap();
+        let o: Vec<f32> = out.into_data().to_vec().unwrap();
+        let rv: Vec<f32> = r.into_data().to_vec().unwrap();
+        let g: Vec<f32> = weight.grad(&grads).unwrap().into_data().to_vec().unwrap();
+        let mut want = vec![0f64; vocab * width];
+        for (i, &id) in ids.iter().enumerate() {
+            let id = id as usize;
+            for c in 0..width {
+                assert_eq!(
+                    o[i * width + c],
+                    w[id * width + c],
+                    "vocab {vocab}: forward row {i}"
+                );
+                want[id * width + c] += f64::from(rv[i * width + c]);
+            }
+        }
+        for (k, (got, want)) in g.iter().zip(&want).enumerate() {
+            assert!(
+                (f64::from(*got) - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                "vocab {vocab}: gradient [{}, {}] {got} vs {want}",
+                k / width,
+                k % width
+            );
+        }
+    }
 }
 
 #[test]

@@ -15,6 +15,7 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::nn::{Dropout, DropoutConfig, Embedding, Gelu, LayerNorm, LayerNormConfig, Linear};
 use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
+use burn::tensor::module::embedding;
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
@@ -117,6 +118,38 @@ impl NanoGptConfig {
             block_size: self.block_size,
         }
     }
+}
+
+/// Vocabularies up to this size look tokens up by a one-hot matmul (see [`embed_tokens`]);
+/// larger ones by a gather (burn's `embedding`, what [`Embedding`] runs).
+pub const ONE_HOT_MAX_VOCAB: usize = 256;
+
+/// Rows of `weight` `[vocab, C]` for the tokens `idx` `[batch, time]`: `[batch, time, C]`.
+///
+/// Up to [`ONE_HOT_MAX_VOCAB`] this is `one_hot(idx) @ weight`, whose backward is the matmul
+/// `one_hot^T @ grad` `[vocab, N] x [N, C]`. A gather's backward is instead a scatter-add of
+/// the N = batch x time token gradients into `vocab` rows, and with the character vocabulary
+/// (65 rows, N = 16,384) the many adds into the same row serialise: on the H200 it took 2.9 ms
+/// of the 40 ms nanoGPT step, its longest kernel (cubecl profile, docs/BENCHMARKS.md). The
+/// forward is the same lookup: each output sums one `w * 1` and zeros. Token ids are the
+/// vocabulary's own (`data::shakespeare`), so always `< vocab`; an id outside would give a zero row
+/// here and an out-of-bounds read in the gather.
+pub fn embed_tokens<B: Backend>(weight: Tensor<B, 2>, idx: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+    let [batch, time] = idx.dims();
+    let [vocab, width] = weight.dims();
+    if vocab > ONE_HOT_MAX_VOCAB {
+        return embedding(weight, idx);
+    }
+    let n = batch * time;
+    let classes = Tensor::<B, 1, Int>::arange(0..vocab as i64, &idx.device())
+        .reshape([1, vocab])
+        .expand([n, vocab]);
+    let one_hot = idx
+        .reshape([n, 1])
+        .expand([n, vocab])
+        .equal(classes)
+        .float();
+    one_hot.matmul(weight).reshape([batch, time, width])
 }
 
 /// Standard normal draw (Box-Muller).
@@ -263,9 +296,10 @@ impl<B: Backend> NanoGpt<B> {
             "sequence of length {t} is longer than the context {}",
             self.block_size
         );
-        let device = idx.device();
-        let pos = Tensor::<B, 1, Int>::arange(0..t as i64, &device).unsqueeze::<2>();
-        let x = self.wte.forward(idx) + self.wpe.forward(pos);
+        // Positions 0..t are the first t rows of `wpe`, the same for every sequence: a slice
+        // (its backward sums over the batch) instead of a gather of `[1, t]` indices.
+        let positions = self.wpe.weight.val().narrow(0, 0, t).unsqueeze::<3>();
+        let x = embed_tokens(self.wte.weight.val(), idx) + positions;
         let mut x = self.drop.forward(x);
         for block in &self.blocks {
             x = block.forward(x);
