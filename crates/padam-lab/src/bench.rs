@@ -51,13 +51,14 @@ pub struct StepArgs {
     #[arg(long, value_delimiter = ',', default_value = "resnet18,gpt2")]
     pub shapes: Vec<String>,
     /// Optimizers to time: burn_adamw, burn_adam, padam (the fused kernel where the backend
-    /// has it), padam_unchecked (no non-finite check), padam_tensor_ops and
+    /// has it), padam_deferred (the non-finite check read every 10 steps), padam_unchecked
+    /// (no non-finite check), padam_tensor_ops and
     /// padam_tensor_ops_unchecked (the portable tensor-op path), padam_lambda0 (Adam + check,
     /// no decay math), psgd_momentum.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "burn_adamw,burn_adam,padam,padam_unchecked,padam_tensor_ops,padam_tensor_ops_unchecked,padam_lambda0,psgd_momentum"
+        default_value = "burn_adamw,burn_adam,padam,padam_deferred,padam_unchecked,padam_tensor_ops,padam_tensor_ops_unchecked,padam_lambda0,psgd_momentum"
     )]
     pub optimizers: Vec<String>,
     /// Timed steps per optimizer (after warm-up); the median is reported.
@@ -373,8 +374,8 @@ fn step_bench<B: AutodiffBackend>(args: &StepArgs, backend_name: &str) -> anyhow
                     let o = AdamConfig::new().with_epsilon(1e-8).init();
                     (28, time_steps(o, m, &grads, args, &device))
                 }
-                "padam" | "padam_unchecked" | "padam_tensor_ops" | "padam_tensor_ops_unchecked"
-                | "padam_lambda0" => {
+                "padam" | "padam_deferred" | "padam_unchecked" | "padam_tensor_ops"
+                | "padam_tensor_ops_unchecked" | "padam_lambda0" => {
                     let lambda = if name == "padam_lambda0" { 0.0 } else { 1e-2 };
                     let policy = if name.ends_with("unchecked") {
                         NonFinitePolicy::Unchecked
@@ -385,6 +386,7 @@ fn step_bench<B: AutodiffBackend>(args: &StepArgs, backend_name: &str) -> anyhow
                         .with_p(0.8)
                         .with_lambda(lambda)
                         .with_non_finite(policy)
+                        .with_check_every(if name == "padam_deferred" { 10 } else { 1 })
                         .with_fused_kernel(!name.starts_with("padam_tensor_ops"))
                         .init()?;
                     path = if o.uses_fused_kernel() { "fused kernel" } else { "tensor ops" };
@@ -395,7 +397,7 @@ fn step_bench<B: AutodiffBackend>(args: &StepArgs, backend_name: &str) -> anyhow
                     (20, time_steps(o, m, &grads, args, &device))
                 }
                 other => anyhow::bail!(
-                    "--optimizers: unknown optimizer `{other}` (expected burn_adamw, burn_adam, padam, padam_unchecked, padam_tensor_ops, padam_tensor_ops_unchecked, padam_lambda0 or psgd_momentum)"
+                    "--optimizers: unknown optimizer `{other}` (expected burn_adamw, burn_adam, padam, padam_deferred, padam_unchecked, padam_tensor_ops, padam_tensor_ops_unchecked, padam_lambda0 or psgd_momentum)"
                 ),
             };
             if name.starts_with("psgd") {
@@ -654,6 +656,7 @@ fn verify<B: AutodiffBackend>(args: &VerifyArgs) -> anyhow::Result<()> {
             &compare,
         )?);
         cases.push(verify_non_finite_refusal::<B>(&w0, &grads, lr, &device)?);
+        cases.push(verify_deferred_refusal::<B>(&w0, &grads, lr, &device)?);
     }
     // pWD around other burn optimizers: the base's own step (w_hat) comes from burn on this
     // backend, the decay from the float64 reference.
@@ -796,7 +799,7 @@ fn verify_non_finite_refusal<B: AutodiffBackend>(
             let named = matches!(
                 &e.error,
                 padam::StepFailure::NonFiniteGradient(g)
-                    if g.params.len() == 1 && g.params[0].count == 2 && g.params[0].path == "w"
+                    if g.params.len() == 1 && g.params[0].count == Some(2) && g.params[0].path == "w"
             );
             // The optimizer must still step normally afterwards, from the same weights.
             let next = optim.try_step(lr, e.module, grad(grads[0].clone(), id));
@@ -809,6 +812,100 @@ fn verify_non_finite_refusal<B: AutodiffBackend>(
     println!("non-finite refusal [{path}]: {detail}");
     Ok(VerifyCase {
         name: leak(format!("padam refuses a NaN/inf gradient [{path}]")),
+        max_rel_err: 0.0,
+        nonzero_at_zero: usize::from(!ok),
+        ok,
+    })
+}
+
+/// The deferred check (`check_every` 3): a finite step, a step whose gradient holds a NaN,
+/// then a finite step that fills the window. The third step must refuse all three (steps
+/// 0..=2, parameter named, no count), hand back `w0` bit for bit and reset the step count;
+/// the same with `settle` after the NaN step (window of 10, read early).
+fn verify_deferred_refusal<B: AutodiffBackend>(
+    w0: &[f32],
+    grads: &[Vec<f32>],
+    lr: f64,
+    device: &B::Device,
+) -> anyhow::Result<VerifyCase> {
+    anyhow::ensure!(!grads.is_empty(), "--steps 0: no steps to verify");
+    let n = w0.len();
+    let fresh = || One {
+        w: Param::from_tensor(Tensor::<B, 1>::from_data(
+            TensorData::new(w0.to_vec(), [n]),
+            device,
+        )),
+    };
+    let grad = |g: Vec<f32>, id| {
+        let mut gp = GradientsParams::new();
+        gp.register(
+            id,
+            Tensor::<B::InnerBackend, 1>::from_data(TensorData::new(g, [n]), device),
+        );
+        gp
+    };
+    let mut bad = grads[0].clone();
+    bad[n / 2] = f32::NAN;
+    let good = grads[grads.len() - 1].clone();
+    let mut path = "tensor ops";
+    let mut details = Vec::new();
+    let mut ok = true;
+    for settle in [false, true] {
+        let mut optim = PAdamConfig::new()
+            .with_p(0.8)
+            .with_lambda(1e-2)
+            .with_check_every(if settle { 10 } else { 3 })
+            .init::<B, One<B>>()?;
+        if optim.uses_fused_kernel() {
+            path = "fused kernel";
+        }
+        let m = fresh();
+        let id = m.w.id;
+        let m = optim.try_step(lr, m, grad(good.clone(), id));
+        let m = m.and_then(|m| optim.try_step(lr, m, grad(bad.clone(), id)));
+        let result = match m {
+            Err(e) => Err(e),
+            Ok(m) if settle => optim.settle(m),
+            Ok(m) => optim.try_step(lr, m, grad(good.clone(), id)),
+        };
+        let through = if settle { 1 } else { 2 };
+        let case_ok = match result {
+            Ok(_) => {
+                details.push(format!("settle {settle}: not refused"));
+                false
+            }
+            Err(e) => {
+                let after = to_vec(e.module.w.val());
+                let restored = after
+                    .iter()
+                    .zip(w0)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                let named = matches!(
+                    &e.error,
+                    padam::StepFailure::NonFiniteGradient(g)
+                        if g.step == 0 && g.through == through && g.params.len() == 1
+                            && g.params[0].path == "w" && g.params[0].count.is_none()
+                );
+                let steps_reset = optim.steps() == 0;
+                let next = optim.try_step(lr, e.module, grad(good.clone(), id));
+                let settled = next.and_then(|m| optim.settle(m)).is_ok();
+                details.push(format!(
+                    "settle {settle}: {}; w0 restored: {restored}",
+                    e.error
+                ));
+                restored && named && steps_reset && settled && optim.steps() == 1
+            }
+        };
+        ok &= case_ok;
+    }
+    println!(
+        "deferred non-finite refusal [{path}]: {}",
+        details.join(" | ")
+    );
+    Ok(VerifyCase {
+        name: leak(format!(
+            "padam refuses a window with a NaN gradient [{path}]"
+        )),
         max_rel_err: 0.0,
         nonzero_at_zero: usize::from(!ok),
         ok,

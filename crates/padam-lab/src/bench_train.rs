@@ -37,11 +37,12 @@ pub struct TrainBenchArgs {
     )]
     pub workloads: Vec<String>,
     /// Optimizers: adamw (burn AdamW, wd 0.1 as the PyTorch script), padam (p 0.8, lambda 1e-3,
-    /// default non-finite check), padam_unchecked.
+    /// non-finite check read every step), padam_deferred (the check read every 10 steps, as
+    /// `padam train` does with its default `log_every`), padam_unchecked.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "adamw,padam,padam_unchecked"
+        default_value = "adamw,padam,padam_deferred,padam_unchecked"
     )]
     pub optimizers: Vec<String>,
     /// Timed steps (after warm-up); the mean is reported, as in the PyTorch script.
@@ -63,7 +64,7 @@ pub struct TrainBenchArgs {
 pub struct TrainRow {
     /// Workload name (as the PyTorch script prints it).
     pub workload: String,
-    /// `adamw`, `padam`, `padam_unchecked` or `fwd_bwd` (no optimizer step).
+    /// `adamw`, `padam`, `padam_deferred`, `padam_unchecked` or `fwd_bwd` (no optimizer step).
     pub optimizer: String,
     /// Trainable parameters.
     pub params: usize,
@@ -140,7 +141,10 @@ const DEFAULT_WORKLOADS: [&str; 5] = [
     "resnet18_512",
     "nanogpt_64x256",
 ];
-const OPTIMIZERS: [&str; 3] = ["adamw", "padam", "padam_unchecked"];
+const OPTIMIZERS: [&str; 4] = ["adamw", "padam", "padam_deferred", "padam_unchecked"];
+
+/// `check_every` of `padam_deferred`: the training loop's default `log_every`.
+const DEFERRED_CHECK_EVERY: usize = 10;
 
 fn bench_all<B: AutodiffBackend>(
     args: &TrainBenchArgs,
@@ -308,10 +312,16 @@ where
                 } else {
                     NonFinitePolicy::Error
                 };
+                let every = if opt == "padam_deferred" {
+                    DEFERRED_CHECK_EVERY
+                } else {
+                    1
+                };
                 let optim = PAdamConfig::new()
                     .with_p(0.8)
                     .with_lambda(1e-3)
                     .with_non_finite(policy)
+                    .with_check_every(every)
                     .init::<B, M>()
                     .expect("valid bench config");
                 time_training(args, device, model.clone(), optim, &loss)

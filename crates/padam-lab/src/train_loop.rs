@@ -33,6 +33,12 @@ impl<B: Backend> Classifier<B> for Mlp<B> {
 pub trait TrainOptimizer<B: AutodiffBackend, M: AutodiffModule<B>> {
     /// One step at learning rate `lr`.
     fn train_step(&mut self, lr: f64, model: M, grads: GradientsParams) -> anyhow::Result<M>;
+
+    /// Finish any check the optimizer has deferred (pWD's `check_every`), before the model
+    /// is read, saved or returned: an error refuses the steps since the last check.
+    fn settle(&mut self, model: M) -> anyhow::Result<M> {
+        Ok(model)
+    }
 }
 
 impl<O, M, B> TrainOptimizer<B, M> for OptimizerAdaptor<O, M, B>
@@ -53,8 +59,14 @@ where
     B: AutodiffBackend,
 {
     fn train_step(&mut self, lr: f64, model: M, grads: GradientsParams) -> anyhow::Result<M> {
+        let step = self.steps();
         self.try_step(lr, model, grads)
-            .map_err(|e| anyhow::anyhow!("optimizer step {}: {}", self.steps(), e.error))
+            .map_err(|e| anyhow::anyhow!("optimizer step {step}: {}", e.error))
+    }
+
+    fn settle(&mut self, model: M) -> anyhow::Result<M> {
+        PWdOptimizer::settle(self, model)
+            .map_err(|e| anyhow::anyhow!("optimizer check: {}", e.error))
     }
 }
 
@@ -168,6 +180,7 @@ where
             model = optim.train_step(lr, model, grads)?;
             step += 1;
         }
+        model = optim.settle(model)?;
         // One host read per epoch for the losses.
         let train_loss = Tensor::cat(losses, 0).mean().into_scalar().elem::<f64>();
         test_accuracy = (config.eval_every_epoch || epoch == config.epochs)

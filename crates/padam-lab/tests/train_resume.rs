@@ -254,6 +254,7 @@ fn config_errors_name_the_key() {
         ("optimizer.lambda=-1", "optimizer.lambda"),
         ("lr.schedule=\"linear\"", "linear"),
         ("optimizer.momentum=0.9", "optimizer.momentum"),
+        ("optimizer.check_every=0", "optimizer.check_every"),
     ] {
         let e = err(&padam(&["train", cfg_s, "--dry-run", "--set", set]));
         assert!(e.contains(needle), "{set}: {e}");
@@ -712,4 +713,29 @@ fn one_shot_pruning_then_masked_fine_tuning() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("prune") && e.contains("sometimes"), "{e}");
+}
+
+/// A gradient that goes NaN stops the run with the optimizer's error (the check deferred to
+/// the loss reads, `log_every` = 7 steps) before any checkpoint holds the poisoned weights.
+#[test]
+fn a_non_finite_gradient_stops_the_run_before_a_checkpoint_saves_it() {
+    let tmp = TempDir::new("nan");
+    let cfg = config::parse(DIGITS, &["lr.peak=1e30".into(), "lr.warmup_steps=0".into()]).unwrap();
+    assert_eq!(cfg.decay_config().unwrap().check_every, 7);
+    let out = tmp.path("run");
+    let err = run_locked(
+        &cfg,
+        &TrainArgs {
+            out: Some(out.clone()),
+            quiet: true,
+            ..TrainArgs::default()
+        },
+    )
+    .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("optimizer step 6: non-finite gradient (NaN or inf) in steps 0..=6"),
+        "{msg}"
+    );
+    assert!(checkpoint::list(&out).unwrap().is_empty());
 }

@@ -14,6 +14,13 @@ pub enum NonFinitePolicy {
     /// Refuse the whole step and report every offending parameter by path
     /// ([`PWdOptimizer::try_step`](crate::PWdOptimizer::try_step) returns the error;
     /// `Optimizer::step` panics with it). The default.
+    ///
+    /// With [`DecayConfig::check_every`] `k > 1` the check is read back every `k` steps
+    /// instead of every step: each step marks its non-finite gradients in a per-parameter flag
+    /// on the device, and the `k`-th step (or
+    /// [`PWdOptimizer::settle`](crate::PWdOptimizer::settle)) reads the flags once. A set flag
+    /// refuses the whole window: the module and optimizer state from before its first step
+    /// come back with the error, which names the parameters and the window's steps.
     #[default]
     Error,
     /// Leave the offending tensors (weights and optimizer state) untouched for this step, update
@@ -44,6 +51,13 @@ pub struct DecayConfig {
     pub selection: ParamSelection,
     /// NaN / inf gradient policy. Default: error.
     pub non_finite: NonFinitePolicy,
+    /// With [`NonFinitePolicy::Error`]: steps per device-to-host read of the non-finite
+    /// check, `>= 1`. Default 1 (every step is checked before it returns). A read waits for
+    /// the device to finish all queued work, so on a GPU each read leaves it idle while the
+    /// host queues the next step; `k > 1` pays that once per `k` steps and, on a hit, rolls
+    /// back up to `k` steps. The optimizer then holds the module and state from before the
+    /// window (one extra copy of weights and moments).
+    pub check_every: usize,
 }
 
 impl Default for DecayConfig {
@@ -55,6 +69,7 @@ impl Default for DecayConfig {
             s_rate: 1.0,
             selection: ParamSelection::all(),
             non_finite: NonFinitePolicy::Error,
+            check_every: 1,
         }
     }
 }
@@ -88,6 +103,14 @@ impl DecayConfig {
                 "s_rate",
                 self.s_rate,
                 "s_rate must be in (0, 1]; 1 is the adiabatic limit",
+            ));
+        }
+        if self.check_every == 0 {
+            return Err(ConfigError::new(
+                optimizer,
+                "check_every",
+                self.check_every,
+                "check_every must be >= 1 (steps per read of the non-finite check)",
             ));
         }
         Ok(())
@@ -203,6 +226,13 @@ macro_rules! decay_builders {
             /// The non-finite gradient policy.
             pub fn with_non_finite(mut self, policy: $crate::NonFinitePolicy) -> Self {
                 self.decay.non_finite = policy;
+                self
+            }
+
+            /// Steps per read of the non-finite check (`>= 1`, see
+            /// [`DecayConfig::check_every`](crate::DecayConfig::check_every)).
+            pub fn with_check_every(mut self, steps: usize) -> Self {
+                self.decay.check_every = steps;
                 self
             }
 

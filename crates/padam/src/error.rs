@@ -40,25 +40,42 @@ impl ConfigError {
 pub struct NonFiniteParam {
     /// Module path of the parameter, e.g. `fc1.weight`.
     pub path: String,
-    /// How many gradient entries were NaN or +-inf.
-    pub count: usize,
+    /// How many gradient entries were NaN or +-inf; `None` when the check was deferred over
+    /// several steps ([`DecayConfig::check_every`](crate::DecayConfig::check_every) > 1) and
+    /// only a per-parameter flag was kept.
+    pub count: Option<usize>,
 }
 
 /// A step was refused because some gradients were not finite
-/// ([`NonFinitePolicy::Error`](crate::NonFinitePolicy::Error)). The weights were not changed.
+/// ([`NonFinitePolicy::Error`](crate::NonFinitePolicy::Error)). The weights were not changed:
+/// the module handed back is the one from before step `step`.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[error("non-finite gradient (NaN or inf) at step {step} in {}; the weights were left unchanged", describe(.params))]
+#[error("non-finite gradient (NaN or inf) {} in {}; the weights were left unchanged", steps(*.step, *.through), describe(.params))]
 pub struct NonFiniteGradient {
-    /// The optimizer step (0-based) that was refused.
+    /// The first optimizer step (0-based) that was refused.
     pub step: usize,
+    /// The last refused step: `step` itself when every step is checked, else the end of the
+    /// deferred check's window (the gradient was not finite in at least one of them).
+    pub through: usize,
     /// The parameters with non-finite gradient entries.
     pub params: Vec<NonFiniteParam>,
+}
+
+fn steps(step: usize, through: usize) -> String {
+    if through == step {
+        format!("at step {step}")
+    } else {
+        format!("in steps {step}..={through} (checked together; rolled back to before step {step})")
+    }
 }
 
 fn describe(params: &[NonFiniteParam]) -> String {
     params
         .iter()
-        .map(|p| format!("`{}` ({} values)", p.path, p.count))
+        .map(|p| match p.count {
+            Some(n) => format!("`{}` ({n} values)", p.path),
+            None => format!("`{}`", p.path),
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }

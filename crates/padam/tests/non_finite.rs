@@ -2,6 +2,8 @@
 //! reported by parameter path, per the documented policy (`NonFinitePolicy`).
 //! - `Error` (default): `try_step` returns the error with the unchanged module; `step` panics.
 //! - `SkipTensor`: the offending tensor (weights and state) is left as is, the others update.
+//! - `Error` with `check_every = k > 1`: flags kept on the device, read every `k` steps (or by
+//!   `settle`); a hit refuses the whole window and rolls weights and state back to its start.
 
 mod common;
 
@@ -62,11 +64,11 @@ fn error_policy_try_step_names_every_bad_parameter_and_returns_module_unchanged(
         vec![
             NonFiniteParam {
                 path: "fc1.weight".into(),
-                count: 2
+                count: Some(2)
             },
             NonFiniteParam {
                 path: "fc2.bias".into(),
-                count: 2
+                count: Some(2)
             },
         ]
     );
@@ -211,4 +213,141 @@ fn unchecked_policy_lets_nan_through_and_counts_nothing() {
     assert!(w[1].is_finite());
     assert_eq!(optim.skipped_updates(), 0);
     assert_eq!(optim.steps(), 1);
+}
+
+/// `k` good steps of `optim` from `m` (gradients `mlp_grads(m, first..)`).
+fn good_steps<O: Optimizer<Mlp<B>, B>>(optim: &mut O, mut m: Mlp<B>, first: u64, k: u64) -> Mlp<B> {
+    for j in first..first + k {
+        let g = mlp_grads(&m, j);
+        m = optim.step(1e-2, m, g);
+    }
+    m
+}
+
+/// Deferring the check changes nothing when every gradient is finite: after 7 steps (two full
+/// windows of 3 and one open) the weights and the state equal the every-step check's, bit for bit.
+#[test]
+fn deferred_check_gives_the_same_steps_as_checking_every_step() {
+    let mut every = PAdamConfig::new().with_p(0.8).init::<B, Mlp<B>>().unwrap();
+    let mut deferred = PAdamConfig::new()
+        .with_p(0.8)
+        .with_check_every(3)
+        .init::<B, Mlp<B>>()
+        .unwrap();
+    let a = good_steps(&mut every, mlp(4), 0, 7);
+    let b = good_steps(&mut deferred, mlp(4), 0, 7);
+    let b = deferred.settle(b).expect("all gradients finite");
+    for (x, y) in mlp_values(&a).iter().zip(mlp_values(&b)) {
+        assert_eq!(bits(x), bits(&y));
+    }
+    assert_eq!((every.steps(), deferred.steps()), (7, 7));
+    // The next step from the same state is the same too.
+    let a = good_steps(&mut every, a, 7, 1);
+    let b = good_steps(&mut deferred, b, 7, 1);
+    for (x, y) in mlp_values(&a).iter().zip(mlp_values(&b)) {
+        assert_eq!(bits(x), bits(&y));
+    }
+}
+
+/// A NaN in the middle of a window is caught when the window is read (its third step):
+/// the error names the parameters and the steps, and the module and state come back as they
+/// were before the window, so the run can go on exactly as if the window had not happened.
+#[test]
+fn deferred_check_refuses_the_window_and_rolls_back_to_its_start() {
+    let mut optim = PAdamConfig::new()
+        .with_p(0.8)
+        .with_check_every(3)
+        .init::<B, Mlp<B>>()
+        .unwrap();
+    let m = good_steps(&mut optim, mlp(5), 0, 3); // one full, clean window: steps 0..=2
+    let before = mlp_values(&m);
+    let mut reference = optim.clone();
+    let m = good_steps(&mut optim, m, 3, 1); // step 3
+    let g = bad_grads(&m, 4);
+    let m = optim.try_step(1e-2, m, g).expect("not read yet"); // step 4: NaN, inf
+    assert!(
+        mlp_values(&m)[0].iter().any(|w| w.is_nan()),
+        "the NaN went in"
+    );
+    let g = mlp_grads(&m, 5);
+    let err = optim
+        .try_step(1e-2, m, g)
+        .expect_err("step 5 reads the window");
+    let StepFailure::NonFiniteGradient(nf) = &err.error else {
+        panic!("wrong failure {:?}", err.error)
+    };
+    assert_eq!((nf.step, nf.through), (3, 5));
+    // Step 4 poisoned fc1.weight and fc2.bias; step 5's gradients, taken at the poisoned
+    // weights, are NaN everywhere: every parameter is named, without counts.
+    let named: Vec<(&str, Option<usize>)> = nf
+        .params
+        .iter()
+        .map(|p| (p.path.as_str(), p.count))
+        .collect();
+    assert_eq!(
+        named,
+        [
+            ("fc1.weight", None),
+            ("fc1.bias", None),
+            ("fc2.weight", None),
+            ("fc2.bias", None)
+        ]
+    );
+    assert_eq!(
+        err.to_string(),
+        "non-finite gradient (NaN or inf) in steps 3..=5 (checked together; rolled back to \
+         before step 3) in `fc1.weight`, `fc1.bias`, `fc2.weight`, `fc2.bias`; the weights \
+         were left unchanged"
+    );
+    let m = err.module;
+    for (a, b) in mlp_values(&m).iter().zip(&before) {
+        assert_eq!(bits(a), bits(b));
+    }
+    assert_eq!(optim.steps(), 3);
+    // State rolled back: the next steps equal those of a copy taken before the window.
+    let a = good_steps(&mut optim, m.clone(), 3, 2);
+    let b = good_steps(&mut reference, m, 3, 2);
+    for (x, y) in mlp_values(&a).iter().zip(mlp_values(&b)) {
+        assert_eq!(bits(x), bits(&y));
+    }
+    assert_eq!(optim.steps(), 5);
+}
+
+/// `settle` reads an open window early (before a checkpoint, say): clean, it keeps the module;
+/// with a NaN since the last read, it refuses those steps.
+#[test]
+fn settle_reads_an_open_window() {
+    let mut optim = PSgdConfig::new()
+        .with_check_every(100)
+        .init::<B, Mlp<B>>()
+        .unwrap();
+    let m = good_steps(&mut optim, mlp(6), 0, 2);
+    let m = optim.settle(m).expect("clean");
+    assert_eq!(optim.steps(), 2);
+    let before = mlp_values(&m);
+    let g = nan_at_0_and_5(&m, 2);
+    let m = optim.try_step(0.05, m, g).expect("not read yet");
+    let err = optim.settle(m).expect_err("the NaN is found");
+    let StepFailure::NonFiniteGradient(nf) = &err.error else {
+        panic!("wrong failure {:?}", err.error)
+    };
+    assert_eq!((nf.step, nf.through, nf.params.len()), (2, 2, 1));
+    assert_eq!(nf.params[0].path, "fc1.weight");
+    for (a, b) in mlp_values(&err.module).iter().zip(&before) {
+        assert_eq!(bits(a), bits(b));
+    }
+    // Nothing pending any more.
+    optim.settle(err.module).expect("nothing to read");
+    assert_eq!(optim.steps(), 2);
+}
+
+#[test]
+fn check_every_zero_is_a_config_error_naming_the_field() {
+    let err = PAdamConfig::new()
+        .with_check_every(0)
+        .init::<B, Mlp<B>>()
+        .err()
+        .expect("must be refused");
+    let msg = err.to_string();
+    assert!(msg.contains("check_every = 0"), "{msg}");
 }

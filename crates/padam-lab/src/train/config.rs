@@ -384,6 +384,10 @@ pub struct OptimizerConfig {
     /// Non-finite gradient policy of pWD.
     #[serde(default)]
     pub non_finite: Option<NonFinitePolicy>,
+    /// Steps per read of pWD's non-finite check (default: `train.log_every`, when the loop
+    /// reads the loss anyway).
+    #[serde(default)]
+    pub check_every: Option<usize>,
 }
 
 impl OptimizerConfig {
@@ -731,6 +735,7 @@ impl TrainConfig {
         not_for("s_rate", o.s_rate.is_some(), &pwd)?;
         not_for("decay_params", o.decay_params.is_some(), &pwd)?;
         not_for("non_finite", o.non_finite.is_some(), &pwd)?;
+        not_for("check_every", o.check_every.is_some(), &pwd)?;
         if kind == Pwd && o.base.is_none() {
             return Err(anyhow::anyhow!(
                 "invalid config: optimizer.base is required for optimizer.kind = \"pwd\" \
@@ -792,6 +797,7 @@ impl TrainConfig {
                 Some(s) => s.selection()?,
             },
             non_finite: o.non_finite.unwrap_or_default(),
+            check_every: o.check_every.unwrap_or(self.train.log_every),
         })
     }
 

@@ -719,6 +719,9 @@ where
         let do_eval = s.is_multiple_of(eval_every) || s == total;
         let do_ckpt = s.is_multiple_of(ckpt_every) || s == total;
         if s.is_multiple_of(t.log_every) || do_eval || do_ckpt {
+            // The optimizer's deferred non-finite check first: nothing unchecked is evaluated,
+            // saved or returned.
+            model = optim.settle(model)?;
             let k = pending.len();
             let sum: f64 = Tensor::cat(std::mem::take(&mut pending), 0)
                 .sum()

@@ -44,7 +44,7 @@ pub(super) struct Checked<B: AutodiffBackend> {
 impl<B: AutodiffBackend, O: SimpleOptimizer<Inner<B>>> FusedMapper<'_, B, O> {
     /// The parameters whose gradient held NaN or inf, with exact counts: one device read of
     /// the flags (and tensor-path sums); a second read of exact counts only when one is set.
-    pub fn non_finite(self) -> Vec<(ParamId, usize)> {
+    pub fn non_finite(self) -> Vec<(ParamId, Option<usize>)> {
         if !self.check {
             return Vec::new();
         }
@@ -78,8 +78,30 @@ impl<B: AutodiffBackend, O: SimpleOptimizer<Inner<B>>> FusedMapper<'_, B, O> {
             .zip(counts)
             // A sum that overflowed f32 with finite entries counts 0 here: not an error.
             .filter(|(_, n)| *n > 0.0)
-            .map(|(id, n)| (id, n as usize))
+            .map(|(id, n)| (id, Some(n as usize)))
             .collect()
+    }
+
+    /// True when some parameter took the tensor path in this step.
+    pub fn fell_back(&self) -> bool {
+        self.checks.iter().any(|c| c.sum.is_some())
+    }
+
+    /// For a deferred check: `tensors` entries (module order), 1 where a parameter that took
+    /// the tensor path in this step had a NaN or inf gradient (the kernel's flags hold the rest).
+    pub fn tensor_path_indicators(&mut self, tensors: usize) -> Tensor<Inner<B>, 1> {
+        let mut out: Option<Tensor<Inner<B>, 1>> = None;
+        for c in std::mem::take(&mut self.checks) {
+            let Some(sum) = c.sum else { continue };
+            let device = sum.device();
+            let indicator = (c.exact)().clamp_max(1.0);
+            let o = out
+                .take()
+                .unwrap_or_else(|| Tensor::zeros([tensors], &device));
+            let indicator = indicator.to_device(&o.device());
+            out = Some(o.slice_assign([c.index..c.index + 1], indicator));
+        }
+        out.expect("called after fell_back()")
     }
 
     /// The flag vector, created on `device` at the first parameter.

@@ -3,7 +3,9 @@
 //! It plays the role of burn's `OptimizerAdaptor` and adds what needs the parameter's module
 //! path: the decay selection (`*.bias`, rank >= 2, ...) and the non-finite gradient policy that
 //! names the offending parameters. Per step it does one device-to-host read (the non-finite
-//! counts of all gradients, gathered into one tensor) before touching any weight.
+//! counts of all gradients, gathered into one tensor) before touching any weight, or, with
+//! [`DecayConfig::check_every`](crate::DecayConfig::check_every) `k > 1`, one read per `k`
+//! steps of per-parameter flags kept on the device ([`CheckWindow`]).
 
 use std::marker::PhantomData;
 
@@ -62,7 +64,80 @@ where
     steps: usize,
     skipped: usize,
     fused: Option<AdamHyper>,
+    /// The steps taken since the last read of a deferred non-finite check.
+    window: Option<CheckWindow<O, M, B>>,
     module: PhantomData<M>,
+}
+
+/// Steps whose non-finite check is still on the device (`check_every > 1`): what a refusal
+/// rolls back to, and one flag per float parameter (module order) that any of the steps set.
+struct CheckWindow<O, M, B>
+where
+    O: SimpleOptimizer<B::InnerBackend>,
+    B: AutodiffBackend,
+{
+    /// The module from before the window's first step.
+    module: M,
+    /// The optimizer states from before it.
+    states: HashMap<ParamId, AdaptorRecord<PWd<O>, B>>,
+    /// [`PWdOptimizer::steps`] before it.
+    first_step: usize,
+    /// Steps taken in the window.
+    taken: usize,
+    /// Parameter ids by flag index.
+    ids: Vec<ParamId>,
+    /// `flags[i] != 0`: parameter `ids[i]` had a NaN or inf gradient in some step.
+    flags: Option<Tensor<B::InnerBackend, 1>>,
+}
+
+impl<O, M, B> Clone for CheckWindow<O, M, B>
+where
+    O: SimpleOptimizer<B::InnerBackend>,
+    M: Clone,
+    B: AutodiffBackend,
+{
+    fn clone(&self) -> Self {
+        Self {
+            module: self.module.clone(),
+            states: self.states.clone(),
+            first_step: self.first_step,
+            taken: self.taken,
+            ids: self.ids.clone(),
+            flags: self.flags.clone(),
+        }
+    }
+}
+
+impl<O, M, B> CheckWindow<O, M, B>
+where
+    O: SimpleOptimizer<B::InnerBackend>,
+    M: AutodiffModule<B>,
+    B: AutodiffBackend,
+{
+    /// The flagged parameters, with one device read; counts are not kept across steps.
+    fn flagged(&self) -> Vec<(ParamId, Option<usize>)> {
+        let Some(flags) = &self.flags else {
+            return Vec::new();
+        };
+        let values = read_all(vec![flags.clone()]);
+        self.ids
+            .iter()
+            .zip(values)
+            .filter(|(_, f)| *f != 0.0)
+            .map(|(id, _)| (*id, None))
+            .collect()
+    }
+
+    /// OR this step's non-finite indicators (one per parameter, module order) into the flags.
+    fn mark(&mut self, indicators: Tensor<B::InnerBackend, 1>) {
+        self.flags = Some(match self.flags.take() {
+            None => indicators,
+            Some(f) => {
+                let device = f.device();
+                f.max_pair(indicators.to_device(&device))
+            }
+        });
+    }
 }
 
 impl<O, M, B> PWdOptimizer<O, M, B>
@@ -80,6 +155,7 @@ where
             steps: 0,
             skipped: 0,
             fused: None,
+            window: None,
             module: PhantomData,
         }
     }
@@ -160,10 +236,14 @@ where
             });
         }
         let policy = self.optim.decay().non_finite;
+        let deferred = policy == NonFinitePolicy::Error && self.optim.decay().check_every > 1;
+        if deferred {
+            self.open_window(&module);
+        }
         if let Some(hyper) = self.fused_hyper() {
             return self.fused_step(lr, module, grads, hyper, policy == NonFinitePolicy::Error);
         }
-        let bad = if policy == NonFinitePolicy::Unchecked {
+        let bad = if policy == NonFinitePolicy::Unchecked || deferred {
             Vec::new()
         } else {
             non_finite_counts::<B, M>(&module, &grads)
@@ -171,7 +251,10 @@ where
         let bad_ids: HashSet<ParamId> = bad.iter().map(|(id, _)| *id).collect();
         if !bad.is_empty() && policy == NonFinitePolicy::Error {
             let params = name_params(&module, bad);
-            return Err(self.refuse(module, params));
+            return Err(self.refuse(module, self.steps, params));
+        }
+        if let Some(window) = self.window.as_mut() {
+            window.mark(non_finite_indicators::<B, M>(&module, &grads));
         }
         let mut mapper = StepMapper::<B, O> {
             optim: &self.optim,
@@ -186,7 +269,70 @@ where
         let module = module.map(&mut mapper);
         self.skipped += mapper.skipped;
         self.steps += 1;
-        Ok(module)
+        self.end_window_step(module)
+    }
+
+    /// Read a deferred non-finite check now ([`DecayConfig::check_every`] > 1): `Ok` with
+    /// `module` unchanged when no gradient since the last read was NaN or inf, else the
+    /// refusal of every step since then, with the module from before them (the state is
+    /// rolled back too). Call it before saving the module or [`Optimizer::to_record`], so
+    /// that nothing unchecked is kept; without a pending window it reads nothing.
+    ///
+    /// [`DecayConfig::check_every`]: crate::DecayConfig::check_every
+    pub fn settle(&mut self, module: M) -> Result<M, StepError<M>> {
+        let bad = match &self.window {
+            None => return Ok(module),
+            Some(w) => w.flagged(),
+        };
+        self.close_window(module, bad)
+    }
+
+    /// Start a check window at this step unless one is open.
+    fn open_window(&mut self, module: &M) {
+        if self.window.is_none() {
+            self.window = Some(CheckWindow {
+                module: module.clone(),
+                states: self.states.clone(),
+                first_step: self.steps,
+                taken: 0,
+                ids: param_ids(module),
+                flags: None,
+            });
+        }
+    }
+
+    /// After a step of an open window: read it when it is full, else keep it open.
+    fn end_window_step(&mut self, module: M) -> Result<M, StepError<M>> {
+        let every = self.optim.decay().check_every;
+        match self.window.as_mut() {
+            None => Ok(module),
+            Some(w) => {
+                w.taken += 1;
+                if w.taken >= every {
+                    self.settle(module)
+                } else {
+                    Ok(module)
+                }
+            }
+        }
+    }
+
+    /// Close the window: `Ok(module)` when `bad` is empty, else roll back to its start.
+    fn close_window(
+        &mut self,
+        module: M,
+        bad: Vec<(ParamId, Option<usize>)>,
+    ) -> Result<M, StepError<M>> {
+        let Some(window) = self.window.take() else {
+            return Ok(module);
+        };
+        if bad.is_empty() {
+            return Ok(module);
+        }
+        self.states = window.states;
+        self.steps = window.first_step;
+        let params = name_params(&window.module, bad);
+        Err(self.refuse(window.module, window.first_step + window.taken - 1, params))
     }
 }
 
@@ -196,12 +342,14 @@ where
     M: AutodiffModule<B>,
     B: AutodiffBackend,
 {
-    /// The step refused for non-finite gradients: the module back, the parameters named.
-    fn refuse(&self, module: M, params: Vec<NonFiniteParam>) -> StepError<M> {
+    /// Steps `self.steps..=through` refused for non-finite gradients: the module from before
+    /// them back, the parameters named.
+    fn refuse(&self, module: M, through: usize, params: Vec<NonFiniteParam>) -> StepError<M> {
         StepError {
             module,
             error: StepFailure::NonFiniteGradient(NonFiniteGradient {
                 step: self.steps,
+                through,
                 params,
             }),
         }
@@ -210,7 +358,9 @@ where
     /// One step through the fused kernel (see [`fused`](crate::fused)). With `check`, the
     /// kernels set one flag per tensor, read back once after every tensor was stepped; a set
     /// flag refuses the step: the module from before the step is handed back and the states are
-    /// restored, as on the tensor path.
+    /// restored, as on the tensor path. In a deferred check's window the flags stay on the
+    /// device from step to step and are read when the window is full; a step where some
+    /// parameter fell back to the tensor path reads them at once (its probe is per step).
     fn fused_step(
         &mut self,
         lr: LearningRate,
@@ -219,7 +369,9 @@ where
         hyper: AdamHyper,
         check: bool,
     ) -> Result<M, StepError<M>> {
-        let before = check.then(|| (module.clone(), self.states.clone()));
+        let deferred = self.window.is_some();
+        let before = (check && !deferred).then(|| (module.clone(), self.states.clone()));
+        let flags = self.window.as_mut().and_then(|w| w.flags.take());
         let mut mapper = FusedMapper::<B, O> {
             tensor_path: StepMapper {
                 optim: &self.optim,
@@ -235,16 +387,27 @@ where
             check,
             tensors: count_float_params(&module),
             index: 0,
-            flags: None,
+            flags,
             checks: Vec::new(),
         };
         let module = module.map(&mut mapper);
+        if deferred {
+            let fell_back = mapper.fell_back();
+            let flags = mapper.flags.take();
+            let window = self.window.as_mut().expect("deferred: a window is open");
+            window.flags = flags;
+            if fell_back {
+                window.mark(mapper.tensor_path_indicators(window.ids.len()));
+            }
+            self.steps += 1;
+            return self.end_window_step(module);
+        }
         let bad = mapper.non_finite();
         if let Some((module_before, states_before)) = before {
             if !bad.is_empty() {
                 self.states = states_before;
                 let params = name_params(&module_before, bad);
-                return Err(self.refuse(module_before, params));
+                return Err(self.refuse(module_before, self.steps, params));
             }
         }
         self.steps += 1;
@@ -325,6 +488,7 @@ where
     }
 
     fn load_record(mut self, record: Self::Record) -> Self {
+        self.window = None;
         self.states = record.states;
         self.steps = record.steps;
         self.skipped = record.skipped;
@@ -365,7 +529,7 @@ fn describe_params<B: Backend, M: burn::module::Module<B>>(module: &M) -> ParamT
 /// The offending parameters with their module paths.
 fn name_params<B: Backend, M: burn::module::Module<B>>(
     module: &M,
-    bad: Vec<(ParamId, usize)>,
+    bad: Vec<(ParamId, Option<usize>)>,
 ) -> Vec<NonFiniteParam> {
     let paths = describe_params(module);
     bad.into_iter()
@@ -374,6 +538,57 @@ fn name_params<B: Backend, M: burn::module::Module<B>>(
             count,
         })
         .collect()
+}
+
+/// The ids of `module`'s float parameters in module order: the flag indices of a check window.
+fn param_ids<B: Backend, M: burn::module::Module<B>>(module: &M) -> Vec<ParamId> {
+    struct Ids(Vec<ParamId>);
+    impl<B: Backend> ModuleVisitor<B> for Ids {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            self.0.push(param.id);
+        }
+    }
+    let mut ids = Ids(Vec::new());
+    module.visit(&mut ids);
+    ids.0
+}
+
+/// One entry per float parameter of `module` (module order): 1 when its gradient holds NaN or
+/// inf, else 0 (also without a gradient). Nothing is read back.
+fn non_finite_indicators<B: AutodiffBackend, M: AutodiffModule<B>>(
+    module: &M,
+    grads: &GradientsParams,
+) -> Tensor<B::InnerBackend, 1> {
+    struct Indicators<'a, B: AutodiffBackend> {
+        grads: &'a GradientsParams,
+        device: Option<burn::tensor::Device<B::InnerBackend>>,
+        parts: Vec<Option<Tensor<B::InnerBackend, 1>>>,
+    }
+    impl<B: AutodiffBackend> ModuleVisitor<B> for Indicators<'_, B> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            let part = self.grads.get::<B::InnerBackend, D>(param.id).map(|g| {
+                let device = self.device.get_or_insert_with(|| g.device()).clone();
+                non_finite_indicator(g).to_device(&device)
+            });
+            self.parts.push(part);
+        }
+    }
+    let mut v = Indicators::<B> {
+        grads,
+        device: None,
+        parts: Vec::new(),
+    };
+    module.visit(&mut v);
+    let device = v.device.unwrap_or_default();
+    let parts = (v.parts.into_iter())
+        .map(|p| p.unwrap_or_else(|| Tensor::zeros([1], &device)))
+        .collect();
+    Tensor::cat(parts, 0)
+}
+
+/// `[1]` if `grad` holds NaN or inf, else `[0]`, on `grad`'s device.
+fn non_finite_indicator<B: Backend, const D: usize>(grad: Tensor<B, D>) -> Tensor<B, 1> {
+    grad.is_finite().bool_not().any().float().reshape([1])
 }
 
 /// The number of float parameters (tensors) of `module`: one flag each in a fused step.
@@ -398,7 +613,7 @@ fn count_float_params<B: Backend, M: burn::module::Module<B>>(module: &M) -> usi
 fn non_finite_counts<B: AutodiffBackend, M: AutodiffModule<B>>(
     module: &M,
     grads: &GradientsParams,
-) -> Vec<(ParamId, usize)> {
+) -> Vec<(ParamId, Option<usize>)> {
     struct Total<'a, B: AutodiffBackend> {
         grads: &'a GradientsParams,
         total: Option<Tensor<B::InnerBackend, 1>>,
@@ -448,7 +663,7 @@ fn non_finite_counts<B: AutodiffBackend, M: AutodiffModule<B>>(
         .into_iter()
         .zip(read_all(e.counts))
         .filter(|(_, n)| *n > 0.0)
-        .map(|(id, n)| (id, n as usize))
+        .map(|(id, n)| (id, Some(n as usize)))
         .collect()
 }
 
