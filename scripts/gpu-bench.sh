@@ -9,7 +9,8 @@
 #   1. padam bench verify (every optimizer, fused kernel and tensor ops, vs float64)
 #   2. padam bench step, twice (the spread is the noise), then torch_step_bench.py
 #   3. torch_train_bench.py, then padam bench train on the same workloads
-# Each part has its own time limit (seconds): VERIFY_S, STEP_S, TRAIN_S; the compiled-kernel
+# Each part has its own time limit (seconds): VERIFY_S, STEP_S, TORCH_STEP_S, TRAIN_S (TORCH_TRAIN=0 leaves
+# out torch_train_bench.py); STEP_OPTIMIZERS and TRAIN_OPTIMIZERS pick the rows; the compiled-kernel
 # cache comes back as $OUT/cubecl-cache.tgz for the next call (carry it as gpu/cubecl-cache.tgz).
 set -uo pipefail
 source "$(dirname "$0")/gpu-setup.sh"
@@ -22,20 +23,22 @@ t0=$(date +%s)
   echo "verify rc=$? after $(( $(date +%s) - t0 )) s"
 } 2>&1 | tee "$OUT/verify.txt"
 {
-  timeout "${STEP_S:-150}" /tmp/padam bench step --backend cuda --iters "${ITERS:-30}" --json "$OUT/step.json"
+  timeout "${STEP_S:-150}" /tmp/padam bench step --backend cuda --iters "${ITERS:-30}" --json "$OUT/step.json" \
+    ${STEP_OPTIMIZERS:+--optimizers "$STEP_OPTIMIZERS"}
   echo "step rc=$? after $(( $(date +%s) - t0 )) s"
   if [ "${STEP_REPEAT:-1}" = 1 ]; then
     timeout "${STEP_S:-150}" /tmp/padam bench step --backend cuda --iters "${ITERS:-30}" \
       --optimizers burn_adamw,padam,padam_deferred,padam_unchecked,padam_tensor_ops
     echo "step (repeat) rc=$? after $(( $(date +%s) - t0 )) s"
   fi
-  PYTHONUNBUFFERED=1 timeout 90 python3 gpu/torch_step_bench.py
+  PYTHONUNBUFFERED=1 timeout "${TORCH_STEP_S:-90}" python3 gpu/torch_step_bench.py
 } 2>&1 | tee "$OUT/step.txt"
 if [ -n "${TRAIN_S:-}" ]; then
   {
-    PYTHONUNBUFFERED=1 timeout 120 python3 gpu/torch_train_bench.py
+    [ "${TORCH_TRAIN:-1}" = 1 ] && PYTHONUNBUFFERED=1 timeout 120 python3 gpu/torch_train_bench.py
     timeout "$TRAIN_S" /tmp/padam bench train --backend cuda --workloads "${WORKLOADS:-fashion_cnn_128,nanogpt_64x256,resnet18_128}" \
-      --iters "${TRAIN_ITERS:-20}" --warmup 5 --json "$OUT/train.json"
+      --iters "${TRAIN_ITERS:-20}" --warmup 5 --json "$OUT/train.json" \
+      ${TRAIN_OPTIMIZERS:+--optimizers "$TRAIN_OPTIMIZERS"}
     echo "bench train rc=$? after $(( $(date +%s) - t0 )) s"
   } 2>&1 | tee "$OUT/train.txt"
 fi

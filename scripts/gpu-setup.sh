@@ -7,4 +7,7 @@ source gpu/cuda-env.sh
 [ -f gpu/cubecl-cache.tgz ] && [ ! -d target ] && tar xzf gpu/cubecl-cache.tgz
 # Keep the compiled PTX there too (off by default), so it comes back with the autotune cache
 # (session 4: 86 MB of PTX, 7 MB gzipped). A cold call loading it is not yet timed.
-[ -f cubecl.toml ] || printf '[compilation]\ncache = "target"\n' > cubecl.toml
+# AUTOTUNE_LEVEL (minimal, balanced = cubecl's default, extensive, full) trades the first-use
+# autotune time of a fresh machine against kernel choice; every row of one call shares it.
+[ -f cubecl.toml ] || printf '[compilation]\ncache = "target"\n[autotune]\nlevel = "%s"\n' \
+  "${AUTOTUNE_LEVEL:-balanced}" > cubecl.toml

@@ -9,10 +9,11 @@
 
 use std::time::Instant;
 
-use burn::module::{Module, Param};
+use burn::module::{Module, Param, ParamId};
+use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{
-    AdaGradConfig, AdamConfig, AdamWConfig, GradientsParams, Optimizer, RmsPropConfig,
-    SimpleOptimizer,
+    AdaGradConfig, AdamConfig, AdamWConfig, GradientsParams, LearningRate, Optimizer,
+    RmsPropConfig, SgdConfig, SimpleOptimizer,
 };
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Distribution, Tensor, TensorData};
@@ -54,7 +55,11 @@ pub struct StepArgs {
     /// has it), padam_deferred (the non-finite check read every 10 steps), padam_unchecked
     /// (no non-finite check), padam_tensor_ops and
     /// padam_tensor_ops_unchecked (the portable tensor-op path), padam_lambda0 (Adam + check,
-    /// no decay math), psgd_momentum.
+    /// no decay math), psgd_momentum. Two rows that split the per-tensor cost, not in the
+    /// default list: burn_sgd (plain SGD, `w - lr g`: one element-wise kernel per tensor after
+    /// fusion, 12 bytes/param) and walk_only (burn's optimizer adaptor walking the module and
+    /// handing every tensor back unchanged: no kernel at all, only the per-tensor host work and
+    /// the sync).
     #[arg(
         long,
         value_delimiter = ',',
@@ -214,9 +219,9 @@ fn bank<B: AutodiffBackend>(
 
 /// Fixed gradients, re-registered for every step (the optimizer consumes them).
 pub struct GradBank<B: AutodiffBackend> {
-    g1: Vec<(burn::module::ParamId, Tensor<B::InnerBackend, 1>)>,
-    g2: Vec<(burn::module::ParamId, Tensor<B::InnerBackend, 2>)>,
-    g4: Vec<(burn::module::ParamId, Tensor<B::InnerBackend, 4>)>,
+    g1: Vec<(ParamId, Tensor<B::InnerBackend, 1>)>,
+    g2: Vec<(ParamId, Tensor<B::InnerBackend, 2>)>,
+    g4: Vec<(ParamId, Tensor<B::InnerBackend, 4>)>,
 }
 
 impl<B: AutodiffBackend> Default for GradBank<B> {
@@ -396,8 +401,13 @@ fn step_bench<B: AutodiffBackend>(args: &StepArgs, backend_name: &str) -> anyhow
                     let o = PSgdConfig::new().with_momentum(0.9).with_p(0.8).with_lambda(1e-2).init()?;
                     (20, time_steps(o, m, &grads, args, &device))
                 }
+                "burn_sgd" => (12, time_steps(SgdConfig::new().init(), m, &grads, args, &device)),
+                "walk_only" => {
+                    let o = OptimizerAdaptor::from(Unchanged);
+                    (0, time_steps(o, m, &grads, args, &device))
+                }
                 other => anyhow::bail!(
-                    "--optimizers: unknown optimizer `{other}` (expected burn_adamw, burn_adam, padam, padam_deferred, padam_unchecked, padam_tensor_ops, padam_tensor_ops_unchecked, padam_lambda0 or psgd_momentum)"
+                    "--optimizers: unknown optimizer `{other}` (expected burn_adamw, burn_adam, padam, padam_deferred, padam_unchecked, padam_tensor_ops, padam_tensor_ops_unchecked, padam_lambda0, psgd_momentum, burn_sgd or walk_only)"
                 ),
             };
             if name.starts_with("psgd") {
@@ -411,6 +421,30 @@ fn step_bench<B: AutodiffBackend>(args: &StepArgs, backend_name: &str) -> anyhow
             .map_err(|e| anyhow::anyhow!("--json {}: {e}", path.display()))?;
     }
     Ok(())
+}
+
+/// The `walk_only` row's optimizer: every tensor comes back as it went in, so a step is burn's
+/// per-tensor host work alone (module walk, gradient lookup, autodiff unwrapping and
+/// re-wrapping) plus the sync.
+#[derive(Clone)]
+struct Unchanged;
+
+impl<B: Backend> SimpleOptimizer<B> for Unchanged {
+    type State<const D: usize> = ();
+
+    fn step<const D: usize>(
+        &self,
+        _lr: LearningRate,
+        tensor: Tensor<B, D>,
+        _grad: Tensor<B, D>,
+        _state: Option<()>,
+    ) -> (Tensor<B, D>, Option<()>) {
+        (tensor, None)
+    }
+
+    fn to_device<const D: usize>(state: (), _device: &B::Device) {
+        state
+    }
 }
 
 /// Random weights with exact zeros, tiny and subnormal values mixed in.
@@ -440,6 +474,24 @@ struct One<B: Backend> {
     w: Param<Tensor<B, 1>>,
 }
 
+impl<B: AutodiffBackend> One<B> {
+    /// A fresh parameter (new id) holding `w0`.
+    fn new(w0: &[f32], device: &B::Device) -> Self {
+        let data = TensorData::new(w0.to_vec(), [w0.len()]);
+        One {
+            w: Param::from_tensor(Tensor::from_data(data, device)),
+        }
+    }
+
+    /// `g` as the gradient of the parameter `id`.
+    fn grads(id: ParamId, g: &[f32], device: &B::Device) -> GradientsParams {
+        let mut gp = GradientsParams::new();
+        let data = TensorData::new(g.to_vec(), [g.len()]);
+        gp.register(id, Tensor::<B::InnerBackend, 1>::from_data(data, device));
+        gp
+    }
+}
+
 struct VerifyCase {
     name: &'static str,
     max_rel_err: f64,
@@ -458,18 +510,9 @@ where
     B: AutodiffBackend,
     O: Optimizer<One<B>, B>,
 {
-    let mut m = One {
-        w: Param::from_tensor(Tensor::<B, 1>::from_data(
-            TensorData::new(w0.to_vec(), [w0.len()]),
-            device,
-        )),
-    };
+    let mut m = One::<B>::new(w0, device);
     for g in grads {
-        let mut gp = GradientsParams::new();
-        gp.register(
-            m.w.id,
-            Tensor::<B::InnerBackend, 1>::from_data(TensorData::new(g.clone(), [g.len()]), device),
-        );
+        let gp = One::<B>::grads(m.w.id, g, device);
         m = optim.step(lr, m, gp);
     }
     to_vec(m.w.val())
@@ -764,20 +807,8 @@ fn verify_non_finite_refusal<B: AutodiffBackend>(
         "tensor ops"
     };
     let n = w0.len();
-    let mut m = One {
-        w: Param::from_tensor(Tensor::<B, 1>::from_data(
-            TensorData::new(w0.to_vec(), [n]),
-            device,
-        )),
-    };
-    let grad = |g: Vec<f32>, id| {
-        let mut gp = GradientsParams::new();
-        gp.register(
-            id,
-            Tensor::<B::InnerBackend, 1>::from_data(TensorData::new(g, [n]), device),
-        );
-        gp
-    };
+    let mut m = One::<B>::new(w0, device);
+    let grad = |g: Vec<f32>, id| One::<B>::grads(id, &g, device);
     for g in grads.iter().take(normal) {
         let id = m.w.id;
         m = optim.step(lr, m, grad(g.clone(), id));
@@ -830,20 +861,7 @@ fn verify_deferred_refusal<B: AutodiffBackend>(
 ) -> anyhow::Result<VerifyCase> {
     anyhow::ensure!(!grads.is_empty(), "--steps 0: no steps to verify");
     let n = w0.len();
-    let fresh = || One {
-        w: Param::from_tensor(Tensor::<B, 1>::from_data(
-            TensorData::new(w0.to_vec(), [n]),
-            device,
-        )),
-    };
-    let grad = |g: Vec<f32>, id| {
-        let mut gp = GradientsParams::new();
-        gp.register(
-            id,
-            Tensor::<B::InnerBackend, 1>::from_data(TensorData::new(g, [n]), device),
-        );
-        gp
-    };
+    let grad = |g: Vec<f32>, id| One::<B>::grads(id, &g, device);
     let mut bad = grads[0].clone();
     bad[n / 2] = f32::NAN;
     let good = grads[grads.len() - 1].clone();
@@ -859,15 +877,19 @@ fn verify_deferred_refusal<B: AutodiffBackend>(
         if optim.uses_fused_kernel() {
             path = "fused kernel";
         }
-        let m = fresh();
+        let m = One::<B>::new(w0, device);
         let id = m.w.id;
-        let m = optim.try_step(lr, m, grad(good.clone(), id));
-        let m = m.and_then(|m| optim.try_step(lr, m, grad(bad.clone(), id)));
-        let result = match m {
-            Err(e) => Err(e),
-            Ok(m) if settle => optim.settle(m),
-            Ok(m) => optim.try_step(lr, m, grad(good.clone(), id)),
-        };
+        let mut result = optim.try_step(lr, m, grad(good.clone(), id));
+        if let Ok(m) = result {
+            result = optim.try_step(lr, m, grad(bad.clone(), id));
+        }
+        if let Ok(m) = result {
+            result = if settle {
+                optim.settle(m)
+            } else {
+                optim.try_step(lr, m, grad(good.clone(), id))
+            };
+        }
         let through = if settle { 1 } else { 2 };
         let case_ok = match result {
             Ok(_) => {
@@ -887,8 +909,10 @@ fn verify_deferred_refusal<B: AutodiffBackend>(
                             && g.params[0].path == "w" && g.params[0].count.is_none()
                 );
                 let steps_reset = optim.steps() == 0;
-                let next = optim.try_step(lr, e.module, grad(good.clone(), id));
-                let settled = next.and_then(|m| optim.settle(m)).is_ok();
+                let settled = match optim.try_step(lr, e.module, grad(good.clone(), id)) {
+                    Ok(m) => optim.settle(m).is_ok(),
+                    Err(_) => false,
+                };
                 details.push(format!(
                     "settle {settle}: {}; w0 restored: {restored}",
                     e.error
@@ -950,21 +974,11 @@ where
         .with_lambda(lambda)
         .init_with::<B, One<B>, _>(base.clone())?;
     let mut bare = burn::optim::adaptor::OptimizerAdaptor::<O, One<B>, B>::from(base);
-    let mut m = One {
-        w: Param::from_tensor(Tensor::<B, 1>::from_data(
-            TensorData::new(w0.to_vec(), [n]),
-            device,
-        )),
-    };
+    let mut m = One::<B>::new(w0, device);
     let (mut num, mut den, mut broken) = (0.0f64, 0.0f64, 0usize);
     for g in grads {
         let w_old = to_vec(m.w.val());
-        let grad = |id| {
-            let mut gp = GradientsParams::new();
-            let t = TensorData::new(g.clone(), [n]);
-            gp.register(id, Tensor::<B::InnerBackend, 1>::from_data(t, device));
-            gp
-        };
+        let grad = |id| One::<B>::grads(id, g, device);
         // Same parameter id and weights: the bare optimizer's state advances in lockstep.
         let w_hat = to_vec(bare.step(lr, One { w: m.w.clone() }, grad(m.w.id)).w.val());
         let id = m.w.id;

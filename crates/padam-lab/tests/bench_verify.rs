@@ -26,3 +26,58 @@ fn cuda_backend_without_the_feature_is_a_clear_error() {
     let err = run(BenchCommand::Verify(args)).unwrap_err().to_string();
     assert!(err.contains("--features cuda"), "{err}");
 }
+
+/// `padam bench step` on the CPU: every row it offers runs and lands in the JSON, with a
+/// positive time; an unknown row is refused with the list of known ones.
+#[test]
+fn bench_step_times_every_row_on_cpu() {
+    use padam_lab::bench::StepArgs;
+    let dir = std::env::temp_dir().join(format!("padam-bench-step-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("step.json");
+    let optimizers: Vec<String> = [
+        "burn_adamw",
+        "padam",
+        "padam_deferred",
+        "padam_unchecked",
+        "padam_tensor_ops",
+        "psgd_momentum",
+        "burn_sgd",
+        "walk_only",
+    ]
+    .map(String::from)
+    .to_vec();
+    let args = |optimizers: Vec<String>| StepArgs {
+        backend: BackendKind::Cpu,
+        shapes: vec!["resnet18".into()],
+        optimizers,
+        iters: 1,
+        warmup: 1,
+        json: Some(json.clone()),
+    };
+    run(BenchCommand::Step(args(optimizers.clone()))).expect("every row runs on the CPU");
+    let rows: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let rows = rows.as_array().unwrap();
+    let names: Vec<&str> = rows
+        .iter()
+        .map(|r| r["optimizer"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, optimizers);
+    let params: usize = padam_lab::bench::resnet18_shapes()
+        .iter()
+        .map(|s| s.iter().product::<usize>())
+        .sum();
+    for r in rows {
+        assert!(r["ms"].as_f64().unwrap() > 0.0, "{r}");
+        assert_eq!(r["params"], params, "{r}");
+    }
+    let err = run(BenchCommand::Step(args(vec!["adamz".into()])))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`adamz`") && err.contains("walk_only"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

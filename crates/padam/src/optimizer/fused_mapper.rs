@@ -23,13 +23,18 @@ pub(super) struct FusedMapper<'a, B: AutodiffBackend, O: SimpleOptimizer<Inner<B
     pub hyper: AdamHyper,
     /// Whether gradients are checked for NaN / inf.
     pub check: bool,
+    /// Whether a checked gradient that goes through the kernel is kept (one more reference
+    /// to it until the end of the step) so that a refusal can count its non-finite entries.
+    /// A deferred window reports flags only, so it keeps none.
+    pub exact_counts: bool,
     /// Float parameters in the module: the length of the flag vector.
     pub tensors: usize,
     /// Position of the current parameter in module order.
     pub index: usize,
     /// One flag per parameter, created on the first parameter's device.
     pub flags: Option<Tensor<Inner<B>, 1>>,
-    /// Per checked parameter: its id, flag index, and (tensor path) the sum of its gradient.
+    /// Per checked parameter: its id, flag index, and (tensor path) the sum of its gradient;
+    /// kernel-path parameters only with `exact_counts`.
     pub checks: Vec<Checked<B>>,
 }
 
@@ -99,7 +104,7 @@ impl<B: AutodiffBackend, O: SimpleOptimizer<Inner<B>>> FusedMapper<'_, B, O> {
                 .take()
                 .unwrap_or_else(|| Tensor::zeros([tensors], &device));
             let indicator = indicator.to_device(&o.device());
-            out = Some(o.slice_assign([c.index..c.index + 1], indicator));
+            out = Some(o.slice_assign(c.index..c.index + 1, indicator));
         }
         out.expect("called after fell_back()")
     }
@@ -169,7 +174,7 @@ impl<B: AutodiffBackend, O: SimpleOptimizer<Inner<B>>> FusedMapper<'_, B, O> {
             None => (w.zeros_like(), w.zeros_like()),
         };
         let grad = self.tensor_path.clip(grad);
-        if self.check {
+        if self.check && self.exact_counts {
             let g = grad.clone();
             self.checks.push(Checked {
                 id,

@@ -385,6 +385,7 @@ where
             },
             hyper,
             check,
+            exact_counts: !deferred,
             tensors: count_float_params(&module),
             index: 0,
             flags,
