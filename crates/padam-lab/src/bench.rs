@@ -808,17 +808,17 @@ fn verify_non_finite_refusal<B: AutodiffBackend>(
     };
     let n = w0.len();
     let mut m = One::<B>::new(w0, device);
-    let grad = |g: Vec<f32>, id| One::<B>::grads(id, &g, device);
+    let grad = |g: &[f32], id| One::<B>::grads(id, g, device);
     for g in grads.iter().take(normal) {
         let id = m.w.id;
-        m = optim.step(lr, m, grad(g.clone(), id));
+        m = optim.step(lr, m, grad(g, id));
     }
     let before = to_vec(m.w.val());
     let mut bad = grads[0].clone();
     bad[5] = f32::NAN;
     bad[n - 1] = f32::INFINITY;
     let id = m.w.id;
-    let (ok, detail) = match optim.try_step(lr, m, grad(bad, id)) {
+    let (ok, detail) = match optim.try_step(lr, m, grad(&bad, id)) {
         Ok(_) => (false, "step taken".to_string()),
         Err(e) => {
             let after = to_vec(e.module.w.val());
@@ -833,7 +833,7 @@ fn verify_non_finite_refusal<B: AutodiffBackend>(
                     if g.params.len() == 1 && g.params[0].count == Some(2) && g.params[0].path == "w"
             );
             // The optimizer must still step normally afterwards, from the same weights.
-            let next = optim.try_step(lr, e.module, grad(grads[0].clone(), id));
+            let next = optim.try_step(lr, e.module, grad(&grads[0], id));
             (
                 unchanged && named && next.is_ok() && optim.steps() == normal + 1,
                 format!("{msg}; weights unchanged: {unchanged}"),
@@ -861,10 +861,10 @@ fn verify_deferred_refusal<B: AutodiffBackend>(
 ) -> anyhow::Result<VerifyCase> {
     anyhow::ensure!(!grads.is_empty(), "--steps 0: no steps to verify");
     let n = w0.len();
-    let grad = |g: Vec<f32>, id| One::<B>::grads(id, &g, device);
+    let grad = |g: &[f32], id| One::<B>::grads(id, g, device);
     let mut bad = grads[0].clone();
     bad[n / 2] = f32::NAN;
-    let good = grads[grads.len() - 1].clone();
+    let good = &grads[grads.len() - 1];
     let mut path = "tensor ops";
     let mut details = Vec::new();
     let mut ok = true;
@@ -879,15 +879,15 @@ fn verify_deferred_refusal<B: AutodiffBackend>(
         }
         let m = One::<B>::new(w0, device);
         let id = m.w.id;
-        let mut result = optim.try_step(lr, m, grad(good.clone(), id));
+        let mut result = optim.try_step(lr, m, grad(good, id));
         if let Ok(m) = result {
-            result = optim.try_step(lr, m, grad(bad.clone(), id));
+            result = optim.try_step(lr, m, grad(&bad, id));
         }
         if let Ok(m) = result {
             result = if settle {
                 optim.settle(m)
             } else {
-                optim.try_step(lr, m, grad(good.clone(), id))
+                optim.try_step(lr, m, grad(good, id))
             };
         }
         let through = if settle { 1 } else { 2 };
@@ -909,7 +909,7 @@ fn verify_deferred_refusal<B: AutodiffBackend>(
                             && g.params[0].path == "w" && g.params[0].count.is_none()
                 );
                 let steps_reset = optim.steps() == 0;
-                let settled = match optim.try_step(lr, e.module, grad(good.clone(), id)) {
+                let settled = match optim.try_step(lr, e.module, grad(good, id)) {
                     Ok(m) => optim.settle(m).is_ok(),
                     Err(_) => false,
                 };

@@ -23,9 +23,9 @@ pub(super) struct FusedMapper<'a, B: AutodiffBackend, O: SimpleOptimizer<Inner<B
     pub hyper: AdamHyper,
     /// Whether gradients are checked for NaN / inf.
     pub check: bool,
-    /// Whether a checked gradient that goes through the kernel is kept (one more reference
-    /// to it until the end of the step) so that a refusal can count its non-finite entries.
-    /// A deferred window reports flags only, so it keeps none.
+    /// Whether a gradient that goes through the kernel is kept (one more reference to it
+    /// until the end of the step) so that a refusal can count its non-finite entries: with a
+    /// per-step check only, since a deferred window reports flags and no counts.
     pub exact_counts: bool,
     /// Float parameters in the module: the length of the flag vector.
     pub tensors: usize,
@@ -174,7 +174,7 @@ impl<B: AutodiffBackend, O: SimpleOptimizer<Inner<B>>> FusedMapper<'_, B, O> {
             None => (w.zeros_like(), w.zeros_like()),
         };
         let grad = self.tensor_path.clip(grad);
-        if self.check && self.exact_counts {
+        if self.exact_counts {
             let g = grad.clone();
             self.checks.push(Checked {
                 id,

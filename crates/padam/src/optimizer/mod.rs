@@ -385,7 +385,7 @@ where
             },
             hyper,
             check,
-            exact_counts: !deferred,
+            exact_counts: check && !deferred,
             tensors: count_float_params(&module),
             index: 0,
             flags,
