@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Runs ON the GPU machine (device tool), from the repo root, with the ignored folder gpu/ carried:
-#   gpu/padam.gz (stripped, gzipped `--features cuda` binary), gpu/cuda-env.sh,
-#   gpu/data/<dataset folders the plan needs>, optionally gpu/cubecl-cache.tgz.
+#   gpu/padam.xz or gpu/padam.gz (stripped, compressed `--features cuda` binary),
+#   gpu/cuda-env.sh, gpu/data/<dataset folders the plan needs>, optionally gpu/cubecl-cache.tgz.
+# A call carries at most 64 MiB with the repository's tracked files (~14 MB): the binary (11 MB
+# as xz) with Fashion-MNIST (31 MB) and the CIFAR-10 stand-in (19 MB) is too much, but data
+# copied to /tmp/padam-data stays on a warm machine, so a short call carrying one dataset
+# (`mkdir -p /tmp/padam-data && cp -r gpu0/data/cifar10-jpeg /tmp/padam-data/`) can go first.
 # Trains every run of a plan file in parallel on the one GPU (`padam train` is dispatch-bound
 # on small models, so several processes share the GPU well), each with `--resume` when its run
 # directory already holds a checkpoint, and stops them all at DEADLINE seconds (they resume in
