@@ -10,7 +10,8 @@
 #   2. padam bench step, twice (the spread is the noise), then torch_step_bench.py
 #   3. torch_train_bench.py, then padam bench train on the same workloads
 # Each part has its own time limit (seconds): VERIFY_S, STEP_S, TORCH_STEP_S, TRAIN_S (TORCH_TRAIN=0 leaves
-# out torch_train_bench.py); STEP_OPTIMIZERS and TRAIN_OPTIMIZERS pick the rows; the compiled-kernel
+# out torch_train_bench.py); STEP_OPTIMIZERS and TRAIN_OPTIMIZERS pick the rows; HOST_PROFILE=1 adds
+# `padam bench step --host-profile` on PROFILE_OPTIMIZERS (where each step's host time goes); the compiled-kernel
 # cache comes back as $OUT/cubecl-cache.tgz for the next call (carry it as gpu/cubecl-cache.tgz).
 set -uo pipefail
 source "$(dirname "$0")/gpu-setup.sh"
@@ -30,6 +31,12 @@ t0=$(date +%s)
     timeout "${STEP_S:-150}" /tmp/padam bench step --backend cuda --iters "${ITERS:-30}" \
       --optimizers burn_adamw,padam,padam_deferred,padam_unchecked,padam_tensor_ops
     echo "step (repeat) rc=$? after $(( $(date +%s) - t0 )) s"
+  fi
+  if [ "${HOST_PROFILE:-0}" = 1 ]; then
+    # Host time per step span (padam's trace spans: step.walk, fused.queue, fused.launch, ...).
+    timeout "${STEP_S:-150}" /tmp/padam bench step --backend cuda --iters "${ITERS:-30}" --host-profile \
+      --json "$OUT/step-profile.json" --optimizers "${PROFILE_OPTIMIZERS:-padam,padam_unchecked,burn_sgd,walk_only}"
+    echo "step (host profile) rc=$? after $(( $(date +%s) - t0 )) s"
   fi
   PYTHONUNBUFFERED=1 timeout "${TORCH_STEP_S:-90}" python3 gpu/torch_step_bench.py
 } 2>&1 | tee "$OUT/step.txt"

@@ -75,6 +75,13 @@ pub struct StepArgs {
     /// Write the rows as JSON here.
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
+    /// Also sum the host time of padam's step spans over the timed steps (`bench.step`: the
+    /// whole `Optimizer::step` call, `bench.sync`: the wait for the device after it, `step.walk`,
+    /// `step.read`, `fused.prepare`, `fused.queue`, `fused.execute`, `fused.alloc`,
+    /// `fused.launch`, `fused.record`) and print it under each row (the spans add their own
+    /// small cost to the row's time).
+    #[arg(long)]
+    pub host_profile: bool,
 }
 
 /// Options of `padam bench verify`.
@@ -271,6 +278,28 @@ pub struct StepRow {
     pub floor_28b_ms: f64,
     /// ms / floor.
     pub ratio_to_floor: f64,
+    /// With `--host-profile`: host time per span name over the timed steps.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_spans: Option<Vec<HostSpan>>,
+}
+
+/// One span name's host time in a `--host-profile` row, per timed step.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HostSpan {
+    /// The span (`fused.launch`, ...).
+    pub name: &'static str,
+    /// Times entered per step.
+    pub calls_per_step: f64,
+    /// Busy ms per step (inclusive of spans entered inside it).
+    pub ms_per_step: f64,
+    /// Busy µs per call.
+    pub us_per_call: f64,
+}
+
+/// A row's timing: the median step and, with `--host-profile`, the span totals.
+struct Timing {
+    ms: f64,
+    spans: Option<Vec<HostSpan>>,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -305,7 +334,7 @@ fn time_steps<B, O>(
     grads: &GradBank<B>,
     args: &StepArgs,
     device: &B::Device,
-) -> f64
+) -> anyhow::Result<Timing>
 where
     B: AutodiffBackend,
     O: Optimizer<ParamBank<B>, B>,
@@ -314,15 +343,37 @@ where
         model = optim.step(1e-3, model, grads.params());
     }
     sync::<B>(device);
+    let profile = args
+        .host_profile
+        .then(crate::host_profile::install)
+        .transpose()?;
+    if let Some(p) = &profile {
+        p.take(); // the warm-up's spans
+    }
     let mut times = Vec::with_capacity(args.iters);
     for _ in 0..args.iters {
         let gp = grads.params();
         let t = Instant::now();
-        model = optim.step(1e-3, model, gp);
-        sync::<B>(device);
+        model = tracing::trace_span!("bench.step").in_scope(|| optim.step(1e-3, model, gp));
+        tracing::trace_span!("bench.sync").in_scope(|| sync::<B>(device));
         times.push(t.elapsed().as_secs_f64() * 1e3);
     }
-    median(times)
+    let steps = args.iters as f64;
+    let spans = profile.map(|p| {
+        p.take()
+            .into_iter()
+            .map(|t| HostSpan {
+                name: t.name,
+                calls_per_step: t.count as f64 / steps,
+                ms_per_step: t.total_ms / steps,
+                us_per_call: t.total_ms * 1e3 / t.count.max(1) as f64,
+            })
+            .collect()
+    });
+    Ok(Timing {
+        ms: median(times),
+        spans,
+    })
 }
 
 fn step_bench<B: AutodiffBackend>(args: &StepArgs, backend_name: &str) -> anyhow::Result<()> {
@@ -348,7 +399,8 @@ fn step_bench<B: AutodiffBackend>(args: &StepArgs, backend_name: &str) -> anyhow
         };
         let n: usize = shapes.iter().map(|s| s.iter().product::<usize>()).sum();
         let floor_ms = 28.0 * n as f64 / bw * 1e3;
-        let mut record = |name: &str, path: &str, bytes: usize, ms: f64| {
+        let mut record = |name: &str, path: &str, bytes: usize, timing: Timing| {
+            let ms = timing.ms;
             let row = StepRow {
                 shapes: set.clone(),
                 optimizer: name.to_string(),
@@ -359,25 +411,32 @@ fn step_bench<B: AutodiffBackend>(args: &StepArgs, backend_name: &str) -> anyhow
                 gb_per_s: bytes as f64 * n as f64 / (ms / 1e3) / 1e9,
                 floor_28b_ms: floor_ms,
                 ratio_to_floor: ms / floor_ms,
+                host_spans: timing.spans,
             };
             println!(
                 "{:9} {:27} {:12} params={:7.2}M step={:8.3} ms  {:7.1} GB/s  floor(28B/param)={:.3} ms  ratio={:5.2}",
                 row.shapes, row.optimizer, row.path, n as f64 / 1e6, row.ms, row.gb_per_s, floor_ms, row.ratio_to_floor
             );
+            for h in row.host_spans.iter().flatten() {
+                println!(
+                    "    host {:14} {:8.3} ms/step  {:7.1} calls/step  {:8.2} us/call",
+                    h.name, h.ms_per_step, h.calls_per_step, h.us_per_call
+                );
+            }
             rows.push(row);
         };
         let (model, grads) = bank::<B>(&shapes, &device);
         for name in &args.optimizers {
             let m = model.clone();
             let mut path = "burn";
-            let (bytes, ms) = match name.as_str() {
+            let (bytes, timing) = match name.as_str() {
                 "burn_adamw" => {
                     let o = AdamWConfig::new().with_epsilon(1e-8).with_weight_decay(0.1).init();
-                    (28, time_steps(o, m, &grads, args, &device))
+                    (28, time_steps(o, m, &grads, args, &device)?)
                 }
                 "burn_adam" => {
                     let o = AdamConfig::new().with_epsilon(1e-8).init();
-                    (28, time_steps(o, m, &grads, args, &device))
+                    (28, time_steps(o, m, &grads, args, &device)?)
                 }
                 "padam" | "padam_deferred" | "padam_unchecked" | "padam_tensor_ops"
                 | "padam_tensor_ops_unchecked" | "padam_lambda0" => {
@@ -395,16 +454,16 @@ fn step_bench<B: AutodiffBackend>(args: &StepArgs, backend_name: &str) -> anyhow
                         .with_fused_kernel(!name.starts_with("padam_tensor_ops"))
                         .init()?;
                     path = if o.uses_fused_kernel() { "fused kernel" } else { "tensor ops" };
-                    (28, time_steps(o, m, &grads, args, &device))
+                    (28, time_steps(o, m, &grads, args, &device)?)
                 }
                 "psgd_momentum" => {
                     let o = PSgdConfig::new().with_momentum(0.9).with_p(0.8).with_lambda(1e-2).init()?;
-                    (20, time_steps(o, m, &grads, args, &device))
+                    (20, time_steps(o, m, &grads, args, &device)?)
                 }
-                "burn_sgd" => (12, time_steps(SgdConfig::new().init(), m, &grads, args, &device)),
+                "burn_sgd" => (12, time_steps(SgdConfig::new().init(), m, &grads, args, &device)?),
                 "walk_only" => {
                     let o = OptimizerAdaptor::from(Unchanged);
-                    (0, time_steps(o, m, &grads, args, &device))
+                    (0, time_steps(o, m, &grads, args, &device)?)
                 }
                 other => anyhow::bail!(
                     "--optimizers: unknown optimizer `{other}` (expected burn_adamw, burn_adam, padam, padam_deferred, padam_unchecked, padam_tensor_ops, padam_tensor_ops_unchecked, padam_lambda0, psgd_momentum, burn_sgd or walk_only)"
@@ -413,7 +472,7 @@ fn step_bench<B: AutodiffBackend>(args: &StepArgs, backend_name: &str) -> anyhow
             if name.starts_with("psgd") {
                 path = "tensor ops";
             }
-            record(name, path, bytes, ms);
+            record(name, path, bytes, timing);
         }
     }
     if let Some(path) = &args.json {

@@ -7,6 +7,7 @@ pub mod bench_train;
 pub mod data;
 pub mod demo;
 pub mod export;
+pub mod host_profile;
 pub mod models;
 pub mod plot;
 pub mod prune;

@@ -54,6 +54,7 @@ fn bench_step_times_every_row_on_cpu() {
         iters: 1,
         warmup: 1,
         json: Some(json.clone()),
+        host_profile: false,
     };
     run(BenchCommand::Step(args(optimizers.clone()))).expect("every row runs on the CPU");
     let rows: serde_json::Value =

@@ -125,6 +125,7 @@ fn launch_cube<R: CubeRuntime>(
     check: bool,
     s: &StepScalars,
 ) -> CubeOutput<R> {
+    let alloc = tracing::trace_span!("fused.alloc").entered();
     let shape = w.meta.shape().clone();
     let (w, g, m, v) = (
         into_contiguous(w),
@@ -143,6 +144,8 @@ fn launch_cube<R: CubeRuntime>(
         DecayMode::Uniform => MODE_UNIFORM,
         DecayMode::PNorm => MODE_PNORM,
     };
+    drop(alloc);
+    let _launch = tracing::trace_span!("fused.launch").entered();
     if n > 0 {
         let cube_dim = CubeDim::new(&client, n);
         let cube_count = calculate_cube_count_elemwise(&client, n, cube_dim);
@@ -194,6 +197,7 @@ struct AdamPwdOp {
 
 impl Operation<FusionRt> for AdamPwdOp {
     fn execute(&self, handles: &mut HandleContainer<FusionHandle>) {
+        let _execute = tracing::trace_span!("fused.execute").entered();
         let ([w, g, m, v, flags], [w_out, m_out, v_out, flags_out]) = self.desc.as_fixed();
         let out = launch_cube(
             handles.get_float_tensor::<CubeCuda>(w),
@@ -223,6 +227,7 @@ fn launch_fusion(
     check: bool,
     scalars: &StepScalars,
 ) -> [FusionTensor<FusionRt>; 4] {
+    let _queue = tracing::trace_span!("fused.queue").entered();
     let client = w.client.clone();
     let streams = OperationStreams::with_inputs([&w, &g, &m, &v, &flags]);
     let out = |shape: Shape| TensorIr::uninit(client.create_empty_handle(), shape, DType::F32);

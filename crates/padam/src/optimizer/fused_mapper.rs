@@ -147,6 +147,7 @@ impl<B: AutodiffBackend, O: SimpleOptimizer<Inner<B>>> FusedMapper<'_, B, O> {
         grad: Tensor<Inner<B>, D>,
         state: Option<PWdState<Inner<B>, D, O::State<D>>>,
     ) -> Result<Tensor<Inner<B>, D>, (Tensor<Inner<B>, D>, Tensor<Inner<B>, D>)> {
+        let prepare = tracing::trace_span!("fused.prepare").entered();
         let (adam, t) = match state {
             None => (None, 0),
             Some(st) => match st.base.map(downcast::<O::State<D>, AdamState<Inner<B>, D>>) {
@@ -183,8 +184,10 @@ impl<B: AutodiffBackend, O: SimpleOptimizer<Inner<B>>> FusedMapper<'_, B, O> {
                 exact: exact_count::<B, D>(g),
             });
         }
+        drop(prepare);
         let out = fused::adam_pwd_step(w, grad, m, v, flags, self.index, self.check, &scalars)
             .expect("checked: the backend has the fused kernel");
+        let _record = tracing::trace_span!("fused.record").entered();
         self.flags = Some(out.flags);
         let momentum = AdaptiveMomentumState::new(time + 1, out.moment_1, out.moment_2);
         let base = downcast::<AdamState<Inner<B>, D>, O::State<D>>(AdamState { momentum })

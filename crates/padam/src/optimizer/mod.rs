@@ -6,6 +6,14 @@
 //! counts of all gradients, gathered into one tensor) before touching any weight, or, with
 //! [`DecayConfig::check_every`](crate::DecayConfig::check_every) `k > 1`, one read per `k`
 //! steps of per-parameter flags kept on the device ([`CheckWindow`]).
+//!
+//! Host time is marked with `trace`-level [`tracing`] spans, free when no subscriber enables
+//! them: `step.walk` (the module walk, every parameter's step queued), `step.read` (the
+//! non-finite read) and, on the fused path, per tensor `fused.prepare` (state and step
+//! constants), `fused.queue` (the operation into burn's fusion stream), `fused.execute`
+//! (run by the stream, possibly inside a later `fused.queue` or at the sync) with
+//! `fused.alloc` (contiguous inputs, three outputs) and `fused.launch` (the kernel launch),
+//! and `fused.record` (the new state stored). `padam bench step --host-profile` sums them.
 
 use std::marker::PhantomData;
 
@@ -246,6 +254,7 @@ where
         let bad = if policy == NonFinitePolicy::Unchecked || deferred {
             Vec::new()
         } else {
+            let _read = tracing::trace_span!("step.read").entered();
             non_finite_counts::<B, M>(&module, &grads)
         };
         let bad_ids: HashSet<ParamId> = bad.iter().map(|(id, _)| *id).collect();
@@ -266,7 +275,10 @@ where
             path: PathStack::default(),
             skipped: 0,
         };
-        let module = module.map(&mut mapper);
+        let module = {
+            let _walk = tracing::trace_span!("step.walk").entered();
+            module.map(&mut mapper)
+        };
         self.skipped += mapper.skipped;
         self.steps += 1;
         self.end_window_step(module)
@@ -391,7 +403,10 @@ where
             flags,
             checks: Vec::new(),
         };
-        let module = module.map(&mut mapper);
+        let module = {
+            let _walk = tracing::trace_span!("step.walk").entered();
+            module.map(&mut mapper)
+        };
         if deferred {
             let fell_back = mapper.fell_back();
             let flags = mapper.flags.take();
@@ -403,7 +418,10 @@ where
             self.steps += 1;
             return self.end_window_step(module);
         }
-        let bad = mapper.non_finite();
+        let bad = {
+            let _read = tracing::trace_span!("step.read").entered();
+            mapper.non_finite()
+        };
         if let Some((module_before, states_before)) = before {
             if !bad.is_empty() {
                 self.states = states_before;
