@@ -3,11 +3,18 @@
 # kernel cache under ./target.
 source gpu/cuda-env.sh
 # The binary comes as gpu/padam.xz (`xz -9`: 10.9 MB on 2026-12-04 against 18.3 MB gzipped,
-# room for more data in a 64 MiB call) or gpu/padam.gz; xz falls back to Python's lzma.
-unpack_xz() { xz -dc "$1" 2>/dev/null || python3 -c 'import lzma,sys; sys.stdout.buffer.write(lzma.open(sys.argv[1]).read())' "$1"; }
-if [ ! -x /tmp/padam ]; then
-  if [ -f gpu/padam.xz ]; then unpack_xz gpu/padam.xz > /tmp/padam; else gunzip -c gpu/padam.gz > /tmp/padam; fi
-  chmod +x /tmp/padam
+# room for more data in a 64 MiB call) or gpu/padam.gz; xz falls back to Python's lzma. A warm
+# machine keeps /tmp/padam between calls; it is unpacked again whenever the carried archive
+# differs from the one it came from (a new build), so no call runs a stale binary.
+archive=gpu/padam.xz; [ -f "$archive" ] || archive=gpu/padam.gz
+stamp=$(cksum < "$archive")
+if [ ! -x /tmp/padam ] || [ "$(cat /tmp/padam.src 2>/dev/null)" != "$stamp" ]; then
+  case "$archive" in
+    *.xz) xz -dc "$archive" > /tmp/padam.new 2>/dev/null \
+            || python3 -c 'import lzma,sys; sys.stdout.buffer.write(lzma.open(sys.argv[1]).read())' "$archive" > /tmp/padam.new ;;
+    *) gunzip -c "$archive" > /tmp/padam.new ;;
+  esac
+  chmod +x /tmp/padam.new && mv /tmp/padam.new /tmp/padam && echo "$stamp" > /tmp/padam.src
 fi
 # cubecl keeps autotune results under ./target; reuse the last call's (gpu/cubecl-cache.tgz).
 [ -f gpu/cubecl-cache.tgz ] && [ ! -d target ] && tar xzf gpu/cubecl-cache.tgz

@@ -18,7 +18,7 @@ use tracing_subscriber::Layer;
 pub struct SpanTimes(Arc<Mutex<BTreeMap<&'static str, (u64, Duration)>>>);
 
 /// One span name's total over a measured interval.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SpanTotal {
     /// The span's name (`fused.launch`, ...).
     pub name: &'static str,
