@@ -5,8 +5,10 @@
 use padam_lab::bench::{run, BackendKind, BenchCommand};
 
 /// `padam bench step --host-profile`: each row carries the host time of padam's step spans per
-/// timed step, counted once per step for the whole-step spans; a burn optimizer's row has
-/// only the bench's own spans.
+/// timed step, counted once per step for the whole-step spans and once per tensor for the
+/// fused step's (the CPU's fused step has `fused.prepare` and `fused.record`; the queue, launch
+/// and allocation spans are the CUDA kernel's); a burn optimizer's row has only the bench's own
+/// spans.
 #[test]
 fn bench_step_host_profile_counts_the_step_spans() {
     use padam_lab::bench::StepArgs;
@@ -17,7 +19,11 @@ fn bench_step_host_profile_counts_the_step_spans() {
     let args = StepArgs {
         backend: BackendKind::Cpu,
         shapes: vec!["resnet18".into()],
-        optimizers: vec!["padam_tensor_ops".into(), "burn_sgd".into()],
+        optimizers: vec![
+            "padam_tensor_ops".into(),
+            "burn_sgd".into(),
+            "padam_unchecked".into(),
+        ],
         iters,
         warmup: 1,
         json: Some(json.clone()),
@@ -56,5 +62,27 @@ fn bench_step_host_profile_counts_the_step_spans() {
     assert!(walk_ms <= step_ms, "the walk is inside the step: {padam:?}");
     let sgd: Vec<String> = spans(1).into_iter().map(|(n, _, _)| n).collect();
     assert_eq!(sgd, ["bench.step", "bench.sync"]);
+    let fused = spans(2);
+    let names: Vec<&str> = fused.iter().map(|(n, _, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "bench.step",
+            "bench.sync",
+            "fused.prepare",
+            "fused.record",
+            "step.walk"
+        ],
+        "{fused:?}"
+    );
+    let tensors = padam_lab::bench::resnet18_shapes().len() as f64;
+    for (name, calls, _) in &fused {
+        let want = if name.starts_with("fused.") {
+            tensors
+        } else {
+            1.0
+        };
+        assert_eq!(*calls, want, "{name}");
+    }
     std::fs::remove_dir_all(&dir).ok();
 }

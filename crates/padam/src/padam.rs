@@ -37,9 +37,9 @@ pub struct PAdamConfig {
     pub decay: DecayConfig,
     /// Optional per-tensor gradient clipping (burn's).
     pub grad_clipping: Option<GradientClippingConfig>,
-    /// Run the step as one fused kernel per tensor where the backend has it (burn's CUDA
-    /// backend with padam's `cuda` feature; see [`fused`](crate::fused)); `false` keeps the
-    /// tensor-op path everywhere. Default `true`.
+    /// Run the step as one fused pass per tensor where the backend has it (burn's CUDA backend
+    /// with padam's `cuda` feature, burn's CPU backend `Flex` with the default `flex` feature;
+    /// see [`fused`](crate::fused)); `false` keeps the tensor-op path everywhere. Default `true`.
     pub fused_kernel: bool,
 }
 

@@ -1,6 +1,7 @@
 //! Golden vectors (float64, PyTorch-computed; tests/data/*.json) against
 //! (a) the float64 reference `padam::reference` to ~1e-12 and
-//! (b) the burn path (PAdamConfig / PSgdConfig on Autodiff<Flex>, f32) to float32 accuracy.
+//! (b) the burn path (PAdamConfig / PSgdConfig on Autodiff<Flex>, f32) to float32 accuracy;
+//!     PAdam on both of its CPU paths: the fused step (default) and the tensor ops.
 
 mod common;
 
@@ -94,8 +95,8 @@ fn reference_run(c: &Case) -> Vec<Vec<f64>> {
     out
 }
 
-/// The burn (f32) trajectory of a golden case.
-fn burn_run(c: &Case) -> Vec<Vec<f32>> {
+/// The burn (f32) trajectory of a golden case; PAdam through the fused step or the tensor ops.
+fn burn_run(c: &Case, fused: bool) -> Vec<Vec<f32>> {
     let w0 = narrow(&c.w0);
     let grads: Vec<Vec<f32>> = c.grads.iter().map(|g| narrow(g)).collect();
     match c.optimizer.as_str() {
@@ -107,8 +108,10 @@ fn burn_run(c: &Case) -> Vec<Vec<f32>> {
                 .with_epsilon(a.eps)
                 .with_p(c.p)
                 .with_lambda(c.lam)
+                .with_fused_kernel(fused)
                 .init::<B, Vector<B>>()
                 .unwrap();
+            assert_eq!(optim.uses_fused_kernel(), fused);
             run_vector(&mut optim, c.lr, &w0, &grads)
         }
         "psgd" => {
@@ -209,11 +212,11 @@ fn model_run(c: &Case) -> Vec<Vec<Ef>> {
     out
 }
 
-fn check_burn_against_golden(optimizer: &str) {
+fn check_burn_against_golden(optimizer: &str, fused: bool) {
     let mut worst_rel: f64 = 0.0;
     let mut worst_bound: f64 = 0.0;
     for c in cases().iter().filter(|c| c.optimizer == optimizer) {
-        let got = burn_run(c);
+        let got = burn_run(c, fused);
         let model = model_run(c);
         for (k, ((g, want), m)) in got.iter().zip(&c.want).zip(&model).enumerate() {
             // The model's value is the f64 reference; the golden vector replaces it.
@@ -225,7 +228,7 @@ fn check_burn_against_golden(optimizer: &str) {
                     Ef { v, e: m.e }
                 })
                 .collect();
-            let ctx = format!("{} step {k}", c.name);
+            let ctx = format!("{} (fused {fused}) step {k}", c.name);
             assert_within_model(g, &want_ef, F32_ATOL, &ctx);
             let g = widen(g);
             for ((g, w), m) in g.iter().zip(want).zip(&want_ef) {
@@ -245,18 +248,23 @@ fn check_burn_against_golden(optimizer: &str) {
         }
     }
     println!(
-        "{optimizer}: worst relative error vs golden {worst_rel:e}, worst use of the f32 bound {worst_bound:.3}"
+        "{optimizer} (fused {fused}): worst relative error vs golden {worst_rel:e}, worst use of the f32 bound {worst_bound:.3}"
     );
 }
 
 #[test]
 fn burn_padam_matches_golden_f32() {
-    check_burn_against_golden("padam");
+    check_burn_against_golden("padam", true);
+}
+
+#[test]
+fn burn_padam_tensor_ops_match_golden_f32() {
+    check_burn_against_golden("padam", false);
 }
 
 #[test]
 fn burn_psgd_matches_golden_f32() {
-    check_burn_against_golden("psgd");
+    check_burn_against_golden("psgd", false);
 }
 
 /// The weight -1e-12 follows the golden trajectory (same sign, 1e-4 relative after five
@@ -264,8 +272,12 @@ fn burn_psgd_matches_golden_f32() {
 #[test]
 fn burn_tiny_weight_shrinks_like_golden_then_is_zeroed() {
     let mut zeroed = 0;
-    for c in cases().iter().filter(|c| c.p < 2.0) {
-        let got = burn_run(c);
+    for (c, fused) in cases()
+        .iter()
+        .filter(|c| c.p < 2.0)
+        .flat_map(|c| [(c, true), (c, false)])
+    {
+        let got = burn_run(c, fused);
         for (k, (g, want)) in got.iter().zip(&c.want).enumerate() {
             let (g, w) = (g[2] as f64, want[2]);
             assert!(w != 0.0);

@@ -7,7 +7,7 @@
 
 use std::any::TypeId;
 
-use burn::tensor::{backend::Backend, DType, Shape, Tensor, TensorPrimitive};
+use burn::tensor::{backend::Backend, DType, Shape};
 use burn_cubecl::{kernel::into_contiguous, tensor::CubeTensor, CubeBackend, CubeRuntime};
 use burn_fusion::{
     stream::{Operation, OperationStreams},
@@ -18,7 +18,7 @@ use cubecl::cuda::CudaRuntime;
 use cubecl::prelude::*;
 use cubecl::{calculate_cube_count_elemwise, CubeDim};
 
-use super::{downcast, DecayMode, FusedOutput, StepScalars};
+use super::{downcast, DecayMode, FusedInputs, FusedOutput, StepScalars};
 
 /// burn's CUDA backend without fusion (f32 floats, as `burn::backend::Cuda` with defaults).
 type CubeCuda = CubeBackend<CudaRuntime, f32, i32, u8>;
@@ -111,6 +111,32 @@ fn empty_like<R: CubeRuntime>(t: &CubeTensor<R>, shape: Shape) -> CubeTensor<R> 
     )
 }
 
+/// Where the kernel writes one of `w', m', v'`: over its input when no other tensor shares that
+/// buffer (an output aliasing input number `input_pos` of the kernel, as burn's own elementwise
+/// kernels do), else into a new buffer. The weight and moments are shared while a per-step check
+/// keeps the module and states from before the step (to hand back on a refusal); otherwise the
+/// optimizer holds the only reference and the step allocates nothing.
+struct Destination<R: CubeRuntime> {
+    /// The output tensor: the input itself, or a new buffer.
+    tensor: CubeTensor<R>,
+    /// The kernel argument for it.
+    arg: ArrayArg<R>,
+}
+
+fn destination<R: CubeRuntime>(input: &CubeTensor<R>, input_pos: usize) -> Destination<R> {
+    let shape = input.meta.shape().clone();
+    if input.can_mut() {
+        let length = [shape.num_elements()];
+        return Destination {
+            tensor: input.clone(),
+            arg: ArrayArg::Alias { input_pos, length },
+        };
+    }
+    let tensor = empty_like(input, shape);
+    let arg = tensor.clone().into_array_arg();
+    Destination { tensor, arg }
+}
+
 /// Launch the kernel on contiguous f32 tensors. The flags buffer is updated in place (it is
 /// the only buffer the kernel both reads and writes, through one argument); it is copied first
 /// if another tensor shares it.
@@ -126,7 +152,6 @@ fn launch_cube<R: CubeRuntime>(
     s: &StepScalars,
 ) -> CubeOutput<R> {
     let alloc = tracing::trace_span!("fused.alloc").entered();
-    let shape = w.meta.shape().clone();
     let (w, g, m, v) = (
         into_contiguous(w),
         into_contiguous(g),
@@ -134,10 +159,9 @@ fn launch_cube<R: CubeRuntime>(
         into_contiguous(v),
     );
     let flags = if flags.can_mut() { flags } else { flags.copy() };
-    let w_out = empty_like(&w, shape.clone());
-    let m_out = empty_like(&w, shape.clone());
-    let v_out = empty_like(&w, shape.clone());
-    let n = shape.num_elements();
+    // Positions of w, m, v among the kernel's inputs (w, g, m, v).
+    let (w_out, m_out, v_out) = (destination(&w, 0), destination(&m, 2), destination(&v, 3));
+    let n = w.meta.shape().num_elements();
     let client = w.client.clone();
     let mode = match s.mode {
         DecayMode::None => MODE_NONE,
@@ -157,9 +181,9 @@ fn launch_cube<R: CubeRuntime>(
             g.into_array_arg(),
             m.into_array_arg(),
             v.into_array_arg(),
-            w_out.clone().into_array_arg(),
-            m_out.clone().into_array_arg(),
-            v_out.clone().into_array_arg(),
+            w_out.arg,
+            m_out.arg,
+            v_out.arg,
             flags.clone().into_array_arg(),
             flag_index,
             s.beta_1,
@@ -178,9 +202,9 @@ fn launch_cube<R: CubeRuntime>(
         );
     }
     CubeOutput {
-        weight: w_out,
-        moment_1: m_out,
-        moment_2: v_out,
+        weight: w_out.tensor,
+        moment_1: m_out.tensor,
+        moment_2: v_out.tensor,
         flags,
     }
 }
@@ -263,35 +287,16 @@ pub(super) fn is_cuda<B: Backend>() -> bool {
     id == TypeId::of::<FusionCuda>() || id == TypeId::of::<CubeCuda>()
 }
 
-fn primitive<B: Backend, const D: usize>(t: Tensor<B, D>) -> B::FloatTensorPrimitive {
-    t.into_primitive().tensor()
-}
-
-fn tensor<B: Backend, const D: usize>(p: B::FloatTensorPrimitive) -> Tensor<B, D> {
-    Tensor::from_primitive(TensorPrimitive::Float(p))
-}
-
 /// Run one tensor's fused step on `B`, which must be one of the CUDA backends.
-#[allow(clippy::too_many_arguments)]
 pub(super) fn step<B: Backend, const D: usize>(
-    weight: Tensor<B, D>,
-    grad: Tensor<B, D>,
-    moment_1: Tensor<B, D>,
-    moment_2: Tensor<B, D>,
-    flags: Tensor<B, 1>,
+    inputs: FusedInputs<B, D>,
     flag_index: usize,
     check: bool,
     scalars: &StepScalars,
 ) -> Option<FusedOutput<B, D>> {
     let flag_index = u32::try_from(flag_index).ok()?;
-    let prims = [
-        primitive(weight),
-        primitive(grad),
-        primitive(moment_1),
-        primitive(moment_2),
-        primitive(flags),
-    ];
-    let [w, m, v, f] = if TypeId::of::<B>() == TypeId::of::<FusionCuda>() {
+    let prims = inputs.into_primitives();
+    let outputs = if TypeId::of::<B>() == TypeId::of::<FusionCuda>() {
         let [w, g, m, v, f] = prims.map(|p| {
             downcast::<_, FusionTensor<FusionRt>>(p).expect("checked: B is the fusion CUDA backend")
         });
@@ -305,10 +310,5 @@ pub(super) fn step<B: Backend, const D: usize>(
         [out.weight, out.moment_1, out.moment_2, out.flags]
             .map(|t| downcast::<_, B::FloatTensorPrimitive>(t).expect("same type"))
     };
-    Some(FusedOutput {
-        weight: tensor(w),
-        moment_1: tensor(m),
-        moment_2: tensor(v),
-        flags: tensor(f),
-    })
+    Some(FusedOutput::from_primitives(outputs))
 }

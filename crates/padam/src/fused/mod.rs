@@ -1,16 +1,25 @@
-//! The fused PAdam step: Adam + pWD + the non-finite gradient flag in one kernel per tensor.
+//! The fused PAdam step: Adam + pWD + the non-finite gradient flag in one pass per tensor.
 //!
 //! On burn's tensor ops a PAdam step is ~15 small kernels per parameter tensor plus a
-//! per-tensor reduction for the non-finite check, and burn's dispatch, not memory bandwidth,
-//! sets its speed. With the `cuda` feature, [`PWdOptimizer`](crate::PWdOptimizer) built by
-//! [`PAdamConfig`](crate::PAdamConfig) detects at run time that the inner backend is burn's
-//! CUDA backend (`Fusion<CubeBackend<CudaRuntime>>` or plain `CubeBackend<CudaRuntime>`, f32
-//! weights) and runs each tensor's step as one CubeCL kernel that reads `w, g, m, v` once and
-//! writes `w, m, v` once: 28 bytes per parameter, the floor of any Adam-type step. Every other
-//! backend, dtype or setting (non-adiabatic `s`, [`NonFinitePolicy::SkipTensor`]) takes the
-//! tensor-op path, which stays the portable implementation and the kernel's test oracle.
+//! per-tensor reduction for the non-finite check: on a GPU burn's dispatch, not memory
+//! bandwidth, sets its speed, and on the CPU each is a pass over the weights.
+//! [`PWdOptimizer`](crate::PWdOptimizer) built by [`PAdamConfig`](crate::PAdamConfig) detects
+//! at run time that the inner backend has a fused step and then reads `w, g, m, v` once and
+//! writes `w, m, v` once per tensor: 28 bytes per parameter, the floor of any Adam-type step.
+//! Two backends have one (f32 weights):
 //!
-//! The kernel computes what the tensor path computes, in the same order, in f32:
+//! - burn's CUDA backend (`Fusion<CubeBackend<CudaRuntime>>` or plain
+//!   `CubeBackend<CudaRuntime>`), with the `cuda` feature: one CubeCL kernel per tensor
+//!   (`cuda.rs`), queued in burn's fusion stream;
+//! - burn's CPU backend (`Flex`), with the `flex` feature (on by default): one loop per tensor
+//!   in Rust (`flex.rs`).
+//!
+//! Both write in place where the optimizer holds the only reference to a buffer. Every other
+//! backend, dtype or setting (non-adiabatic `s`, [`NonFinitePolicy::SkipTensor`]) takes the
+//! tensor-op path, which stays the portable implementation and the fused steps' test oracle
+//! (`PAdamConfig::with_fused_kernel(false)` selects it everywhere).
+//!
+//! The fused steps compute what the tensor path computes, in the same order, in f32:
 //!
 //! ```text
 //! m' = m*b1 + g*(1-b1)                 v' = v*b2 + (g*g)*(1-b2)          (burn's Adam)
@@ -29,8 +38,10 @@
 
 #[cfg(feature = "cuda")]
 mod cuda;
+#[cfg(feature = "flex")]
+mod flex;
 
-use burn::tensor::{backend::Backend, DType, Tensor};
+use burn::tensor::{backend::Backend, DType, Tensor, TensorPrimitive};
 
 use crate::decay::DecayStep;
 
@@ -130,6 +141,34 @@ impl StepScalars {
     }
 }
 
+/// The tensors one fused step of one tensor reads: the weight, its gradient, Adam's moments,
+/// and the flag vector (one entry per tensor of the step).
+pub struct FusedInputs<B: Backend, const D: usize> {
+    /// `w`.
+    pub weight: Tensor<B, D>,
+    /// `g`.
+    pub grad: Tensor<B, D>,
+    /// `m`.
+    pub moment_1: Tensor<B, D>,
+    /// `v`.
+    pub moment_2: Tensor<B, D>,
+    /// The flags.
+    pub flags: Tensor<B, 1>,
+}
+
+impl<B: Backend, const D: usize> FusedInputs<B, D> {
+    /// The backend's primitives, in the order `w, g, m, v, flags`.
+    fn into_primitives(self) -> [B::FloatTensorPrimitive; 5] {
+        [
+            self.weight.into_primitive().tensor(),
+            self.grad.into_primitive().tensor(),
+            self.moment_1.into_primitive().tensor(),
+            self.moment_2.into_primitive().tensor(),
+            self.flags.into_primitive().tensor(),
+        ]
+    }
+}
+
 /// The outputs of one fused step: the new weight, moments and the (updated) flag tensor.
 pub struct FusedOutput<B: Backend, const D: usize> {
     /// `w'`.
@@ -140,6 +179,19 @@ pub struct FusedOutput<B: Backend, const D: usize> {
     pub moment_2: Tensor<B, D>,
     /// The flags, with entry `flag_index` set to 1 if the gradient held NaN or inf.
     pub flags: Tensor<B, 1>,
+}
+
+impl<B: Backend, const D: usize> FusedOutput<B, D> {
+    /// From the backend's primitives, in the order `w', m', v', flags`.
+    fn from_primitives([w, m, v, f]: [B::FloatTensorPrimitive; 4]) -> Self {
+        let float = |p| Tensor::from_primitive(TensorPrimitive::Float(p));
+        Self {
+            weight: float(w),
+            moment_1: float(m),
+            moment_2: float(v),
+            flags: Tensor::from_primitive(TensorPrimitive::Float(f)),
+        }
+    }
 }
 
 /// Move a value to a type it may have: `Ok` when `A` is `T`, else the value back. The fused
@@ -153,53 +205,59 @@ pub(crate) fn downcast<A: 'static, T: 'static>(a: A) -> Result<T, A> {
     Err(slot.expect("not taken"))
 }
 
-/// True when backend `B` has the fused kernel for tensors of `dtype` (burn's CUDA backend and
-/// f32, with the `cuda` feature).
+/// True when backend `B` has the fused step for tensors of `dtype`: f32 on burn's CUDA
+/// backend (with the `cuda` feature) or on burn's CPU backend `Flex` (with the `flex` feature).
 pub fn supports<B: Backend>(dtype: DType) -> bool {
-    dtype == DType::F32 && backend_has_kernel::<B>()
+    dtype == DType::F32 && (on_cuda::<B>() || on_flex::<B>())
 }
 
-#[cfg(feature = "cuda")]
-fn backend_has_kernel<B: Backend>() -> bool {
-    cuda::is_cuda::<B>()
+/// True when reading a value of `B` back costs no device synchronisation (the CPU backend):
+/// there the optimizer checks the gradients for NaN and inf before a fused step, as on the tensor
+/// path, instead of through the step's flags read after it.
+pub fn reads_are_free<B: Backend>() -> bool {
+    on_flex::<B>()
 }
 
-#[cfg(not(feature = "cuda"))]
-#[allow(clippy::extra_unused_type_parameters)]
-fn backend_has_kernel<B: Backend>() -> bool {
+#[cfg_attr(not(feature = "cuda"), allow(clippy::extra_unused_type_parameters))]
+fn on_cuda<B: Backend>() -> bool {
+    #[cfg(feature = "cuda")]
+    return cuda::is_cuda::<B>();
+    #[cfg(not(feature = "cuda"))]
     false
 }
 
-/// One fused Adam + pWD step of one tensor. `flags` is a vector with one entry per tensor of
-/// the step; when `check` is set, entry `flag_index` becomes 1 if `grad` holds NaN or inf.
-/// `None` when [`supports`] is false for `B` and `weight`'s dtype (nothing is consumed then
-/// but the inputs, which the caller should not need: check [`supports`] first).
-#[allow(clippy::too_many_arguments)]
+#[cfg_attr(not(feature = "flex"), allow(clippy::extra_unused_type_parameters))]
+fn on_flex<B: Backend>() -> bool {
+    #[cfg(feature = "flex")]
+    return flex::is_flex::<B>();
+    #[cfg(not(feature = "flex"))]
+    false
+}
+
+/// One fused Adam + pWD step of one tensor. When `check` is set, entry `flag_index` of the
+/// flags becomes 1 if the gradient holds NaN or inf. `None` when [`supports`] is false for `B`
+/// and the weight's dtype (nothing is consumed then but the inputs, which the caller should not
+/// need: check [`supports`] first).
 pub fn adam_pwd_step<B: Backend, const D: usize>(
-    weight: Tensor<B, D>,
-    grad: Tensor<B, D>,
-    moment_1: Tensor<B, D>,
-    moment_2: Tensor<B, D>,
-    flags: Tensor<B, 1>,
+    inputs: FusedInputs<B, D>,
     flag_index: usize,
     check: bool,
     scalars: &StepScalars,
 ) -> Option<FusedOutput<B, D>> {
-    if !supports::<B>(weight.dtype()) {
+    if !supports::<B>(inputs.weight.dtype()) {
         return None;
     }
     #[cfg(feature = "cuda")]
-    return cuda::step(
-        weight, grad, moment_1, moment_2, flags, flag_index, check, scalars,
-    );
-    #[cfg(not(feature = "cuda"))]
-    {
-        // `supports` is false without the feature: nothing reaches here.
-        let _ = (
-            weight, grad, moment_1, moment_2, flags, flag_index, check, scalars,
-        );
-        None
+    if on_cuda::<B>() {
+        return cuda::step(inputs, flag_index, check, scalars);
     }
+    #[cfg(feature = "flex")]
+    if on_flex::<B>() {
+        return flex::step(inputs, flag_index, check, scalars);
+    }
+    // `supports` is false for every other backend: nothing reaches here.
+    let _ = (inputs, flag_index, check, scalars);
+    None
 }
 
 #[cfg(test)]
@@ -252,7 +310,11 @@ mod tests {
     }
 
     #[test]
-    fn no_kernel_on_the_cpu_backend() {
-        assert!(!supports::<burn::backend::Flex>(DType::F32));
+    fn which_backends_have_the_fused_step() {
+        assert!(supports::<burn::backend::Flex>(DType::F32));
+        assert!(!supports::<burn::backend::Flex>(DType::F64));
+        assert!(!supports::<burn::backend::Autodiff<burn::backend::Flex>>(
+            DType::F32
+        ));
     }
 }

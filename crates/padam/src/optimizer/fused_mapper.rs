@@ -9,7 +9,7 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{DType, Tensor};
 
 use super::{into_param_tensor, read_all, StepMapper};
-use crate::fused::{self, downcast, AdamHyper, StepScalars};
+use crate::fused::{self, downcast, AdamHyper, FusedInputs, StepScalars};
 use crate::wrap::{PWd, PWdState};
 
 type Inner<B> = <B as AutodiffBackend>::InnerBackend;
@@ -124,7 +124,8 @@ impl<B: AutodiffBackend, O: SimpleOptimizer<Inner<B>>> FusedMapper<'_, B, O> {
         }
     }
 
-    /// Step one parameter through the kernel; `Err` hands the inputs back for the tensor path.
+    /// Step one parameter through the kernel; `Err` hands the inputs back for the tensor path
+    /// (its state then stays where it is).
     #[allow(clippy::type_complexity)]
     fn try_kernel<const D: usize>(
         &mut self,
@@ -135,31 +136,26 @@ impl<B: AutodiffBackend, O: SimpleOptimizer<Inner<B>>> FusedMapper<'_, B, O> {
         if w.dtype() != DType::F32 || grad.dtype() != DType::F32 {
             return Err((w, grad));
         }
-        let state = (self.tensor_path.states.get(&id)).map(|r| r.clone().into_state::<D>());
-        self.kernel_step::<D>(id, w, grad, state)
-    }
-
-    #[allow(clippy::type_complexity)]
-    fn kernel_step<const D: usize>(
-        &mut self,
-        id: ParamId,
-        w: Tensor<Inner<B>, D>,
-        grad: Tensor<Inner<B>, D>,
-        state: Option<PWdState<Inner<B>, D, O::State<D>>>,
-    ) -> Result<Tensor<Inner<B>, D>, (Tensor<Inner<B>, D>, Tensor<Inner<B>, D>)> {
         let prepare = tracing::trace_span!("fused.prepare").entered();
-        let (adam, t) = match state {
-            None => (None, 0),
-            Some(st) => match st.base.map(downcast::<O::State<D>, AdamState<Inner<B>, D>>) {
-                None => (None, st.step),
-                Some(Ok(adam)) if adam.momentum.max_moment_2.is_none() => (Some(adam), st.step),
-                Some(_) => return Err((w, grad)),
-            },
+        // The step counts of the stored state, read from a copy that shares its buffers and is
+        // dropped here, before the step.
+        let (adam_time, t) = {
+            let state = (self.tensor_path.states.get(&id)).map(|r| r.clone().into_state::<D>());
+            match state {
+                None => (None, 0),
+                Some(st) => match st.base.map(downcast::<O::State<D>, AdamState<Inner<B>, D>>) {
+                    None => (None, st.step),
+                    Some(Ok(adam)) if adam.momentum.max_moment_2.is_none() => {
+                        (Some(adam.momentum.time), st.step)
+                    }
+                    Some(_) => return Err((w, grad)),
+                },
+            }
         };
         let decayed = self.tensor_path.is_decayed(D);
         let lr = self.tensor_path.lr;
         let decay = decayed.then(|| self.tensor_path.optim.decay().at(t, lr));
-        let time = adam.as_ref().map_or(0, |a| a.momentum.time);
+        let time = adam_time.unwrap_or(0);
         let Some(scalars) = StepScalars::new(&self.hyper, time + 1, lr, decay.as_ref()) else {
             return Err((w, grad));
         };
@@ -167,11 +163,18 @@ impl<B: AutodiffBackend, O: SimpleOptimizer<Inner<B>>> FusedMapper<'_, B, O> {
         let Some(flags) = self.take_flags(&device) else {
             return Err((w, grad));
         };
-        let (m, v) = match adam {
-            Some(a) => (
-                a.momentum.moment_1.to_device(&device),
-                a.momentum.moment_2.to_device(&device),
-            ),
+        // The step runs: take the state out of the map, so that the moments' buffers have no
+        // other reference and the kernel can write them in place.
+        let moments = adam_time.map(|_| {
+            let record = self.tensor_path.states.remove(&id).expect("read above");
+            let base = record.into_state::<D>().base.expect("checked above");
+            let adam = downcast::<O::State<D>, AdamState<Inner<B>, D>>(base)
+                .ok()
+                .expect("checked above: the base state is Adam's");
+            (adam.momentum.moment_1, adam.momentum.moment_2)
+        });
+        let (m, v) = match moments {
+            Some((m, v)) => (m.to_device(&device), v.to_device(&device)),
             None => (w.zeros_like(), w.zeros_like()),
         };
         let grad = self.tensor_path.clip(grad);
@@ -185,7 +188,14 @@ impl<B: AutodiffBackend, O: SimpleOptimizer<Inner<B>>> FusedMapper<'_, B, O> {
             });
         }
         drop(prepare);
-        let out = fused::adam_pwd_step(w, grad, m, v, flags, self.index, self.check, &scalars)
+        let inputs = FusedInputs {
+            weight: w,
+            grad,
+            moment_1: m,
+            moment_2: v,
+            flags,
+        };
+        let out = fused::adam_pwd_step(inputs, self.index, self.check, &scalars)
             .expect("checked: the backend has the fused kernel");
         let _record = tracing::trace_span!("fused.record").entered();
         self.flags = Some(out.flags);

@@ -12,7 +12,7 @@
 //! non-finite read) and, on the fused path, per tensor `fused.prepare` (state and step
 //! constants), `fused.queue` (the operation into burn's fusion stream), `fused.execute`
 //! (run by the stream, possibly inside a later `fused.queue` or at the sync) with
-//! `fused.alloc` (contiguous inputs, three outputs) and `fused.launch` (the kernel launch),
+//! `fused.alloc` (contiguous inputs; an output buffer only for an input still shared) and `fused.launch` (the kernel launch),
 //! and `fused.record` (the new state stored). `padam bench step --host-profile` sums them.
 
 use std::marker::PhantomData;
@@ -248,20 +248,29 @@ where
         if deferred {
             self.open_window(&module);
         }
-        if let Some(hyper) = self.fused_hyper() {
-            return self.fused_step(lr, module, grads, hyper, policy == NonFinitePolicy::Error);
-        }
-        let bad = if policy == NonFinitePolicy::Unchecked || deferred {
-            Vec::new()
-        } else {
+        let checked_now = policy != NonFinitePolicy::Unchecked && !deferred;
+        let fused = self.fused_hyper();
+        // The fused step on a GPU checks inside its kernel (flags read once after the step,
+        // without a synchronisation before it). Where reading costs no synchronisation (the
+        // CPU), the gradients are checked first, as on the tensor path: a refusal leaves
+        // everything untouched, and the step needs no copy of the module to hand back.
+        let check_first =
+            checked_now && (fused.is_none() || fused::reads_are_free::<B::InnerBackend>());
+        let bad = if check_first {
             let _read = tracing::trace_span!("step.read").entered();
             non_finite_counts::<B, M>(&module, &grads)
+        } else {
+            Vec::new()
         };
-        let bad_ids: HashSet<ParamId> = bad.iter().map(|(id, _)| *id).collect();
         if !bad.is_empty() && policy == NonFinitePolicy::Error {
             let params = name_params(&module, bad);
             return Err(self.refuse(module, self.steps, params));
         }
+        if let Some(hyper) = fused {
+            let check_in_kernel = policy == NonFinitePolicy::Error && !check_first;
+            return self.fused_step(lr, module, grads, hyper, check_in_kernel);
+        }
+        let bad_ids: HashSet<ParamId> = bad.iter().map(|(id, _)| *id).collect();
         if let Some(window) = self.window.as_mut() {
             window.mark(non_finite_indicators::<B, M>(&module, &grads));
         }
@@ -418,9 +427,11 @@ where
             self.steps += 1;
             return self.end_window_step(module);
         }
-        let bad = {
+        let bad = if check {
             let _read = tracing::trace_span!("step.read").entered();
             mapper.non_finite()
+        } else {
+            Vec::new()
         };
         if let Some((module_before, states_before)) = before {
             if !bad.is_empty() {
