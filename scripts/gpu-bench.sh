@@ -1,9 +1,7 @@
 #!/usr/bin/env bash
 # Runs ON the GPU machine (through the device tool), from the repo root, with the ignored
-# folder gpu/ carried. Stage it here first:
-#   CARGO_TARGET_DIR=target-cuda cargo build --release -p padam-lab --features cuda
-#   mkdir -p gpu && cp target-cuda/release/padam gpu/ && strip gpu/padam && gzip -f gpu/padam
-#   cp ../shared/bench/{cuda-env.sh,torch_step_bench.py,torch_train_bench.py} gpu/
+# folder gpu/ carried. Stage it here first: `bash scripts/gpu-stage.sh` (builds the
+# `--features cuda` binary, copies ../shared/bench/{cuda-env.sh,torch_*_bench.py}).
 # Everything is measured in this one call, so the ratios between ours, burn's AdamW and
 # PyTorch's optimizers and training steps come from one machine state:
 #   1. padam bench verify (every optimizer, fused kernel and tensor ops, vs float64)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs ON the GPU machine (device tool), from the repo root, with the ignored folder gpu/ carried:
 #   gpu/padam.xz or gpu/padam.gz (stripped, compressed `--features cuda` binary),
-#   gpu/cuda-env.sh, gpu/data/<dataset folders the plan needs>, optionally gpu/cubecl-cache.tgz.
+#   gpu/cuda-env.sh, gpu/data/<dataset folders the plan needs>, optionally gpu/cubecl-cache.tgz
+#   (stage it here with `DATA="fashion-mnist" bash scripts/gpu-stage.sh`).
 # A call carries at most 64 MiB with the repository's tracked files (~14 MB): the binary (11 MB
 # as xz) with Fashion-MNIST (31 MB) and the CIFAR-10 stand-in (19 MB) is too much, but data
 # copied to /tmp/padam-data stays on a warm machine, so a short call carrying one dataset
