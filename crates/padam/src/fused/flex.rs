@@ -5,7 +5,7 @@
 //! Adam, then `|w|^(p-2)`, the product, the sum and the division of the decay, and a sum for the
 //! non-finite check); here each element is read and written once, with the same f32 operations
 //! in the same order as the tensor path (see the module docs of `fused`), so the two agree to
-//! the last bit or nearly (`tests/fused_cpu.rs` holds them to 1e-6 and both to the float64
+//! the last bit (`tests/fused_cpu.rs` holds them bit-equal, and both to the float64
 //! reference).
 
 use std::any::TypeId;
@@ -22,10 +22,10 @@ pub(super) fn is_flex<B: Backend>() -> bool {
     TypeId::of::<B>() == TypeId::of::<Flex>()
 }
 
-/// `t` as a contiguous f32 buffer that only it references, so it may be written in place:
-/// `t` itself when it is one, else a copy (a view is made contiguous; a buffer another tensor
-/// shares, such as the weights a per-step check keeps to hand back, is copied on write).
-fn exclusive(t: FlexTensor) -> FlexTensor {
+/// `t` with contiguous elements: `t` itself when they are, else a contiguous copy. (A buffer
+/// another tensor shares, such as the weights a per-step check keeps to hand back, is copied
+/// later, on write, by [`elements_mut`].)
+fn contiguous(t: FlexTensor) -> FlexTensor {
     if t.layout().contiguous_offsets().is_some() {
         t
     } else {
@@ -33,12 +33,13 @@ fn exclusive(t: FlexTensor) -> FlexTensor {
     }
 }
 
-/// The elements of a contiguous tensor, for writing (copying the buffer first if shared).
+/// The elements of a contiguous tensor, for writing in place (copying the buffer first if
+/// another tensor shares it).
 fn elements_mut(t: &mut FlexTensor) -> &mut [f32] {
     let (start, end) = t
         .layout()
         .contiguous_offsets()
-        .expect("made contiguous by `exclusive`");
+        .expect("made contiguous by `contiguous`");
     &mut t.storage_mut::<f32>()[start..end]
 }
 
@@ -128,7 +129,7 @@ pub(super) fn step<B: Backend, const D: usize>(
 ) -> Option<FusedOutput<B, D>> {
     let [mut w, g, mut m, mut v, mut f] = inputs
         .into_primitives()
-        .map(|t| exclusive(downcast::<_, FlexTensor>(t).expect("checked: B is the CPU backend")));
+        .map(|t| contiguous(downcast::<_, FlexTensor>(t).expect("checked: B is the CPU backend")));
     // The optimizer creates the moments and flags from the f32 weights.
     assert!(
         [&w, &g, &m, &v, &f].iter().all(|t| t.dtype() == DType::F32),

@@ -12,8 +12,8 @@
 //! non-finite read) and, on the fused path, per tensor `fused.prepare` (state and step
 //! constants), `fused.queue` (the operation into burn's fusion stream), `fused.execute`
 //! (run by the stream, possibly inside a later `fused.queue` or at the sync) with
-//! `fused.alloc` (contiguous inputs; an output buffer only for an input still shared) and `fused.launch` (the kernel launch),
-//! and `fused.record` (the new state stored). `padam bench step --host-profile` sums them.
+//! `fused.alloc` (contiguous inputs; an output buffer only for an input still shared) and
+//! `fused.launch` (the kernel launch), and `fused.record` (the new state stored). `padam bench step --host-profile` sums them.
 
 use std::marker::PhantomData;
 
