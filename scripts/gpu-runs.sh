@@ -16,6 +16,10 @@
 # Packs each run's config.toml, metrics.jsonl, final.json and train.log into $OUT/runs.tgz
 # (runs/<name>/...; the device tool brings back at most 8 files per call). Checkpoints stay
 # in $RUNS on the machine: the next call must follow within the machine's idle window.
+# CKPT_BACK=1 also brings back the newest checkpoint of each unfinished run as
+# $OUT/ckpt-<name>.tgz (small models only: a file comes back up to 16 MiB, 8 files a call);
+# put those under gpu/ckpt/ to carry them, and a later call on a fresh machine unpacks them
+# into $RUNS, so a run survives the end of a session.
 set -uo pipefail
 source "$(dirname "$0")/gpu-setup.sh"
 OUT=${OUT:-/tmp/out}; STAGE=/tmp/runs-out; rm -rf "$STAGE"; mkdir -p "$OUT" "$STAGE/runs"
@@ -25,6 +29,11 @@ DEADLINE=${DEADLINE:-540}
 mkdir -p /tmp/padam-data
 for d in gpu/data/*; do [ -e "$d" ] && cp -rn "$d" /tmp/padam-data/; done
 export PADAM_DATA=/tmp/padam-data
+for f in gpu/ckpt/ckpt-*.tgz; do
+  [ -e "$f" ] || continue
+  name=$(basename "$f" .tgz); name=${name#ckpt-}
+  if ! ls "$RUNS/$name"/ckpt-* >/dev/null 2>&1; then tar xzf "$f" -C "$RUNS" && echo "$name: checkpoint restored from $f"; fi
+done
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee -a "$OUT/device.txt"
 t0=$(date +%s)
 pids=()
@@ -54,6 +63,11 @@ for dir in "$RUNS"/*/; do
   cp "$RUNS/$name.stderr" "$STAGE/runs/$name/stderr.txt" 2>/dev/null
   last=$(tail -1 "$dir/metrics.jsonl" 2>/dev/null | head -c 300)
   echo "$name: $( [ -f "$dir/final.json" ] && echo finished || echo "stopped" ) | $last"
+  if [ -n "${CKPT_BACK:-}" ] && [ ! -f "$dir/final.json" ]; then
+    newest=$(ls "$dir"/ckpt-*.bin 2>/dev/null | tail -1)
+    [ -n "$newest" ] && tar czf "$OUT/ckpt-$name.tgz" -C "$RUNS" "$name/config.toml" "$name/metrics.jsonl" \
+      "$name/train.log" "$name/$(basename "$newest")" 2>/dev/null
+  fi
 done
 tar czf "$OUT/runs.tgz" -C "$STAGE" runs
 tar czf "$OUT/cubecl-cache.tgz" target 2>/dev/null || true

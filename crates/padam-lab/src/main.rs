@@ -2,7 +2,9 @@
 
 use clap::{Parser, Subcommand};
 
-use padam_lab::{bench, demo, export, plot, report, sweep, toy, train};
+use padam_lab::demo::toy;
+use padam_lab::runs::{export, plot, report, sweep};
+use padam_lab::{bench, demo, train};
 
 /// padam: p-norm decoupled weight decay (pWD) for burn.
 #[derive(Parser, Debug)]

@@ -2,7 +2,8 @@
 //! process's global subscriber and counts spans from every thread, so no other test may step
 //! an optimizer in this process while it measures.
 
-use padam_lab::bench::{run, BackendKind, BenchCommand};
+use padam_lab::backend::BackendKind;
+use padam_lab::bench::{run, BenchCommand};
 
 /// `padam bench step --host-profile`: each row carries the host time of padam's step spans per
 /// timed step, counted once per step for the whole-step spans and once per tensor for the

@@ -1,7 +1,8 @@
 //! `padam bench verify` is the GPU correctness check; here it runs on the CPU backend so the
 //! check itself (every optimizer vs the float64 reference) is exercised in CI.
 
-use padam_lab::bench::{run, BackendKind, BenchCommand, VerifyArgs};
+use padam_lab::backend::BackendKind;
+use padam_lab::bench::{run, BenchCommand, VerifyArgs};
 
 #[test]
 fn bench_verify_passes_on_cpu() {

@@ -4,7 +4,6 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use burn::backend::Flex;
@@ -14,42 +13,8 @@ use padam_lab::data::shakespeare::{self, Part, ShakespeareError};
 use padam_lab::data::Rng;
 use proptest::prelude::*;
 
-/// A fresh, empty folder under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!(
-            "padam-lab-{tag}-{}-{n}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.subsec_nanos())
-                .unwrap_or(0)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-
-    fn write(&self, rel: &str, bytes: &[u8]) -> PathBuf {
-        let path = self.0.join(rel);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, bytes).unwrap();
-        path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+mod common;
+use common::TempDir;
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -104,7 +69,7 @@ fn err_text<E: std::fmt::Display>(r: Result<impl std::fmt::Debug, E>) -> String 
 fn idx_good_files_raw_and_gzip() {
     let dir = TempDir::new("idx-good");
     write_fashion(&dir);
-    let set = fashion_mnist::load(dir.path()).unwrap();
+    let set = fashion_mnist::load(dir.root()).unwrap();
     assert_eq!((set.train.len(), set.test.len()), (3, 2));
     assert_eq!(set.train.labels, vec![0, 9, 4]);
     assert_eq!(set.test.labels, vec![1, 2]);
@@ -131,7 +96,7 @@ fn idx_good_files_raw_and_gzip() {
 fn idx_augmentation_is_seeded() {
     let dir = TempDir::new("idx-aug");
     write_fashion(&dir);
-    let set = fashion_mnist::load(dir.path()).unwrap();
+    let set = fashion_mnist::load(dir.root()).unwrap();
     let t = fashion_mnist::Transform::train();
     let a = set.train.batch_host(&[0, 1, 2], &t, &mut Rng::new(5));
     let b = set.train.batch_host(&[0, 1, 2], &t, &mut Rng::new(5));
@@ -152,7 +117,7 @@ fn idx_bad_magic_names_file() {
     let mut bad = idx_labels(&[0, 9, 4]);
     bad[3] = 0x03;
     dir.write("train-labels-idx1-ubyte", &bad);
-    let err = fashion_mnist::load(dir.path()).unwrap_err();
+    let err = fashion_mnist::load(dir.root()).unwrap_err();
     assert!(
         matches!(err, IdxError::BadMagic { found: 0x803, .. }),
         "{err:?}"
@@ -170,14 +135,14 @@ fn idx_truncated_names_file() {
     write_fashion(&dir);
     let full = idx_images(3, 28, 28);
     dir.write("train-images-idx3-ubyte", &full[..full.len() - 1]);
-    let text = err_text(fashion_mnist::load(dir.path()));
+    let text = err_text(fashion_mnist::load(dir.root()));
     assert!(
         text.contains("train-images-idx3-ubyte") && text.contains("truncated"),
         "{text}"
     );
     // A header cut short is truncated too.
     dir.write("train-images-idx3-ubyte", &full[..10]);
-    let err = fashion_mnist::load(dir.path()).unwrap_err();
+    let err = fashion_mnist::load(dir.root()).unwrap_err();
     assert!(
         matches!(err, IdxError::Truncated { what: "header", .. }),
         "{err:?}"
@@ -186,7 +151,7 @@ fn idx_truncated_names_file() {
     let mut long = full.clone();
     long.push(0);
     dir.write("train-images-idx3-ubyte", &long);
-    let err = fashion_mnist::load(dir.path()).unwrap_err();
+    let err = fashion_mnist::load(dir.root()).unwrap_err();
     assert!(
         matches!(err, IdxError::TrailingBytes { extra: 1, .. }),
         "{err:?}"
@@ -198,7 +163,7 @@ fn idx_count_mismatch_names_both_files() {
     let dir = TempDir::new("idx-count");
     write_fashion(&dir);
     dir.write("t10k-labels-idx1-ubyte.gz", &gzip(&idx_labels(&[1, 2, 3])));
-    let err = fashion_mnist::load(dir.path()).unwrap_err();
+    let err = fashion_mnist::load(dir.root()).unwrap_err();
     assert!(
         matches!(
             err,
@@ -221,7 +186,7 @@ fn idx_wrong_dims_bad_label_and_missing_file() {
     let dir = TempDir::new("idx-dims");
     write_fashion(&dir);
     dir.write("train-images-idx3-ubyte", &idx_images(3, 27, 28));
-    let err = fashion_mnist::load(dir.path()).unwrap_err();
+    let err = fashion_mnist::load(dir.root()).unwrap_err();
     assert!(
         matches!(
             err,
@@ -237,7 +202,7 @@ fn idx_wrong_dims_bad_label_and_missing_file() {
 
     write_fashion(&dir);
     dir.write("train-labels-idx1-ubyte", &idx_labels(&[0, 10, 4]));
-    let err = fashion_mnist::load(dir.path()).unwrap_err();
+    let err = fashion_mnist::load(dir.root()).unwrap_err();
     assert!(
         matches!(
             err,
@@ -251,13 +216,13 @@ fn idx_wrong_dims_bad_label_and_missing_file() {
     );
 
     write_fashion(&dir);
-    std::fs::remove_file(dir.path().join("t10k-images-idx3-ubyte.gz")).unwrap();
-    let text = err_text(fashion_mnist::load(dir.path()));
+    std::fs::remove_file(dir.root().join("t10k-images-idx3-ubyte.gz")).unwrap();
+    let text = err_text(fashion_mnist::load(dir.root()));
     assert!(text.contains("t10k-images-idx3-ubyte"), "{text}");
 
     write_fashion(&dir);
     dir.write("t10k-images-idx3-ubyte.gz", &[0x1f, 0x8b, 1, 2, 3]);
-    let err = fashion_mnist::load(dir.path()).unwrap_err();
+    let err = fashion_mnist::load(dir.root()).unwrap_err();
     assert!(matches!(err, IdxError::Gzip { .. }), "{err:?}");
 }
 
@@ -304,17 +269,17 @@ fn shakespeare_vocab_split_and_batches() {
 fn shakespeare_load_from_folder_and_errors() {
     let dir = TempDir::new("shakespeare");
     dir.write("input.txt", b"abcabcabcabcd\n");
-    let set = shakespeare::load(dir.path()).unwrap();
+    let set = shakespeare::load(dir.root()).unwrap();
     assert_eq!(set.vocab.len(), 5);
     dir.write("bad.txt", &[b'a', 0xff, b'b']);
-    let text = err_text(shakespeare::load(dir.path().join("bad.txt")));
+    let text = err_text(shakespeare::load(dir.root().join("bad.txt")));
     assert!(text.contains("bad.txt") && text.contains("UTF-8"), "{text}");
     dir.write("one.txt", b"a");
     assert!(matches!(
-        shakespeare::load(dir.path().join("one.txt")),
+        shakespeare::load(dir.root().join("one.txt")),
         Err(ShakespeareError::TooShort { chars: 1, .. })
     ));
-    let text = err_text(shakespeare::load(dir.path().join("nope.txt")));
+    let text = err_text(shakespeare::load(dir.root().join("nope.txt")));
     assert!(text.contains("nope.txt"), "{text}");
 }
 
@@ -334,7 +299,7 @@ fn cifar_binary_good_files() {
     dir.write("data_batch_2.bin", &record(0, 3));
     dir.write("test_batch.bin", &record(5, 4));
     dir.write("batches.meta.txt", b"airplane\n");
-    let set = cifar10::load(dir.path()).unwrap();
+    let set = cifar10::load(dir.root()).unwrap();
     assert_eq!(set.train.labels, vec![3, 9, 0]);
     assert_eq!(set.test.labels, vec![5]);
     assert_eq!(set.train.image(2), &record(0, 3)[1..]);
@@ -372,7 +337,7 @@ fn cifar_binary_good_files() {
     let outer = TempDir::new("cifar-nested");
     outer.write("cifar-10-batches-bin/data_batch_1.bin", &record(1, 1));
     outer.write("cifar-10-batches-bin/test_batch.bin", &record(2, 2));
-    assert_eq!(cifar10::load(outer.path()).unwrap().train.labels, vec![1]);
+    assert_eq!(cifar10::load(outer.root()).unwrap().train.labels, vec![1]);
 }
 
 #[test]
@@ -381,7 +346,7 @@ fn cifar_binary_truncated_bad_label_missing_test() {
     let full = [record(3, 1), record(9, 2)].concat();
     dir.write("data_batch_1.bin", &full[..full.len() - 5]);
     dir.write("test_batch.bin", &record(5, 4));
-    let err = cifar10::load(dir.path()).unwrap_err();
+    let err = cifar10::load(dir.root()).unwrap_err();
     assert!(matches!(err, CifarError::Truncated { .. }), "{err:?}");
     let text = err.to_string();
     assert!(
@@ -390,7 +355,7 @@ fn cifar_binary_truncated_bad_label_missing_test() {
     );
 
     dir.write("data_batch_1.bin", &[record(3, 1), record(10, 2)].concat());
-    let err = cifar10::load(dir.path()).unwrap_err();
+    let err = cifar10::load(dir.root()).unwrap_err();
     assert!(
         matches!(
             err,
@@ -404,8 +369,8 @@ fn cifar_binary_truncated_bad_label_missing_test() {
     );
 
     dir.write("data_batch_1.bin", &record(3, 1));
-    std::fs::remove_file(dir.path().join("test_batch.bin")).unwrap();
-    let err = cifar10::load(dir.path()).unwrap_err();
+    std::fs::remove_file(dir.root().join("test_batch.bin")).unwrap();
+    let err = cifar10::load(dir.root()).unwrap_err();
     assert!(
         matches!(err, CifarError::MissingSplit { split: "test", .. }),
         "{err:?}"
@@ -482,7 +447,7 @@ fn cifar_image_folder_good() {
     }
     dir.write("SOURCE.md", b"notes");
     dir.write("train/cat/.DS_Store", b"junk");
-    let set = cifar10::load(dir.path()).unwrap();
+    let set = cifar10::load(dir.root()).unwrap();
     check_folder_set(&set);
 }
 
@@ -507,7 +472,7 @@ fn cifar_tar_gz_good_and_cached() {
     let archive = dir.write("set/cifar10-jpeg.tar.gz", &tar_gz(&members));
     check_folder_set(&cifar10::load(&archive).unwrap());
     // A folder holding the archive works the same way.
-    let from_dir = cifar10::load(dir.path().join("set")).unwrap();
+    let from_dir = cifar10::load(dir.root().join("set")).unwrap();
     check_folder_set(&from_dir);
 
     // In-memory cache: same Arc on the second call.
@@ -516,7 +481,7 @@ fn cifar_tar_gz_good_and_cached() {
     assert!(Arc::ptr_eq(&a, &b));
 
     // File cache: written on first use, read back (even once the source is gone).
-    let cache = dir.path().join("cache");
+    let cache = dir.root().join("cache");
     let first = cifar10::load_with_cache_dir(&archive, &cache).unwrap();
     assert!(cache.join("data_batch_1.bin").is_file());
     std::fs::remove_file(&archive).unwrap();
@@ -535,7 +500,7 @@ fn cifar_unknown_class_folder_names_it() {
         "train/kangaroo/0000.png",
         &encode(&rgb_image(0), image::ImageFormat::Png),
     );
-    let err = cifar10::load(dir.path()).unwrap_err();
+    let err = cifar10::load(dir.root()).unwrap_err();
     assert!(
         matches!(&err, CifarError::UnknownClass { class, .. } if class == "kangaroo"),
         "{err:?}"
@@ -559,13 +524,13 @@ fn cifar_undecodable_or_wrong_size_image_names_file() {
         dir.write(&rel, &bytes);
     }
     dir.write("test/dog/0007.jpg", b"\xff\xd8\xff\xe0 this is not a jpeg");
-    let err = cifar10::load(dir.path()).unwrap_err();
+    let err = cifar10::load(dir.root()).unwrap_err();
     assert!(matches!(err, CifarError::Decode { .. }), "{err:?}");
     assert!(err.to_string().contains("0007.jpg"), "{err}");
 
     let big = image::RgbImage::new(33, 32);
     dir.write("test/dog/0007.jpg", &encode(&big, image::ImageFormat::Png));
-    let err = cifar10::load(dir.path()).unwrap_err();
+    let err = cifar10::load(dir.root()).unwrap_err();
     assert!(
         matches!(err, CifarError::WrongSize { width: 33, .. }),
         "{err:?}"
@@ -579,7 +544,7 @@ fn cifar_undecodable_or_wrong_size_image_names_file() {
 
     let empty = TempDir::new("cifar-empty");
     assert!(matches!(
-        cifar10::load(empty.path()),
+        cifar10::load(empty.root()),
         Err(CifarError::UnknownLayout { .. })
     ));
 }

@@ -4,7 +4,7 @@
 //! resumes exactly (with pruning masks), and resumes on one device too.
 #![cfg(feature = "ddp")]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::backend::{Autodiff, Flex};
 use burn::module::{Module, ModuleVisitor, Param};
@@ -14,27 +14,10 @@ use padam_lab::models::Mlp;
 use padam_lab::train::task::{self, AnyTask, Task};
 use padam_lab::train::{self, checkpoint, config, TrainArgs};
 
+mod common;
+use common::TempDir;
+
 type B = Autodiff<Flex>;
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("padam-ddp-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Self(p)
-    }
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// 200 digits rows, batch 32: 7 steps an epoch, the last one of 8 examples (uneven shares on
 /// three devices).

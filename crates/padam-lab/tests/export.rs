@@ -2,10 +2,11 @@
 //! recorded validation loss and accuracy bit for bit (so the weights are identical), the sparse
 //! file is smaller, and damaged or mismatched files are errors naming the file and tensor.
 
-use std::path::PathBuf;
-
-use padam_lab::export::{self, EvalArgs, ExportArgs};
+use padam_lab::runs::export::{self, EvalArgs, ExportArgs};
 use padam_lab::train::{self, config, TrainArgs};
+
+mod common;
+use common::tmp;
 
 /// A digits MLP made sparse by PAdam.
 const DIGITS: &str = r#"
@@ -28,13 +29,6 @@ batch_size = 32
 epochs = 8
 eval_every = 45
 "#;
-
-fn tmp(tag: &str) -> PathBuf {
-    let p = std::env::temp_dir().join(format!("padam-export-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&p);
-    std::fs::create_dir_all(&p).unwrap();
-    p
-}
 
 #[test]
 fn exported_weights_reproduce_the_run_exactly_in_both_forms() {

@@ -3,14 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use padam_lab::plot::{self, PlotArgs};
+use padam_lab::runs::plot::{self, PlotArgs};
 
-fn tmp(tag: &str) -> PathBuf {
-    let p = std::env::temp_dir().join(format!("padam-plot-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&p);
-    std::fs::create_dir_all(&p).unwrap();
-    p
-}
+mod common;
+use common::tmp;
 
 /// A run directory with `evals` synthetic metrics lines.
 fn synthetic_run(dir: &Path, p: Option<f64>, zero_end: f64) {

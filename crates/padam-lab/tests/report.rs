@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use padam_lab::report::{self, ReportArgs};
+use padam_lab::runs::report::{self, ReportArgs};
 use padam_lab::train::{self, config, TrainArgs};
 
 fn digits(optimizer: &str) -> String {

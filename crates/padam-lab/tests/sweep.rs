@@ -3,7 +3,10 @@
 
 use std::path::PathBuf;
 
-use padam_lab::sweep::{self, Status, SweepArgs};
+use padam_lab::runs::sweep::{self, Status, SweepArgs};
+
+mod common;
+use common::tmp;
 
 const DIGITS: &str = r#"
 seed = 2
@@ -26,13 +29,6 @@ epochs = 2
 eval_every = 10
 checkpoint_every = 10
 "#;
-
-fn tmp(tag: &str) -> PathBuf {
-    let p = std::env::temp_dir().join(format!("padam-sweep-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&p);
-    std::fs::create_dir_all(&p).unwrap();
-    p
-}
 
 #[test]
 fn grid_runs_skips_finished_runs_and_resumes_interrupted_ones() {
@@ -101,5 +97,34 @@ fn grid_runs_skips_finished_runs_and_resumes_interrupted_ones() {
     assert_eq!(third[2].status, Status::Resumed);
     assert_eq!(third[0].status, Status::Skipped);
     assert_eq!(hash(&run), before, "resumed run ends with the same weights");
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// `--grid target=...` on a config with `[sparsity]` sweeps the controller's target (not
+/// pruning's), and each run logs its own target.
+#[test]
+fn grid_target_sweeps_the_sparsity_controller() {
+    let root = tmp("grid-target");
+    let config = root.join("digits.toml");
+    std::fs::write(
+        &config,
+        format!("{DIGITS}[sparsity]\ntarget = 0.5\nevery = 5\n"),
+    )
+    .unwrap();
+    let args = SweepArgs {
+        config,
+        grid: vec!["target=0.3,0.6".into()],
+        out: Some(root.join("sweep")),
+        set: vec![],
+        backend: None,
+        data: None,
+        quiet: true,
+    };
+    let runs = sweep::run(&args).unwrap();
+    let targets: Vec<f64> = runs
+        .iter()
+        .map(|r| r.last["target_sparsity"].as_f64().unwrap())
+        .collect();
+    assert_eq!(targets, [0.3, 0.6]);
     let _ = std::fs::remove_dir_all(&root);
 }

@@ -1,7 +1,7 @@
 //! The Higgs-potential toy (SPEC 7): pWD ends on an exactly sparse point after reaching the
 //! ring of minima, plain GD does not; trajectories match the float64 golden file.
 
-use padam_lab::toy::{self, ToyArgs, ToyRun};
+use padam_lab::demo::toy::{self, ToyArgs, ToyRun};
 use serde_json::Value;
 
 fn default_runs() -> Vec<ToyRun> {

@@ -2,33 +2,16 @@
 //! and metrics as an uninterrupted run; corrupt, mismatched or missing checkpoints are clear
 //! errors; a Fashion-MNIST CNN (dropout + augmentation) resumes exactly; configs/ parse.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use padam_lab::train::{self, checkpoint, config, TrainArgs};
 
+mod common;
+use common::TempDir;
+
 const BIN: &str = env!("CARGO_BIN_EXE_padam");
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("padam-train-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Self(p)
-    }
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 const DIGITS: &str = r#"
 seed = 3
@@ -587,8 +570,9 @@ fn shipped_short_configs_train_on_real_data_when_padam_data_is_set() {
     }
 }
 
-/// A digits config with AdamW (decoupled weight decay 0.1) and a `[prune]` section.
-fn pruned_digits(prune: &str, optimizer: &str) -> String {
+/// A digits config: the `[optimizer]` lines, the `[train]` lines besides the batch size, and
+/// any further tables (`[prune]`, `[sparsity]`).
+fn digits_with(optimizer: &str, train: &str, tables: &str) -> String {
     format!(
         r#"
 seed = 5
@@ -605,13 +589,19 @@ peak = 1e-2
 schedule = "constant"
 [train]
 batch_size = 32
-epochs = 6
-eval_every = 15
-checkpoint_every = 25
 keep_checkpoints = 20
-[prune]
-{prune}
+{train}
+{tables}
 "#
+    )
+}
+
+/// A digits config with a `[prune]` section.
+fn pruned_digits(prune: &str, optimizer: &str) -> String {
+    digits_with(
+        optimizer,
+        "epochs = 6\neval_every = 15\ncheckpoint_every = 25",
+        &format!("[prune]\n{prune}"),
     )
 }
 
@@ -738,4 +728,109 @@ fn a_non_finite_gradient_stops_the_run_before_a_checkpoint_saves_it() {
         "{msg}"
     );
     assert!(checkpoint::list(&out).unwrap().is_empty());
+}
+
+/// A digits run steered by `[sparsity]` (the target-sparsity controller).
+fn steered_digits(sparsity: &str, optimizer: &str) -> String {
+    digits_with(
+        optimizer,
+        "epochs = 12\neval_every = 45\ncheckpoint_every = 45",
+        &format!("[sparsity]\n{sparsity}"),
+    )
+}
+
+/// `[sparsity]`: the controller steers lambda (logged with the target trajectory at every
+/// evaluation), and a run resumed mid-ramp (the controller's state is in the checkpoint) ends
+/// bit-identical.
+#[test]
+fn sparsity_controller_steers_lambda_and_resumes_exactly() {
+    let tmp = TempDir::new("steer");
+    let text = steered_digits(
+        "target = 0.9\nstart = 0.1\nend = 0.6\nevery = 5\nlambda_init = 1e-3",
+        "kind = \"padam\"\np = 0.8\nlambda = 1e-3",
+    );
+    // 45 steps per epoch, 540 steps; the ramp runs from step 54 to 324
+    let summary = rollback_resume(&tmp, "steer", &text, 180);
+    assert_eq!(summary.step, 540);
+    let lines = metrics(&tmp.path("steer"));
+    assert_eq!(
+        lines.last().unwrap()["target_sparsity"].as_f64().unwrap(),
+        0.9
+    );
+    let lambdas: Vec<f64> = lines
+        .iter()
+        .map(|l| l["lambda"].as_f64().unwrap())
+        .collect();
+    assert!(
+        lambdas.windows(2).any(|w| w[0] != w[1]),
+        "lambda was steered: {lambdas:?}"
+    );
+}
+
+/// The promise of `[sparsity]`: the run ends at the target (within half a point), for each of
+/// three targets, on a digits MLP under PAdam (60 epochs, 108 controller updates).
+#[test]
+fn sparsity_target_is_reached() {
+    for target in [0.9, 0.95, 0.98] {
+        let tmp = TempDir::new(&format!("steer-{target}"));
+        let text = format!(
+            r#"
+seed = 5
+[model]
+kind = "mlp"
+hidden = [64]
+[data]
+dataset = "digits"
+test_limit = 200
+[optimizer]
+kind = "padam"
+p = 0.8
+[lr]
+peak = 1e-2
+schedule = "cosine"
+final_fraction = 0.1
+[train]
+batch_size = 32
+epochs = 60
+eval_every = 225
+[sparsity]
+target = {target}
+every = 25
+"#
+        );
+        let cfg = config::parse(&text, &[]).unwrap();
+        let args = TrainArgs {
+            out: Some(tmp.path("run")),
+            quiet: true,
+            ..TrainArgs::default()
+        };
+        let summary = run_locked(&cfg, &args).unwrap();
+        let zeros = summary.last.unwrap()["zero_fraction"].as_f64().unwrap();
+        assert!(
+            (zeros - target).abs() <= 0.005,
+            "target {target}: final zero fraction {zeros}"
+        );
+    }
+}
+
+#[test]
+fn sparsity_target_errors_name_the_key() {
+    let adamw = steered_digits("target = 0.9", "kind = \"adamw\"");
+    let e = format!("{:#}", config::parse(&adamw, &[]).unwrap_err());
+    assert!(
+        e.contains("sparsity.target = 0.9") && e.contains("pWD"),
+        "{e}"
+    );
+    let padam = "kind = \"padam\"\np = 0.8";
+    let e = format!(
+        "{:#}",
+        config::parse(&steered_digits("target = 1.5", padam), &[]).unwrap_err()
+    );
+    assert!(e.contains("sparsity.target = 1.5"), "{e}");
+    let ramp = steered_digits("target = 0.9\nstart = 0.8\nend = 0.5", padam);
+    let e = format!("{:#}", config::parse(&ramp, &[]).unwrap_err());
+    assert!(e.contains("sparsity.end"), "{e}");
+    let typo = steered_digits("target = 0.9\nevry = 5", padam);
+    let e = format!("{:#}", config::parse(&typo, &[]).unwrap_err());
+    assert!(e.contains("evry"), "{e}");
 }

@@ -79,3 +79,36 @@ fn describe(params: &[NonFiniteParam]) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+/// Why a step was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StepFailure {
+    /// Some gradients held NaN or inf ([`NonFinitePolicy::Error`]).
+    #[error(transparent)]
+    NonFiniteGradient(#[from] NonFiniteGradient),
+    /// The learning rate was negative, NaN or infinite.
+    #[error(transparent)]
+    InvalidLearningRate(#[from] ConfigError),
+}
+
+/// A refused step: the reason, and the module handed back unchanged.
+pub struct StepError<M> {
+    /// The module as it was before the step.
+    pub module: M,
+    /// Why the step was refused.
+    pub error: StepFailure,
+}
+
+impl<M> std::fmt::Debug for StepError<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.error, f)
+    }
+}
+
+impl<M> std::fmt::Display for StepError<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.error, f)
+    }
+}
+
+impl<M> std::error::Error for StepError<M> {}

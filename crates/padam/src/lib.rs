@@ -35,31 +35,33 @@
 
 #![warn(missing_docs)]
 
-pub mod config;
+pub mod controller;
 pub mod decay;
+pub mod decay_config;
 pub mod error;
 pub mod fused;
 pub mod optimizer;
-pub mod padam;
+pub mod padam_config;
 pub mod paths;
-pub mod psgd;
+pub mod psgd_config;
+pub mod pwd;
 pub mod pwd_config;
 pub mod reference;
 pub mod schedule;
 pub mod select;
 pub mod sparsity;
-pub mod wrap;
 
-pub use config::{DecayConfig, NonFinitePolicy};
-pub use error::{ConfigError, NonFiniteGradient, NonFiniteParam};
-pub use optimizer::{PWdOptimizer, PWdOptimizerRecord, StepError, StepFailure};
-pub use padam::PAdamConfig;
-pub use psgd::PSgdConfig;
+pub use controller::{ControllerError, ControllerState, SparsityController, SparsityTarget};
+pub use decay_config::{DecayConfig, NonFinitePolicy};
+pub use error::{ConfigError, NonFiniteGradient, NonFiniteParam, StepError, StepFailure};
+pub use optimizer::{PWdOptimizer, PWdOptimizerRecord};
+pub use padam_config::PAdamConfig;
+pub use psgd_config::PSgdConfig;
+pub use pwd::{PWd, PWdState};
 pub use pwd_config::PWdConfig;
 pub use schedule::{Schedule, ScheduleLr};
 pub use select::ParamSelection;
 pub use sparsity::{SparsityReport, TensorSparsity};
-pub use wrap::{PWd, PWdState};
 
 /// The README's code blocks, compiled and run as doctests.
 #[cfg(doctest)]

@@ -6,7 +6,7 @@ use burn::optim::SimpleOptimizer;
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
-use crate::config::DecayConfig;
+use crate::decay_config::DecayConfig;
 use crate::error::ConfigError;
 use crate::optimizer::PWdOptimizer;
 
@@ -60,4 +60,4 @@ impl PWdConfig {
     }
 }
 
-crate::config::decay_builders!(PWdConfig);
+crate::decay_config::decay_builders!(PWdConfig);

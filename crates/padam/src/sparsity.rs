@@ -192,45 +192,51 @@ pub fn magnitude_histogram<B: Backend, M: Module<B>>(
         underflow: 0,
         overflow: 0,
     };
-    struct Fill<'a> {
-        which: &'a ParamSelection,
-        h: &'a mut MagnitudeHistogram,
-        lo: f64,
-        per_decade: f64,
+    let (lo, per_decade) = (f64::from(lo), bins_per_decade as f64);
+    for (_, values) in selected_values(module, which) {
+        for v in values {
+            let a = f64::from(v.abs());
+            if a == 0.0 {
+                h.zeros += 1;
+                continue;
+            }
+            let pos = ((a.log10() - lo) * per_decade).floor();
+            if pos < 0.0 {
+                h.underflow += 1;
+            } else if pos >= bins as f64 || pos.is_nan() {
+                h.overflow += 1;
+            } else {
+                h.counts[pos as usize] += 1;
+            }
+        }
     }
-    impl<B: Backend> PathVisitor<B> for Fill<'_> {
+    h
+}
+
+/// The values of the parameters `which` selects (batch-norm running statistics never), as f32
+/// host vectors with their module paths, in module order. One device-to-host read per tensor.
+pub fn selected_values<B: Backend, M: Module<B>>(
+    module: &M,
+    which: &ParamSelection,
+) -> Vec<(String, Vec<f32>)> {
+    struct Collect<'a> {
+        which: &'a ParamSelection,
+        out: Vec<(String, Vec<f32>)>,
+    }
+    impl<B: Backend> PathVisitor<B> for Collect<'_> {
         fn visit<const D: usize>(&mut self, path: &str, param: &Param<Tensor<B, D>>) {
             if is_running_statistic(path) || !self.which.is_decayed(path, D) {
                 return;
             }
             let data = param.val().into_data().convert::<f32>();
             let values = data.to_vec::<f32>().expect("f32 tensor data");
-            let bins = self.h.counts.len();
-            for v in values {
-                let a = f64::from(v.abs());
-                if a == 0.0 {
-                    self.h.zeros += 1;
-                    continue;
-                }
-                let pos = ((a.log10() - self.lo) * self.per_decade).floor();
-                if pos < 0.0 {
-                    self.h.underflow += 1;
-                } else if pos >= bins as f64 || pos.is_nan() {
-                    self.h.overflow += 1;
-                } else {
-                    self.h.counts[pos as usize] += 1;
-                }
-            }
+            self.out.push((path.to_string(), values));
         }
     }
-    visit_with_paths(
-        module,
-        &mut Fill {
-            which,
-            h: &mut h,
-            lo: f64::from(lo),
-            per_decade: bins_per_decade as f64,
-        },
-    );
-    h
+    let mut c = Collect {
+        which,
+        out: Vec::new(),
+    };
+    visit_with_paths(module, &mut c);
+    c.out
 }

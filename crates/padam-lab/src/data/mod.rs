@@ -137,11 +137,31 @@ impl Rng {
 
     /// A derived generator for a sub-task (`stream` picks which), independent of this one's
     /// future draws.
+    /// A standard normal draw (Box-Muller), for weight initialisation.
+    pub fn normal(&mut self) -> f64 {
+        let u1 = 1.0 - self.next_f64();
+        let u2 = self.next_f64();
+        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    }
+
     pub fn fork(&self, stream: u64) -> Rng {
         let mut r = Rng::new(self.state ^ stream.wrapping_mul(0xD1B5_4A32_D192_ED03));
         r.next_u64();
         r
     }
+}
+
+/// Mini-batch features and labels as tensors.
+pub fn batch_tensors<B: burn::tensor::backend::Backend>(
+    split: &Split,
+    indices: &[usize],
+    device: &B::Device,
+) -> (
+    burn::tensor::Tensor<B, 2>,
+    burn::tensor::Tensor<B, 1, burn::tensor::Int>,
+) {
+    let b = split.gather(indices);
+    batch_to_tensors(b.features, [indices.len(), b.n_features], b.labels, device)
 }
 
 #[cfg(test)]

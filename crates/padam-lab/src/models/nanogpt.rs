@@ -129,8 +129,8 @@ pub const ONE_HOT_MAX_VOCAB: usize = 256;
 /// Up to [`ONE_HOT_MAX_VOCAB`] this is `one_hot(idx) @ weight`, whose backward is the matmul
 /// `one_hot^T @ grad` `[vocab, N] x [N, C]`. A gather's backward is instead a scatter-add of
 /// the N = batch x time token gradients into `vocab` rows, and with the character vocabulary
-/// (65 rows, N = 16,384) the many adds into the same row serialise: on the H200 it took 2.9 ms
-/// of the 40 ms nanoGPT step, its longest kernel (cubecl profile, docs/BENCHMARKS.md). The
+/// (65 rows, N = 16,384) the many adds into the same row serialise: it was the step's longest
+/// kernel on the GPU (the profile is in docs/BENCHMARKS.md). The
 /// forward is the same lookup: each output sums one `w * 1` and zeros. Token ids are the
 /// vocabulary's own (`data::shakespeare`), so always `< vocab`; an id outside would give a zero row
 /// here and an out-of-bounds read in the gather.
@@ -152,13 +152,6 @@ pub fn embed_tokens<B: Backend>(weight: Tensor<B, 2>, idx: Tensor<B, 2, Int>) ->
     one_hot.matmul(weight).reshape([batch, time, width])
 }
 
-/// Standard normal draw (Box-Muller).
-fn normal(rng: &mut Rng) -> f64 {
-    let u1 = 1.0 - rng.next_f64();
-    let u2 = rng.next_f64();
-    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
-}
-
 fn normal_param<B: Backend>(
     rng: &mut Rng,
     shape: [usize; 2],
@@ -166,7 +159,7 @@ fn normal_param<B: Backend>(
     device: &B::Device,
 ) -> Param<Tensor<B, 2>> {
     let values: Vec<f32> = (0..shape[0] * shape[1])
-        .map(|_| (std * normal(rng)) as f32)
+        .map(|_| (std * rng.normal()) as f32)
         .collect();
     Param::from_tensor(Tensor::from_data(TensorData::new(values, shape), device))
 }

@@ -165,13 +165,6 @@ pub fn trainable_params<B: Backend, M: Module<B>>(module: &M) -> usize {
     counter.count
 }
 
-/// Standard normal draw (Box-Muller).
-fn normal(rng: &mut Rng) -> f64 {
-    let u1 = 1.0 - rng.next_f64();
-    let u2 = rng.next_f64();
-    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
-}
-
 /// A `k x k` convolution without bias (padding `k / 2`), Kaiming-normal with `fan_out`.
 fn conv<B: Backend>(
     c_in: usize,
@@ -190,7 +183,7 @@ fn conv<B: Backend>(
         .init(device);
     let std = (2.0 / (c_out * k * k) as f64).sqrt();
     let w: Vec<f32> = (0..c_out * c_in * k * k)
-        .map(|_| (std * normal(rng)) as f32)
+        .map(|_| (std * rng.normal()) as f32)
         .collect();
     conv.weight = Param::from_tensor(Tensor::from_data(
         TensorData::new(w, [c_out, c_in, k, k]),

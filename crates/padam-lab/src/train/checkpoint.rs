@@ -39,7 +39,10 @@ pub struct LoopState {
     pub train_seconds: f64,
     /// Pruning masks of a magnitude-pruning run (`[prune]`), absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub masks: Option<crate::prune::MaskState>,
+    pub masks: Option<super::prune::MaskState>,
+    /// The target-sparsity controller's state (`[sparsity]`), absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller: Option<padam::ControllerState>,
 }
 
 /// A decoded checkpoint.
@@ -267,6 +270,7 @@ mod tests {
                 pending: 0,
                 train_seconds: 0.25,
                 masks: None,
+                controller: None,
             },
             model: vec![1, 2, 3],
             optim: vec![4, 5],

@@ -6,6 +6,9 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use padam::{NonFinitePolicy, ParamSelection, Schedule};
+
+pub use super::lr::LrSchedule;
+pub use super::overrides::{apply_override, parse};
 use serde::{Deserialize, Serialize};
 
 /// A whole training run.
@@ -36,33 +39,18 @@ pub struct TrainConfig {
     pub train: LoopConfig,
     /// Magnitude-pruning baseline (`[prune]`; absent: no pruning).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prune: Option<crate::prune::PruneConfig>,
+    pub prune: Option<super::prune::PruneConfig>,
+    /// Target-sparsity controller (`[sparsity]`, pWD optimizers; absent: lambda as configured):
+    /// the library's own [`padam::SparsityTarget`], so its keys and defaults are the library's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sparsity: Option<padam::SparsityTarget>,
 }
 
 fn default_seed() -> u64 {
     1
 }
 
-/// Backend of the run.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BackendKind {
-    /// burn-flex on the CPU (always available).
-    #[default]
-    Cpu,
-    /// CUDA (a binary built with `--features cuda`).
-    Cuda,
-}
-
-impl BackendKind {
-    /// The name as written in the config (`cpu`, `cuda`).
-    pub fn name(self) -> &'static str {
-        match self {
-            BackendKind::Cpu => "cpu",
-            BackendKind::Cuda => "cuda",
-        }
-    }
-}
+pub use crate::backend::BackendKind;
 
 /// The devices of `padam train --devices cuda:0,cuda:1`: one backend for all, one model
 /// replica per entry (data-parallel training, module `ddp`). On the CPU every entry is the
@@ -217,7 +205,7 @@ impl DatasetKind {
         }
     }
 
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             DatasetKind::Digits => "digits",
             DatasetKind::FashionMnist => "fashion_mnist",
@@ -472,313 +460,7 @@ fn default_log_every() -> usize {
     10
 }
 
-/// Parse a TOML text and apply `key=value` overrides (dotted keys; values in TOML syntax,
-/// bare words taken as strings).
-pub fn parse(text: &str, overrides: &[String]) -> anyhow::Result<TrainConfig> {
-    let mut value: toml::Table = toml::from_str(text).context("parsing the config TOML")?;
-    for o in overrides {
-        apply_override(&mut value, o)?;
-    }
-    // Deserialize from text (the file as overridden) so errors point at the offending line.
-    let resolved = toml::to_string(&value).context("re-serializing the config")?;
-    let config: TrainConfig = toml::from_str(&resolved)
-        .map_err(|e| anyhow::anyhow!("invalid config: {}", describe_toml_error(&e, &resolved)))?;
-    config.validate()?;
-    Ok(config)
-}
-
-/// The error message plus the dotted key of the line it points at.
-fn describe_toml_error(e: &toml::de::Error, text: &str) -> String {
-    let msg = e.message().trim().to_string();
-    let Some(span) = e.span().filter(|s| s.start > 0) else {
-        return msg; // no position, or the whole document (a missing top-level table)
-    };
-    // Walk the text up to the error: the last `[table]` header and the key on the error line.
-    let before = &text[..span.start.min(text.len())];
-    let mut table = String::new();
-    for line in before.lines() {
-        let t = line.trim();
-        if t.starts_with('[') && t.ends_with(']') {
-            table = t.trim_matches(|c| c == '[' || c == ']').to_string();
-        }
-    }
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    let line_end = text[line_start..]
-        .find('\n')
-        .map_or(text.len(), |i| line_start + i);
-    let line = &text[line_start..line_end];
-    if line.trim_start().starts_with('[') {
-        let header = line.trim().trim_matches(|c| c == '[' || c == ']');
-        return format!("[{header}]: {msg}");
-    }
-    let key = line.split_once('=').map(|(k, _)| k.trim()).unwrap_or("");
-    let path = match (table.is_empty(), key.is_empty()) {
-        (_, true) if table.is_empty() => return msg,
-        (_, true) => table,
-        (true, false) => key.to_string(),
-        (false, false) => format!("{table}.{key}"),
-    };
-    format!(
-        "{path} = {}: {msg}",
-        line.split_once('=').map_or("", |(_, v)| v.trim())
-    )
-}
-
-/// Apply one `a.b.c=value` override to a TOML table.
-pub fn apply_override(root: &mut toml::Table, spec: &str) -> anyhow::Result<()> {
-    let (key, raw) = spec
-        .split_once('=')
-        .with_context(|| format!("--set {spec:?}: expected key=value"))?;
-    let key = key.trim();
-    let raw = raw.trim();
-    anyhow::ensure!(!key.is_empty(), "--set {spec:?}: empty key");
-    let parts: Vec<&str> = key.split('.').collect();
-    if raw.is_empty() {
-        // `key=`: remove the key (used by --epochs / --iterations to clear the other).
-        let mut table = Some(root);
-        for part in &parts[..parts.len() - 1] {
-            table = match table.and_then(|t| t.get_mut(*part)) {
-                Some(toml::Value::Table(t)) => Some(t),
-                _ => None,
-            };
-        }
-        if let Some(t) = table {
-            t.remove(parts[parts.len() - 1]);
-        }
-        return Ok(());
-    }
-    let value: toml::Value = match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
-        Ok(mut t) => t.remove("v").expect("parsed key"),
-        Err(_) => toml::Value::String(raw.to_string()),
-    };
-    let mut table = root;
-    for (i, part) in parts[..parts.len() - 1].iter().enumerate() {
-        let entry = table
-            .entry(part.to_string())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        table = match entry {
-            toml::Value::Table(t) => t,
-            _ => bail!("--set {spec:?}: `{}` is not a table", parts[..=i].join(".")),
-        };
-    }
-    table.insert(parts[parts.len() - 1].to_string(), value);
-    Ok(())
-}
-
-fn bad(key: &str, value: impl std::fmt::Display, why: &str) -> anyhow::Error {
-    anyhow::anyhow!("invalid config: {key} = {value} ({why})")
-}
-
 impl TrainConfig {
-    /// Check every value; errors name the dotted key and the value.
-    pub fn validate(&self) -> anyhow::Result<()> {
-        if self.precision == Precision::Bf16 && self.backend == BackendKind::Cpu {
-            return Err(bad(
-                "precision",
-                "\"bf16\"",
-                "bf16 needs backend = \"cuda\"; the cpu backend trains in f32",
-            ));
-        }
-        self.validate_model_data()?;
-        self.validate_optimizer()?;
-        self.validate_lr()?;
-        if let Some(p) = &self.prune {
-            p.validate()?;
-        }
-        let t = &self.train;
-        if t.batch_size == 0 {
-            return Err(bad("train.batch_size", 0, "must be > 0"));
-        }
-        match (t.epochs, t.iterations) {
-            (Some(_), Some(_)) => {
-                return Err(bad(
-                    "train.iterations",
-                    t.iterations.unwrap_or(0),
-                    "give train.epochs or train.iterations, not both",
-                ))
-            }
-            (None, None) => {
-                return Err(anyhow::anyhow!(
-                    "invalid config: train.epochs or train.iterations is required"
-                ))
-            }
-            (Some(0), _) => return Err(bad("train.epochs", 0, "must be > 0")),
-            (_, Some(0)) => return Err(bad("train.iterations", 0, "must be > 0")),
-            _ => {}
-        }
-        if matches!(self.model, ModelConfig::Nanogpt { .. }) && t.epochs.is_some() {
-            return Err(bad(
-                "train.epochs",
-                t.epochs.unwrap_or(0),
-                "nanogpt samples random windows: give train.iterations",
-            ));
-        }
-        if let Some(c) = t.grad_clip {
-            if !(c.is_finite() && c > 0.0) {
-                return Err(bad("train.grad_clip", c, "must be finite and > 0"));
-            }
-        }
-        for (key, v) in [
-            ("train.eval_every", t.eval_every),
-            ("train.checkpoint_every", t.checkpoint_every),
-            ("train.eval_batch_size", t.eval_batch_size),
-        ] {
-            if v == Some(0) {
-                return Err(bad(key, 0, "must be > 0"));
-            }
-        }
-        if t.keep_checkpoints == 0 {
-            return Err(bad("train.keep_checkpoints", 0, "must be >= 1"));
-        }
-        if t.log_every == 0 {
-            return Err(bad("train.log_every", 0, "must be > 0"));
-        }
-        Ok(())
-    }
-
-    fn validate_model_data(&self) -> anyhow::Result<()> {
-        let expected = match self.model {
-            ModelConfig::Mlp { .. } => DatasetKind::Digits,
-            ModelConfig::FashionCnn { .. } => DatasetKind::FashionMnist,
-            ModelConfig::Resnet18 {} => DatasetKind::Cifar10,
-            ModelConfig::Nanogpt { .. } => DatasetKind::Shakespeare,
-        };
-        if self.data.dataset != expected {
-            return Err(bad(
-                "data.dataset",
-                format!("{:?}", self.data.dataset.name()),
-                &format!(
-                    "model.kind = {:?} trains on {:?}",
-                    self.model.kind(),
-                    expected.name()
-                ),
-            ));
-        }
-        match &self.model {
-            ModelConfig::Mlp { hidden } => {
-                if hidden.contains(&0) {
-                    return Err(bad(
-                        "model.hidden",
-                        format!("{hidden:?}"),
-                        "widths must be > 0",
-                    ));
-                }
-            }
-            ModelConfig::FashionCnn { dropout } => check_prob("model.dropout", *dropout)?,
-            ModelConfig::Resnet18 {} => {}
-            ModelConfig::Nanogpt {
-                block_size,
-                n_layer,
-                n_head,
-                n_embd,
-                dropout,
-                ..
-            } => {
-                check_prob("model.dropout", *dropout)?;
-                for (k, v) in [
-                    ("model.block_size", *block_size),
-                    ("model.n_layer", *n_layer),
-                    ("model.n_head", *n_head),
-                    ("model.n_embd", *n_embd),
-                ] {
-                    if v == 0 {
-                        return Err(bad(k, 0, "must be > 0"));
-                    }
-                }
-                if !n_embd.is_multiple_of(*n_head) {
-                    return Err(bad("model.n_head", n_head, "must divide model.n_embd"));
-                }
-            }
-        }
-        for (k, v) in [
-            ("data.train_limit", self.data.train_limit),
-            ("data.test_limit", self.data.test_limit),
-        ] {
-            if v == Some(0) {
-                return Err(bad(k, 0, "must be > 0"));
-            }
-        }
-        if self.data.eval_batches == 0 {
-            return Err(bad("data.eval_batches", 0, "must be > 0"));
-        }
-        Ok(())
-    }
-
-    fn validate_optimizer(&self) -> anyhow::Result<()> {
-        let o = &self.optimizer;
-        let kind = o.kind;
-        let not_for = |key: &str, set: bool, allowed: &[OptimizerKind]| -> anyhow::Result<()> {
-            if set && !allowed.contains(&kind) {
-                return Err(anyhow::anyhow!(
-                    "invalid config: optimizer.{key} does not apply to optimizer.kind = {:?}",
-                    format!("{kind:?}").to_lowercase()
-                ));
-            }
-            Ok(())
-        };
-        use OptimizerKind::*;
-        let pwd = [Padam, Psgd, Pwd];
-        not_for("base", o.base.is_some(), &[Pwd])?;
-        not_for("beta1", o.beta1.is_some(), &[Adamw, Adam, Padam, Pwd])?;
-        not_for("beta2", o.beta2.is_some(), &[Adamw, Adam, Padam, Pwd])?;
-        not_for("eps", o.eps.is_some(), &[Adamw, Adam, Padam, Pwd])?;
-        not_for(
-            "weight_decay",
-            o.weight_decay.is_some(),
-            &[Adamw, Adam, Sgd],
-        )?;
-        not_for("momentum", o.momentum.is_some(), &[Sgd, Psgd, Pwd])?;
-        not_for("nesterov", o.nesterov.is_some(), &[Sgd, Psgd, Pwd])?;
-        not_for("p", o.p.is_some(), &pwd)?;
-        not_for("lambda", o.lambda.is_some(), &pwd)?;
-        not_for("lambda2", o.lambda2.is_some(), &pwd)?;
-        not_for("s_rate", o.s_rate.is_some(), &pwd)?;
-        not_for("decay_params", o.decay_params.is_some(), &pwd)?;
-        not_for("non_finite", o.non_finite.is_some(), &pwd)?;
-        not_for("check_every", o.check_every.is_some(), &pwd)?;
-        if kind == Pwd && o.base.is_none() {
-            return Err(anyhow::anyhow!(
-                "invalid config: optimizer.base is required for optimizer.kind = \"pwd\" \
-                 (adam, sgd, rmsprop or adagrad)"
-            ));
-        }
-        if let Some(b) = o.beta1 {
-            check_beta("optimizer.beta1", b)?;
-        }
-        if let Some(b) = o.beta2 {
-            check_beta("optimizer.beta2", b)?;
-        }
-        if let Some(e) = o.eps {
-            if !(e.is_finite() && e > 0.0 && (e as f32) > 0.0) {
-                return Err(bad("optimizer.eps", e, "must be finite and > 0"));
-            }
-        }
-        if let Some(w) = o.weight_decay {
-            if !(w.is_finite() && w >= 0.0) {
-                return Err(bad("optimizer.weight_decay", w, "must be finite and >= 0"));
-            }
-        }
-        if let Some(m) = o.momentum {
-            if !(m.is_finite() && (0.0..1.0).contains(&m)) {
-                return Err(bad("optimizer.momentum", m, "must be in [0, 1)"));
-            }
-        }
-        if o.nesterov == Some(true) && o.momentum.unwrap_or(0.0) == 0.0 {
-            return Err(bad(
-                "optimizer.nesterov",
-                true,
-                "Nesterov momentum needs optimizer.momentum > 0",
-            ));
-        }
-        if o.is_pwd() {
-            let decay = self.decay_config()?;
-            decay
-                .validate("pWD")
-                .map_err(|e| bad(&format!("optimizer.{}", e.field), &e.value, e.reason))?;
-        }
-        Ok(())
-    }
-
     /// The pWD settings (defaults: p 0.8, lambda 1e-3, all parameters).
     pub fn decay_config(&self) -> anyhow::Result<padam::DecayConfig> {
         let o = &self.optimizer;
@@ -799,43 +481,6 @@ impl TrainConfig {
             non_finite: o.non_finite.unwrap_or_default(),
             check_every: o.check_every.unwrap_or(self.train.log_every),
         })
-    }
-
-    fn validate_lr(&self) -> anyhow::Result<()> {
-        let l = &self.lr;
-        if !(l.peak.is_finite() && l.peak > 0.0) {
-            return Err(bad("lr.peak", l.peak, "must be finite and > 0"));
-        }
-        if l.warmup_steps.is_some() && l.warmup_epochs.is_some() {
-            return Err(bad(
-                "lr.warmup_epochs",
-                l.warmup_epochs.unwrap_or(0.0),
-                "give lr.warmup_steps or lr.warmup_epochs, not both",
-            ));
-        }
-        if let Some(w) = l.warmup_epochs {
-            if !(w.is_finite() && w >= 0.0) {
-                return Err(bad("lr.warmup_epochs", w, "must be finite and >= 0"));
-            }
-            if self.train.epochs.is_none() {
-                return Err(bad(
-                    "lr.warmup_epochs",
-                    w,
-                    "needs train.epochs; use lr.warmup_steps with train.iterations",
-                ));
-            }
-        }
-        match (l.schedule, l.final_fraction) {
-            (LrScheduleKind::Constant, Some(f)) => Err(bad(
-                "lr.final_fraction",
-                f,
-                "does not apply to lr.schedule = \"constant\"",
-            )),
-            (_, Some(f)) if !(f.is_finite() && f > 0.0 && f <= 1.0) => {
-                Err(bad("lr.final_fraction", f, "must be in (0, 1]"))
-            }
-            _ => Ok(()),
-        }
     }
 
     /// Total optimizer steps, given the steps of one epoch.
@@ -884,61 +529,6 @@ impl TrainConfig {
     }
 }
 
-fn check_prob(key: &str, p: f64) -> anyhow::Result<()> {
-    if (0.0..1.0).contains(&p) {
-        Ok(())
-    } else {
-        Err(bad(key, p, "must be in [0, 1)"))
-    }
-}
-
-fn check_beta(key: &str, b: f64) -> anyhow::Result<()> {
-    if (0.0..1.0).contains(&b) && (b as f32) < 1.0 {
-        Ok(())
-    } else {
-        Err(bad(key, b, "must be in [0, 1)"))
-    }
-}
-
-/// The learning rate at every step: linear warmup to `peak`, then constant, cosine or
-/// geometric decay to `peak * final_fraction` at the last step.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LrSchedule {
-    /// Peak lr.
-    pub peak: f64,
-    /// Shape after warmup.
-    pub kind: LrScheduleKind,
-    /// Warmup steps.
-    pub warmup: usize,
-    /// Total steps.
-    pub total: usize,
-    /// Final lr / peak.
-    pub final_fraction: f64,
-}
-
-impl LrSchedule {
-    /// The lr of step `t` (0-based).
-    pub fn at(&self, t: usize) -> f64 {
-        if t < self.warmup {
-            return self.peak * (t + 1) as f64 / self.warmup as f64;
-        }
-        let span = self.total.saturating_sub(self.warmup + 1);
-        let x = if span == 0 {
-            1.0
-        } else {
-            ((t - self.warmup) as f64 / span as f64).min(1.0)
-        };
-        let f = self.final_fraction;
-        match self.kind {
-            LrScheduleKind::Constant => self.peak,
-            LrScheduleKind::Cosine => {
-                self.peak * (f + (1.0 - f) * 0.5 * (1.0 + (std::f64::consts::PI * x).cos()))
-            }
-            LrScheduleKind::Exponential => self.peak * f.powf(x),
-        }
-    }
-}
-
 /// FNV-1a, 64 bit.
 pub fn fnv1a(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -951,6 +541,7 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::overrides::parse;
     use super::*;
 
     const MINIMAL: &str = r#"

@@ -41,12 +41,13 @@ use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorPrimitive};
 
+use super::args::TrainArgs;
 use super::config::TrainConfig;
+use super::driver::{run_loop, step_seed, ReplicaCheck, Replicas, Summary};
+use super::optimizers::TrainOptimizer;
+use super::prune;
 use super::task::Task;
-use super::{run_loop, step_seed, ReplicaCheck, Replicas, Summary, TrainArgs};
 use crate::data::Rng;
-use crate::prune;
-use crate::train_loop::TrainOptimizer;
 
 /// Train on `devices` (two or more), one replica each; rank 0 (`devices[0]`) runs the driver.
 pub(crate) fn run<B, T, O>(

@@ -13,13 +13,13 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Int, Tensor};
 
 use super::config::{DatasetKind, ModelConfig, TrainConfig};
+use crate::data::batch_tensors;
 use crate::data::shakespeare::{Part, Shakespeare};
 use crate::data::{cifar10, digits, fashion_mnist, Dataset, Rng};
 use crate::models::fashion_cnn::{FashionCnn, FashionCnnConfig};
 use crate::models::nanogpt::{NanoGpt, NanoGptConfig};
 use crate::models::resnet::{ResNet, ResNetConfig};
 use crate::models::{Mlp, MlpConfig};
-use crate::train_loop::batch_tensors;
 
 /// One workload.
 pub trait Task<B: AutodiffBackend> {

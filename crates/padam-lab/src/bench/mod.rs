@@ -1,0 +1,117 @@
+//! `padam bench ...`: measured numbers, one device run at a time.
+//!
+//! - `bench step`: one optimizer step over the parameter shapes of ResNet18 (CIFAR-10 head,
+//!   11.18M) and GPT-2 small (124M), for burn AdamW, burn Adam, PAdam and pSGD on one backend in
+//!   one run: median ms/step, achieved GB/s and the ratio to the bandwidth floor (bytes each
+//!   optimizer must move at the measured copy bandwidth of the device).
+//! - `bench verify`: the step of every optimizer on this backend against the float64 reference
+//!   on random tensors with exact zeros and tiny values (the GPU correctness check).
+
+mod host_profile;
+mod step;
+mod train;
+mod verify;
+
+pub use host_profile::{SpanTimes, SpanTotal};
+pub use step::{gpt2_shapes, resnet18_shapes, StepRow};
+pub use train::TrainBenchArgs;
+
+use clap::{Args, Subcommand};
+
+use crate::backend::BackendKind;
+use step::step_bench;
+use verify::verify;
+
+/// Benchmarks.
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// One optimizer step over ResNet18 and GPT-2 parameter shapes.
+    Step(StepArgs),
+    /// Check every optimizer's step on this backend against the float64 reference.
+    Verify(VerifyArgs),
+    /// Training-step throughput of the three workloads on random data (vs PyTorch's script).
+    Train(TrainBenchArgs),
+}
+
+/// Options of `padam bench step`.
+#[derive(Args, Debug)]
+pub struct StepArgs {
+    /// Backend to run on.
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub backend: BackendKind,
+    /// Parameter-shape sets to time (resnet18, gpt2).
+    #[arg(long, value_delimiter = ',', default_value = "resnet18,gpt2")]
+    pub shapes: Vec<String>,
+    /// Optimizers to time: burn_adamw, burn_adam, padam (the fused kernel where the backend
+    /// has it), padam_deferred (the non-finite check read every 10 steps), padam_unchecked
+    /// (no non-finite check), padam_tensor_ops and
+    /// padam_tensor_ops_unchecked (the portable tensor-op path), padam_lambda0 (Adam + check,
+    /// no decay math), psgd_momentum. Two rows that split the per-tensor cost, not in the
+    /// default list: burn_sgd (plain SGD, `w - lr g`: one element-wise kernel per tensor after
+    /// fusion, 12 bytes/param) and walk_only (burn's optimizer adaptor walking the module and
+    /// handing every tensor back unchanged: no kernel at all, only the per-tensor host work and
+    /// the sync).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "burn_adamw,burn_adam,padam,padam_deferred,padam_unchecked,padam_tensor_ops,padam_tensor_ops_unchecked,padam_lambda0,psgd_momentum"
+    )]
+    pub optimizers: Vec<String>,
+    /// Timed steps per optimizer (after warm-up); the median is reported.
+    #[arg(long, default_value_t = 30)]
+    pub iters: usize,
+    /// Warm-up steps per optimizer (kernel compilation and autotune happen here).
+    #[arg(long, default_value_t = 5)]
+    pub warmup: usize,
+    /// Write the rows as JSON here.
+    #[arg(long)]
+    pub json: Option<std::path::PathBuf>,
+    /// Also sum the host time of padam's step spans over the timed steps (`bench.step`: the
+    /// whole `Optimizer::step` call, `bench.sync`: the wait for the device after it, and the
+    /// library's `step.*` and `fused.*` spans, listed in docs/ARCHITECTURE.md) and print it
+    /// under each row (the spans add their own small cost to the row's time).
+    #[arg(long)]
+    pub host_profile: bool,
+}
+
+/// Options of `padam bench verify`.
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// Backend to run on.
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub backend: BackendKind,
+    /// Elements per random tensor.
+    #[arg(long, default_value_t = 4096)]
+    pub numel: usize,
+    /// Steps per optimizer.
+    #[arg(long, default_value_t = 5)]
+    pub steps: usize,
+    /// Random seed.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+}
+
+/// Run a benchmark.
+pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
+    match cmd {
+        BenchCommand::Step(args) => match args.backend {
+            BackendKind::Cpu => {
+                step_bench::<burn::backend::Autodiff<crate::backend::Cpu>>(&args, "cpu (burn-flex)")
+            }
+            #[cfg(feature = "cuda")]
+            BackendKind::Cuda => {
+                step_bench::<burn::backend::Autodiff<crate::backend::Cuda>>(&args, "cuda")
+            }
+            #[cfg(not(feature = "cuda"))]
+            BackendKind::Cuda => anyhow::bail!(crate::backend::CUDA_MISSING),
+        },
+        BenchCommand::Train(args) => train::run(&args),
+        BenchCommand::Verify(args) => match args.backend {
+            BackendKind::Cpu => verify::<burn::backend::Autodiff<crate::backend::Cpu>>(&args),
+            #[cfg(feature = "cuda")]
+            BackendKind::Cuda => verify::<burn::backend::Autodiff<crate::backend::Cuda>>(&args),
+            #[cfg(not(feature = "cuda"))]
+            BackendKind::Cuda => anyhow::bail!(crate::backend::CUDA_MISSING),
+        },
+    }
+}

@@ -1,0 +1,508 @@
+//! Issue 25: the target-sparsity controller. Its trajectory against hand computations, its
+//! config errors, resume bit for bit, and closed loops on plants whose lambda -> sparsity
+//! relation is known: a synthetic lagging, irreversible plant, the float64 reference pSGD and
+//! the burn pSGD step (p = 1 on `0.5 * sum (w - a)^2`, whose fixed point soft-thresholds `a`
+//! at lambda).
+
+mod common;
+
+use burn::module::Param;
+use burn::optim::{GradientsParams, Optimizer, SimpleOptimizer};
+use burn::tensor::Tensor;
+use common::*;
+use padam::controller::cubic_ramp;
+use padam::reference::{self, Decay, SgdParams, SgdState};
+use padam::sparsity;
+use padam::{
+    ConfigError, ControllerError, ControllerState, DecayConfig, NonFinitePolicy, PSgdConfig, PWd,
+    ParamSelection, Schedule, SparsityController, SparsityTarget,
+};
+
+// ---------------------------------------------------------------------------------------------
+// Trajectory.
+
+#[test]
+fn trajectory_matches_hand_computation() {
+    // 1000 steps, ramp from step 100 to step 750, to 0.9.
+    let c = SparsityController::new(SparsityTarget::new(0.9), 1000).unwrap();
+    assert_eq!((c.start_step(), c.end_step()), (100, 750));
+    assert_eq!(c.target_at(0), 0.0);
+    // The start itself is still 0.
+    assert_eq!(c.target_at(100), 0.0);
+    // Halfway, step 425: 0.9 * (1 - 0.5^3) = 0.7875.
+    assert!((c.target_at(425) - 0.7875).abs() < 1e-15);
+    // 1/10 of the way, step 165: 0.9 * (1 - 0.9^3) = 0.2439.
+    assert!((c.target_at(165) - 0.2439).abs() < 1e-15);
+    assert_eq!(c.target_at(750), 0.9);
+    assert_eq!(c.target_at(1000), 0.9);
+    assert_eq!(c.target_at(10_000), 0.9);
+    // Fractions become steps as gradual pruning's do: rounded.
+    let c = SparsityController::new(SparsityTarget::new(0.5).with_ramp(0.05, 0.5), 999).unwrap();
+    assert_eq!((c.start_step(), c.end_step()), (50, 500));
+    // The public ramp has padam-lab's `cubic_fraction` semantics.
+    assert_eq!(cubic_ramp(10, 10, 110, 0.9), 0.0);
+    assert!((cubic_ramp(60, 10, 110, 0.9) - 0.9 * (1.0 - 0.125)).abs() < 1e-12);
+    assert_eq!(cubic_ramp(110, 10, 110, 0.9), 0.9);
+    assert_eq!(cubic_ramp(500, 10, 110, 0.9), 0.9);
+}
+
+#[test]
+fn due_every_interval_and_once() {
+    let mut c = SparsityController::new(SparsityTarget::new(0.9).with_every(50), 500).unwrap();
+    assert!(c.due(0));
+    c.update(0, 0.0).unwrap();
+    assert!(!c.due(0));
+    assert!(!c.due(25) && !c.due(49) && !c.due(51));
+    assert!(c.due(50) && c.due(100));
+    c.update(50, 0.0).unwrap();
+    assert!(!c.due(50));
+    assert_eq!(c.updates(), 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors.
+
+fn config_error(target: SparsityTarget, total: usize) -> ConfigError {
+    SparsityController::new(target, total).expect_err("must be refused")
+}
+
+#[test]
+fn config_errors_name_field_and_value() {
+    let t = SparsityTarget::new;
+    let cases: Vec<(SparsityTarget, usize, &str, &str)> = vec![
+        (t(0.0), 100, "target", "0"),
+        (t(1.0), 100, "target", "1"),
+        (t(1.5), 100, "target", "1.5"),
+        (t(f64::NAN), 100, "target", "NaN"),
+        (t(0.9).with_start(-0.1), 100, "start", "-0.1"),
+        (t(0.9).with_end(1.1), 100, "end", "1.1"),
+        (t(0.9).with_ramp(0.5, 0.5), 100, "end", "0.5 (start = 0.5)"),
+        (t(0.9).with_ramp(0.8, 0.2), 100, "end", "0.2 (start = 0.8)"),
+        (t(0.9).with_every(0), 100, "every", "0"),
+        (t(0.9).with_lambda_init(0.0), 100, "lambda_init", "0"),
+        (t(0.9).with_lambda_init(f64::NAN), 100, "lambda_init", "NaN"),
+        (t(0.9).with_lambda_min(-1.0), 100, "lambda_min", "-1"),
+        (
+            t(0.9).with_lambda_max(f64::INFINITY),
+            100,
+            "lambda_max",
+            "inf",
+        ),
+        (
+            t(0.9).with_lambda_min(1.0).with_lambda_max(0.1),
+            100,
+            "lambda_max",
+            "0.1 (lambda_min = 1)",
+        ),
+        (
+            t(0.9).with_lambda_init(100.0),
+            100,
+            "lambda_init",
+            "100 (bounds [0.00000001, 10])",
+        ),
+        (t(0.9).with_gain(0.0), 100, "gain", "0"),
+        (t(0.9).with_gain_down(f64::NAN), 100, "gain_down", "NaN"),
+        (t(0.9).with_horizon(-1.0), 100, "horizon", "-1"),
+        (t(0.9).with_max_raise(1.0), 100, "max_raise", "1"),
+        (t(0.9), 0, "total_steps", "0"),
+        (
+            t(0.9).with_every(200),
+            100,
+            "every",
+            "200 (total_steps = 100)",
+        ),
+    ];
+    for (config, total, field, value) in cases {
+        let e = config_error(config.clone(), total);
+        assert_eq!(e.optimizer, "sparsity controller");
+        assert_eq!(
+            (e.field.as_str(), e.value.as_str()),
+            (field, value),
+            "{config:?}"
+        );
+        let message = e.to_string();
+        assert!(message.contains(&format!("{field} = {value}")), "{message}");
+    }
+    assert!(SparsityTarget::new(0.95).validate().is_ok());
+}
+
+#[test]
+fn config_serde_defaults_and_unknown_fields() {
+    let c: SparsityTarget = serde_json::from_str(r#"{"target": 0.95}"#).unwrap();
+    assert_eq!(c, SparsityTarget::new(0.95));
+    let c: SparsityTarget = serde_json::from_str(r#"{"target": 0.9, "every": 50}"#).unwrap();
+    assert_eq!(c, SparsityTarget::new(0.9).with_every(50));
+    assert!(serde_json::from_str::<SparsityTarget>(r#"{"target": 0.9, "evry": 50}"#).is_err());
+    assert!(serde_json::from_str::<SparsityTarget>(r#"{"every": 50}"#).is_err());
+    let full = SparsityTarget::new(0.98)
+        .with_gain(0.1)
+        .with_lambda_max(3.0);
+    let back: SparsityTarget =
+        serde_json::from_str(&serde_json::to_string(&full).unwrap()).unwrap();
+    assert_eq!(back, full);
+}
+
+#[test]
+fn measurement_errors_name_the_value_and_change_nothing() {
+    let mut c = SparsityController::new(SparsityTarget::new(0.9), 1000).unwrap();
+    c.update(0, 0.0).unwrap();
+    let before = c.state();
+    let e = c.update(100, f64::NAN).unwrap_err();
+    assert!(matches!(
+        e,
+        ControllerError::InvalidMeasurement { step: 100, .. }
+    ));
+    let message = e.to_string();
+    assert!(
+        message.contains("NaN") && message.contains("step 100"),
+        "{message}"
+    );
+    assert!(c.update(100, 1.01).is_err() && c.update(100, -0.5).is_err());
+    assert_eq!(
+        c.update(0, 0.1).unwrap_err(),
+        ControllerError::StepNotAfterLast { step: 0, last: 0 }
+    );
+    assert_eq!(c.state(), before);
+    // A measured 1 (every weight zero) is a valid, if extreme, measurement.
+    assert!(c.update(100, 1.0).unwrap() > 0.0);
+}
+
+#[test]
+fn invalid_states_are_refused() {
+    let mut c = SparsityController::new(SparsityTarget::new(0.9), 1000).unwrap();
+    let good = c.state();
+    let e = c
+        .load_state(ControllerState {
+            log_lambda: f64::NAN,
+            ..good
+        })
+        .unwrap_err();
+    assert!(e.to_string().contains("log_lambda = NaN"), "{e}");
+    let e = c
+        .load_state(ControllerState {
+            last_dense: 0.0,
+            ..good
+        })
+        .unwrap_err();
+    assert!(e.to_string().contains("last_dense = 0"), "{e}");
+    assert_eq!(c.state(), good);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Closed loops.
+
+/// Something trained with pWD: one step at a given lambda, and its exact-zero fraction.
+trait Plant {
+    fn step(&mut self, lambda: f64);
+    fn zero_fraction(&mut self) -> f64;
+}
+
+/// How a closed-loop run went.
+#[derive(Debug)]
+struct Outcome {
+    /// Zero fraction after the last step.
+    last: f64,
+    /// Largest measured zero fraction minus the trajectory at the same step (update steps and
+    /// the end), in fraction units; 0 if never above.
+    overshoot: f64,
+    /// Lambda after every update, bit patterns.
+    lambdas: Vec<u64>,
+}
+
+/// Steps `from..to` of a run: the plant is measured only where the controller is due.
+fn drive(ctl: &mut SparsityController, plant: &mut dyn Plant, from: usize, to: usize) -> Outcome {
+    let mut overshoot: f64 = 0.0;
+    let mut lambdas = Vec::new();
+    for step in from..to {
+        if ctl.due(step) {
+            let z = plant.zero_fraction();
+            overshoot = overshoot.max(z - ctl.target_at(step));
+            lambdas.push(ctl.update(step, z).unwrap().to_bits());
+        }
+        plant.step(ctl.lambda());
+    }
+    let last = plant.zero_fraction();
+    overshoot = overshoot.max(last - ctl.target_at(to));
+    Outcome {
+        last,
+        overshoot,
+        lambdas,
+    }
+}
+
+const TARGETS: [f64; 3] = [0.90, 0.95, 0.98];
+/// Allowed final error: half a percentage point.
+const TOLERANCE: f64 = 0.005;
+/// Allowed excess over the trajectory at any measurement: half a point (zeros cannot be
+/// undone, so the final error is bounded by it too).
+const MAX_OVERSHOOT: f64 = 0.005;
+
+fn check(name: &str, target: f64, o: &Outcome) {
+    eprintln!(
+        "{name} target {target}: final {:.4} (error {:+.2} points), max overshoot {:.2} points",
+        o.last,
+        (o.last - target) * 100.0,
+        o.overshoot * 100.0
+    );
+    assert!(
+        (o.last - target).abs() <= TOLERANCE,
+        "{name}: ended at {} for target {target}",
+        o.last
+    );
+    assert!(
+        o.overshoot <= MAX_OVERSHOOT,
+        "{name}: overshot the trajectory by {} for target {target}",
+        o.overshoot
+    );
+}
+
+/// The dense fraction relaxes (time constant `tau` steps) toward `min(1, c / lambda^2)`, the
+/// `lambda^-2` law of our runs, and never rises: zeros are permanent.
+struct LagPlant {
+    dense: f64,
+    c: f64,
+    tau: f64,
+}
+
+impl LagPlant {
+    fn new(c: f64, tau: f64) -> Self {
+        Self { dense: 1.0, c, tau }
+    }
+}
+
+impl Plant for LagPlant {
+    fn step(&mut self, lambda: f64) {
+        let equilibrium = (self.c / (lambda * lambda)).min(1.0);
+        if equilibrium < self.dense {
+            self.dense += (equilibrium - self.dense) / self.tau;
+        }
+    }
+
+    fn zero_fraction(&mut self) -> f64 {
+        1.0 - self.dense
+    }
+}
+
+#[test]
+fn synthetic_lagging_plant_reaches_each_target() {
+    // (c, tau, steps, every): the threshold lambda sqrt(c) from 10x and 100x above
+    // lambda_init to equal to it, lags from half an interval to two intervals.
+    let plants = [
+        (1e-4, 200.0, 3000, 100),
+        (1e-2, 200.0, 6000, 100),
+        (1e-6, 50.0, 3000, 100),
+        (1e-3, 100.0, 10_000, 100),
+        (1e-5, 300.0, 20_000, 200),
+    ];
+    for target in TARGETS {
+        for (c, tau, steps, every) in plants {
+            let mut ctl =
+                SparsityController::new(SparsityTarget::new(target).with_every(every), steps)
+                    .unwrap();
+            let mut plant = LagPlant::new(c, tau);
+            let o = drive(&mut ctl, &mut plant, 0, steps);
+            check(&format!("lag c={c:e} tau={tau} T={steps}"), target, &o);
+        }
+    }
+}
+
+#[test]
+fn resume_is_bit_exact() {
+    let config = SparsityTarget::new(0.95).with_every(100);
+    let steps = 4000;
+    let mut straight = SparsityController::new(config.clone(), steps).unwrap();
+    let mut plant = LagPlant::new(1e-4, 200.0);
+    let whole = drive(&mut straight, &mut plant, 0, steps);
+
+    // Stop at step 1700 (mid-ramp, between updates), save config and state as JSON, rebuild.
+    let mut first = SparsityController::new(config.clone(), steps).unwrap();
+    let mut plant = LagPlant::new(1e-4, 200.0);
+    let a = drive(&mut first, &mut plant, 0, 1700);
+    let saved_config = serde_json::to_string(&config).unwrap();
+    let saved_state = serde_json::to_string(&first.state()).unwrap();
+    let mut resumed =
+        SparsityController::new(serde_json::from_str(&saved_config).unwrap(), steps).unwrap();
+    resumed
+        .load_state(serde_json::from_str(&saved_state).unwrap())
+        .unwrap();
+    let b = drive(&mut resumed, &mut plant, 1700, steps);
+
+    let joined: Vec<u64> = a.lambdas.iter().chain(&b.lambdas).copied().collect();
+    assert_eq!(joined, whole.lambdas);
+    assert_eq!(resumed.state(), straight.state());
+    assert_eq!(resumed.lambda().to_bits(), straight.lambda().to_bits());
+    assert_eq!(b.last.to_bits(), whole.last.to_bits());
+}
+
+/// Targets `a_i = +-A0 / sqrt(u_i)`, `u_i` evenly spread in (0, 1): the fraction of `|a_i|`
+/// below lambda, which pSGD with p = 1 drives to zero (soft thresholding), is
+/// `1 - (A0 / lambda)^2`: the `lambda^-2` law of our runs, exactly.
+const A0: f64 = 0.01;
+const N: usize = 2000;
+const LR: f64 = 0.1;
+
+fn targets() -> Vec<f64> {
+    (0..N)
+        .map(|i| {
+            let u = (i as f64 + 0.5) / N as f64;
+            let sign = if i % 2 == 0 { 1.0 } else { -1.0 };
+            sign * A0 / u.sqrt()
+        })
+        .collect()
+}
+
+/// The lambda whose soft threshold zeroes `target` of the weights.
+fn known_lambda(target: f64) -> f64 {
+    A0 / (1.0 - target).sqrt()
+}
+
+/// The float64 reference pSGD (p = 1, no momentum) on `0.5 * sum (w - a)^2`, from `w = a`.
+struct ReferencePsgd {
+    w: Vec<f64>,
+    a: Vec<f64>,
+    state: SgdState,
+}
+
+impl Plant for ReferencePsgd {
+    fn step(&mut self, lambda: f64) {
+        let g: Vec<f64> = self.w.iter().zip(&self.a).map(|(w, a)| w - a).collect();
+        let sgd = SgdParams {
+            momentum: 0.0,
+            dampening: 0.0,
+            nesterov: false,
+        };
+        let decay = Decay::new(1.0, lambda);
+        reference::psgd_step(&mut self.w, &g, &mut self.state, LR, &sgd, &decay);
+    }
+
+    fn zero_fraction(&mut self) -> f64 {
+        self.w.iter().filter(|w| **w == 0.0).count() as f64 / self.w.len() as f64
+    }
+}
+
+#[test]
+fn reference_psgd_reaches_each_target() {
+    let steps = 3000;
+    for target in TARGETS {
+        let mut ctl = SparsityController::new(SparsityTarget::new(target), steps).unwrap();
+        let a = targets();
+        let mut plant = ReferencePsgd {
+            w: a.clone(),
+            state: SgdState::new(N),
+            a,
+        };
+        let o = drive(&mut ctl, &mut plant, 0, steps);
+        check("reference pSGD f64", target, &o);
+        // For the record: lambda against the soft threshold of the target. Not asserted: once
+        // the target is reached and zeros still arrive, the controller drops lambda fast (the
+        // zeros stay whatever lambda does).
+        let ratio = ctl.lambda() / known_lambda(target);
+        eprintln!(
+            "  lambda {:.4e} = {ratio:.3} x the soft threshold",
+            ctl.lambda()
+        );
+    }
+}
+
+/// A [`Vector`] module around a tensor of the inner backend, for `sparsity::measure`.
+fn zero_fraction_of(w: &Tensor<IB, 1>) -> f64 {
+    let module = Vector::<IB> {
+        w: Param::from_tensor(w.clone()),
+    };
+    sparsity::measure(&module, 0.0, &ParamSelection::all()).zero_fraction()
+}
+
+/// The library's f32 pSGD step (burn SGD + `decay::apply`, through [`PWd::step_tensor`]).
+/// `PWd` holds only settings, the state lives here, so the controller's lambda is applied by
+/// taking the step with a `PWd` of that lambda.
+struct TensorPsgd {
+    w: Tensor<IB, 1>,
+    a: Tensor<IB, 1>,
+    state: Option<SgdPWdState>,
+}
+
+type SgdPWdState = padam::PWdState<IB, 1, <burn::optim::Sgd<IB> as SimpleOptimizer<IB>>::State<1>>;
+
+impl Plant for TensorPsgd {
+    fn step(&mut self, lambda: f64) {
+        let decay = DecayConfig {
+            p: Schedule::constant(1.0),
+            lambda: Schedule::constant(lambda),
+            ..DecayConfig::default()
+        };
+        let pwd = PWd::new(PSgdConfig::new().base::<IB>(), decay).unwrap();
+        let g = self.w.clone().sub(self.a.clone());
+        let (w, state) = pwd.step_tensor(LR, self.w.clone(), g, self.state.take(), true);
+        self.w = w;
+        self.state = Some(state);
+    }
+
+    fn zero_fraction(&mut self) -> f64 {
+        zero_fraction_of(&self.w)
+    }
+}
+
+fn targets_f32() -> Vec<f32> {
+    targets().iter().map(|a| *a as f32).collect()
+}
+
+#[test]
+fn tensor_psgd_step_reaches_each_target() {
+    let steps = 3000;
+    for target in TARGETS {
+        let mut ctl = SparsityController::new(SparsityTarget::new(target), steps).unwrap();
+        let a = tensor1::<IB>(&targets_f32());
+        let mut plant = TensorPsgd {
+            w: a.clone(),
+            a,
+            state: None,
+        };
+        let o = drive(&mut ctl, &mut plant, 0, steps);
+        check("burn pSGD step f32", target, &o);
+        let ratio = ctl.lambda() / known_lambda(target);
+        eprintln!(
+            "  lambda {:.4e} = {ratio:.3} x the soft threshold",
+            ctl.lambda()
+        );
+        assert!((0.8..1.5).contains(&ratio), "lambda / known = {ratio}");
+    }
+}
+
+/// The whole pSGD optimizer (autodiff backend, `Optimizer::step`), its lambda set by the
+/// controller at each update.
+#[test]
+fn psgd_optimizer_reaches_each_target() {
+    let steps = 3000;
+    for target in TARGETS {
+        let mut ctl = SparsityController::new(SparsityTarget::new(target), steps).unwrap();
+        let mut optim = PSgdConfig::new()
+            .with_p(1.0)
+            .with_lambda(ctl.lambda())
+            .with_non_finite(NonFinitePolicy::Unchecked)
+            .init::<B, Vector<B>>()
+            .unwrap();
+        let a = tensor1::<IB>(&targets_f32());
+        let mut model = vector(&targets_f32());
+        let mut overshoot: f64 = 0.0;
+        for step in 0..steps {
+            if ctl.due(step) {
+                // The only device read of the loop: one per update.
+                let z = sparsity::measure(&model, 0.0, &ParamSelection::all()).zero_fraction();
+                overshoot = overshoot.max(z - ctl.target_at(step));
+                let lambda = ctl.update(step, z).unwrap();
+                optim.set_lambda(Schedule::constant(lambda)).unwrap();
+            }
+            // Gradient of 0.5 * sum (w - a)^2, computed on the device.
+            let mut grads = GradientsParams::new();
+            grads.register::<IB, 1>(model.w.id, model.w.val().inner().sub(a.clone()));
+            model = optim.step(LR, model, grads);
+        }
+        let last = sparsity::measure(&model, 0.0, &ParamSelection::all()).zero_fraction();
+        let o = Outcome {
+            last,
+            overshoot: overshoot.max(last - ctl.target_at(steps)),
+            lambdas: Vec::new(),
+        };
+        check("pSGD optimizer f32", target, &o);
+    }
+}
