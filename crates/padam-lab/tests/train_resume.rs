@@ -180,10 +180,12 @@ fn corrupt_mismatched_or_missing_checkpoints_are_errors() {
     let run = tmp.path("run");
     let run_s = run.to_str().unwrap();
 
-    // Nothing to resume.
+    // Nothing to resume yet: --resume starts the run from step 0 and says so.
     std::fs::create_dir_all(&run).unwrap();
-    let e = err(&padam(&["train", cfg_s, "--out", run_s, "--resume", "-q"]));
-    assert!(e.contains("no checkpoint"), "{e}");
+    let out = padam(&["train", cfg_s, "--out", run_s, "--resume", "--epochs", "1"]);
+    ok(&out);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("no checkpoint yet"), "{said}");
     std::fs::remove_dir_all(&run).unwrap();
 
     ok(&padam(&[
@@ -238,6 +240,8 @@ fn config_errors_name_the_key() {
         ("lr.schedule=\"linear\"", "linear"),
         ("optimizer.momentum=0.9", "optimizer.momentum"),
         ("optimizer.check_every=0", "optimizer.check_every"),
+        // check_every defaults to log_every: the error names the key the user set
+        ("train.log_every=0", "train.log_every = 0"),
     ] {
         let e = err(&padam(&["train", cfg_s, "--dry-run", "--set", set]));
         assert!(e.contains(needle), "{set}: {e}");
@@ -833,4 +837,74 @@ fn sparsity_target_errors_name_the_key() {
     let typo = steered_digits("target = 0.9\nevry = 5", padam);
     let e = format!("{:#}", config::parse(&typo, &[]).unwrap_err());
     assert!(e.contains("evry"), "{e}");
+}
+
+/// A run stopped before its first checkpoint is no dead end: the same command starts it again
+/// from step 0 (plain or with `--resume`), dropping its partial metrics; another config in
+/// the directory is refused with a message naming it.
+#[test]
+fn a_run_stopped_before_its_first_checkpoint_starts_again() {
+    let tmp = TempDir::new("early");
+    let cfg = tmp.path("digits.toml");
+    std::fs::write(&cfg, DIGITS).unwrap();
+    let cfg_s = cfg.to_str().unwrap();
+    let full = tmp.path("full");
+    ok(&padam(&[
+        "train",
+        cfg_s,
+        "--out",
+        full.to_str().unwrap(),
+        "--quiet",
+    ]));
+    let reference = metrics(&full);
+
+    for resume in [false, true] {
+        // what a run killed before its first checkpoint leaves: its config and a metrics line
+        let dir = tmp.path(&format!("early-{resume}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(full.join("config.toml"), dir.join("config.toml")).unwrap();
+        let first = std::fs::read_to_string(full.join("metrics.jsonl")).unwrap();
+        std::fs::write(dir.join("metrics.jsonl"), first.lines().next().unwrap()).unwrap();
+        let mut a = vec!["train", cfg_s, "--out", dir.to_str().unwrap(), "--quiet"];
+        if resume {
+            a.push("--resume");
+        }
+        ok(&padam(&a));
+        assert_eq!(metrics(&dir), reference, "resume = {resume}");
+        assert_eq!(final_hash(&dir), final_hash(&full));
+    }
+
+    let other = tmp.path("other");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("config.toml"), "seed = 99\n").unwrap();
+    let e = err(&padam(&["train", cfg_s, "--out", other.to_str().unwrap()]));
+    assert!(
+        e.contains("another run's config") && e.contains("config.toml"),
+        "{e}"
+    );
+}
+
+/// Without a terminal (a pipe here, as under nohup or CI) progress comes as plain lines on
+/// stderr: one per evaluation, with step, loss, accuracy, zeros, speed and ETA.
+#[test]
+fn progress_lines_without_a_terminal() {
+    let tmp = TempDir::new("lines");
+    let cfg = tmp.path("digits.toml");
+    std::fs::write(&cfg, DIGITS).unwrap();
+    let out = padam(&[
+        "train",
+        cfg.to_str().unwrap(),
+        "--out",
+        tmp.path("run").to_str().unwrap(),
+    ]);
+    ok(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("step ")).collect();
+    assert_eq!(lines.len(), 9, "one per evaluation: {stderr}");
+    let last = lines.last().unwrap();
+    assert!(last.starts_with("step 270/270 (100.0%) loss "), "{last}");
+    assert!(
+        last.contains("acc ") && last.contains("zeros ") && last.contains("items/s eta "),
+        "{last}"
+    );
 }

@@ -139,6 +139,9 @@ where
     // in place only into buffers nothing else holds.
     let (mut run, mut model) = Run::new(config, args, dir, task, optim, device, replicas)?;
     let bar = progress_bar(args, run.total, run.state.step);
+    // Without a terminal (nohup, CI, a log file) a plain line every LOG_LINE_EVERY instead.
+    let mut lines =
+        (!args.quiet && bar.is_hidden()).then(|| LogLines::new(run.state.step, run.total));
     while run.state.step < run.total {
         model = run.step(model)?;
         let s = run.state.step;
@@ -156,6 +159,9 @@ where
         }
         bar.set_position(s as u64);
         bar.set_message(run.progress.message());
+        if let Some(l) = lines.as_mut() {
+            l.maybe_print(s, do_eval, &run.progress);
+        }
         if !run.delay.is_zero() {
             std::thread::sleep(run.delay);
         }
@@ -180,6 +186,50 @@ fn progress_bar(args: &TrainArgs, total: usize, step: usize) -> ProgressBar {
     bar.set_position(step as u64);
     bar.reset_eta();
     bar
+}
+
+/// How often a run without a terminal prints its progress line.
+const LOG_LINE_EVERY: Duration = Duration::from_secs(30);
+
+/// Progress as plain lines on stderr, for runs whose output is not a terminal: one after every
+/// evaluation and at least every [`LOG_LINE_EVERY`].
+struct LogLines {
+    start: Instant,
+    start_step: usize,
+    total: usize,
+    last: Instant,
+}
+
+impl LogLines {
+    fn new(step: usize, total: usize) -> Self {
+        let now = Instant::now();
+        LogLines {
+            start: now,
+            start_step: step,
+            total,
+            last: now,
+        }
+    }
+
+    fn maybe_print(&mut self, step: usize, evaluated: bool, progress: &Progress) {
+        if !(evaluated || self.last.elapsed() >= LOG_LINE_EVERY || step == self.total) {
+            return;
+        }
+        self.last = Instant::now();
+        let done = (step - self.start_step) as f64;
+        let eta = if done > 0.0 {
+            let per_step = self.start.elapsed().as_secs_f64() / done;
+            format!("{:.0}s", per_step * (self.total - step) as f64)
+        } else {
+            "-".to_string()
+        };
+        eprintln!(
+            "step {step}/{} ({:.1}%) {} eta {eta}",
+            self.total,
+            100.0 * step as f64 / self.total.max(1) as f64,
+            progress.message()
+        );
+    }
 }
 
 /// What the progress bar shows after each step.

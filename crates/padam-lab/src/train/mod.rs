@@ -86,7 +86,17 @@ pub fn run_config(config: &TrainConfig, args: &TrainArgs) -> anyhow::Result<Summ
     if let Some(spec) = &args.devices {
         check_devices(&DeviceList::parse(spec)?, spec, config)?;
     }
-    prepare_dir(&run_dir, config, args.resume)?;
+    let resume = prepare_dir(&run_dir, config, args.resume)?;
+    if args.resume && !resume && !args.quiet {
+        eprintln!(
+            "--resume: {} has no checkpoint yet; starting the run from step 0",
+            run_dir.display()
+        );
+    }
+    let args = &TrainArgs {
+        resume,
+        ..args.clone()
+    };
     let log = OpenOptions::new()
         .create(true)
         .append(true)
@@ -118,27 +128,62 @@ pub fn run_config(config: &TrainConfig, args: &TrainArgs) -> anyhow::Result<Summ
     })
 }
 
-/// Create the run directory (fresh run) or check it holds this run (resume).
-fn prepare_dir(dir: &Path, config: &TrainConfig, resume: bool) -> anyhow::Result<()> {
+/// Make the run directory ready; returns whether the run continues from a checkpoint.
+///
+/// A directory whose run stopped before its first checkpoint is no dead end: with the same
+/// config it starts again from step 0 (with or without `--resume`), its partial metrics
+/// dropped. A directory with checkpoints needs `--resume` (or another `--out`), and one that
+/// holds a different config is refused.
+fn prepare_dir(dir: &Path, config: &TrainConfig, resume: bool) -> anyhow::Result<bool> {
     let config_path = dir.join("config.toml");
-    if resume {
-        if !dir.is_dir() {
-            bail!("--resume: run directory {} does not exist", dir.display());
+    let checkpoints = checkpoint::list(dir)?;
+    if let Some((step, _)) = checkpoints.last() {
+        if resume {
+            return Ok(true);
         }
-        return Ok(());
-    }
-    let has_run = config_path.exists()
-        || dir.join("metrics.jsonl").exists()
-        || !checkpoint::list(dir)?.is_empty();
-    if has_run {
         bail!(
-            "{} already holds a run; pass --resume to continue it, or --out for a new directory",
+            "{} already holds a run with checkpoints up to step {step}; pass --resume to \
+             continue it, or --out for a new directory",
             dir.display()
         );
     }
-    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    checkpoint::write_atomic(&config_path, config.to_toml().as_bytes())?;
-    Ok(())
+    if dir.join("final.json").exists() {
+        bail!(
+            "{} holds a finished run without checkpoints; use --out for a new directory",
+            dir.display()
+        );
+    }
+    match fs::read_to_string(&config_path) {
+        Ok(old) if old != config.to_toml() => bail!(
+            "{} holds another run's config ({}) that never reached a checkpoint; use --out for \
+             a new directory, or delete it",
+            dir.display(),
+            config_path.display()
+        ),
+        Ok(_) => {
+            // The same run, stopped before its first checkpoint: start it again.
+            let metrics = dir.join("metrics.jsonl");
+            if metrics.exists() {
+                fs::remove_file(&metrics)
+                    .with_context(|| format!("removing {}", metrics.display()))?;
+            }
+            checkpoint::remove_stale_temps(dir);
+        }
+        Err(_) => {
+            if dir.join("metrics.jsonl").exists() {
+                bail!(
+                    "{} holds metrics.jsonl but no config.toml; use --out for a new directory",
+                    dir.display()
+                );
+            }
+            if resume && !dir.is_dir() {
+                bail!("--resume: run directory {} does not exist", dir.display());
+            }
+            fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            checkpoint::write_atomic(&config_path, config.to_toml().as_bytes())?;
+        }
+    }
+    Ok(false)
 }
 
 fn run_on<B: AutodiffBackend>(

@@ -37,11 +37,18 @@ impl TrainConfig {
             ));
         }
         self.validate_model_data()?;
+        // The loop's keys first: pWD's check_every defaults to train.log_every, so a bad
+        // log_every must be reported as itself.
+        self.validate_train()?;
         self.validate_optimizer()?;
         self.validate_lr()?;
         if let Some(p) = &self.prune {
             p.validate()?;
         }
+        Ok(())
+    }
+
+    fn validate_train(&self) -> anyhow::Result<()> {
         let t = &self.train;
         if t.batch_size == 0 {
             return Err(bad("train.batch_size", 0, "must be > 0"));
