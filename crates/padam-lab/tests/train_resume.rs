@@ -877,6 +877,7 @@ fn a_run_stopped_before_its_first_checkpoint_starts_again() {
     let other = tmp.path("other");
     std::fs::create_dir_all(&other).unwrap();
     std::fs::write(other.join("config.toml"), "seed = 99\n").unwrap();
+    std::fs::write(other.join("metrics.jsonl"), "{\"step\": 1}\n").unwrap();
     let e = err(&padam(&["train", cfg_s, "--out", other.to_str().unwrap()]));
     assert!(
         e.contains("another run's config") && e.contains("config.toml"),
@@ -907,4 +908,46 @@ fn progress_lines_without_a_terminal() {
         last.contains("acc ") && last.contains("zeros ") && last.contains("items/s eta "),
         "{last}"
     );
+}
+
+/// Settings that used to be accepted silently are errors naming the key and value (issue 24
+/// item 4); a run refused before its first step leaves a directory the corrected command
+/// reuses.
+#[test]
+fn silently_accepted_settings_are_errors() {
+    let tmp = TempDir::new("silent");
+    let cfg = tmp.path("digits.toml");
+    std::fs::write(&cfg, DIGITS).unwrap();
+    let cfg_s = cfg.to_str().unwrap();
+    let run = tmp.path("run");
+    let run_s = run.to_str().unwrap();
+    for (args, needle) in [
+        (vec!["--set", "data.test_rows=0"], "data.test_rows = 0"),
+        (
+            vec!["--set", "data.test_rows=1797"],
+            "data.test_rows = 1797",
+        ),
+        (
+            vec!["--set", "model.hidden=[4000000000]"],
+            "model.hidden = [4000000000]",
+        ),
+        (
+            vec!["--set", "lr.warmup_steps=100000"],
+            "lr.warmup_steps = 100000",
+        ),
+        (vec!["--set", "data.augment=true"], "data.augment = true"),
+        (
+            vec!["--epochs", "409927646082434481"],
+            "train.epochs = 409927646082434481",
+        ),
+    ] {
+        let mut a = vec!["train", cfg_s, "--out", run_s, "-q"];
+        a.extend(args.iter().copied());
+        let e = err(&padam(&a));
+        assert!(e.contains(needle), "{args:?}: {e}");
+    }
+    // the corrected command runs in the same directory
+    ok(&padam(&[
+        "train", cfg_s, "--out", run_s, "-q", "--epochs", "1",
+    ]));
 }

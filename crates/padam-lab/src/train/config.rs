@@ -487,9 +487,42 @@ impl TrainConfig {
     pub fn total_steps(&self, steps_per_epoch: usize) -> usize {
         match (self.train.epochs, self.train.iterations) {
             (_, Some(i)) => i,
-            (Some(e), None) => e * steps_per_epoch,
+            // `check_run_length` refuses an overflow before a run starts.
+            (Some(e), None) => e.saturating_mul(steps_per_epoch),
             (None, None) => 0,
         }
+    }
+
+    /// The checks that need the data's size: the run's length fits in a step counter, and a
+    /// warmup is shorter than the run.
+    pub fn check_run_length(&self, steps_per_epoch: usize) -> anyhow::Result<()> {
+        if let Some(e) = self.train.epochs {
+            if e.checked_mul(steps_per_epoch).is_none() {
+                bail!(
+                    "invalid config: train.epochs = {e} ({e} x {steps_per_epoch} steps per epoch \
+                     overflows the step counter)"
+                );
+            }
+        }
+        let total = self.total_steps(steps_per_epoch);
+        let warmup = match (self.lr.warmup_steps, self.lr.warmup_epochs) {
+            (Some(s), _) => Some(("lr.warmup_steps", s as f64, s)),
+            (None, Some(e)) => Some((
+                "lr.warmup_epochs",
+                e,
+                (e * steps_per_epoch as f64).round() as usize,
+            )),
+            (None, None) => None,
+        };
+        if let Some((key, value, steps)) = warmup {
+            if steps >= total {
+                bail!(
+                    "invalid config: {key} = {value} ({steps} warmup steps, but the run has \
+                     {total} steps; the warmup must end before the run does)"
+                );
+            }
+        }
+        Ok(())
     }
 
     /// The learning-rate schedule resolved to steps.

@@ -308,6 +308,7 @@ where
         let n = task.train_len();
         anyhow::ensure!(n > 0, "the training data is empty");
         let steps_per_epoch = n.div_ceil(t.batch_size);
+        config.check_run_length(steps_per_epoch)?;
         let total = config.total_steps(steps_per_epoch);
         let eval_every = t.eval_every.unwrap_or(steps_per_epoch);
         let ckpt_every = t.checkpoint_every.unwrap_or(eval_every);

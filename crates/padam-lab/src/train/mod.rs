@@ -153,7 +153,12 @@ fn prepare_dir(dir: &Path, config: &TrainConfig, resume: bool) -> anyhow::Result
             dir.display()
         );
     }
+    let metrics = dir.join("metrics.jsonl");
     match fs::read_to_string(&config_path) {
+        // A config that never trained a step (refused before its first one): replace it.
+        Ok(old) if old != config.to_toml() && !metrics.exists() => {
+            checkpoint::write_atomic(&config_path, config.to_toml().as_bytes())?;
+        }
         Ok(old) if old != config.to_toml() => bail!(
             "{} holds another run's config ({}) that never reached a checkpoint; use --out for \
              a new directory, or delete it",
@@ -162,7 +167,6 @@ fn prepare_dir(dir: &Path, config: &TrainConfig, resume: bool) -> anyhow::Result
         ),
         Ok(_) => {
             // The same run, stopped before its first checkpoint: start it again.
-            let metrics = dir.join("metrics.jsonl");
             if metrics.exists() {
                 fs::remove_file(&metrics)
                     .with_context(|| format!("removing {}", metrics.display()))?;
@@ -170,7 +174,7 @@ fn prepare_dir(dir: &Path, config: &TrainConfig, resume: bool) -> anyhow::Result
             checkpoint::remove_stale_temps(dir);
         }
         Err(_) => {
-            if dir.join("metrics.jsonl").exists() {
+            if metrics.exists() {
                 bail!(
                     "{} holds metrics.jsonl but no config.toml; use --out for a new directory",
                     dir.display()

@@ -346,9 +346,15 @@ pub fn load(config: &TrainConfig) -> anyhow::Result<AnyTask> {
     let d = &config.data;
     Ok(match &config.model {
         ModelConfig::Mlp { hidden } => {
-            let mut data = digits::load(path.as_deref())
-                .context("loading digits")?
-                .split(d.test_rows, config.seed);
+            let all = digits::load(path.as_deref()).context("loading digits")?;
+            anyhow::ensure!(
+                d.test_rows < all.len(),
+                "invalid config: data.test_rows = {} (the digits data has {} rows; leave some \
+                 for training)",
+                d.test_rows,
+                all.len()
+            );
+            let mut data = all.split(d.test_rows, config.seed);
             if let Some(l) = d.train_limit {
                 let idx: Vec<usize> = (0..l.min(data.train.len())).collect();
                 data.train = data.train.gather(&idx);
@@ -364,6 +370,7 @@ pub fn load(config: &TrainConfig) -> anyhow::Result<AnyTask> {
             let path = path.expect("fashion needs a path");
             let data = fashion_mnist::load(&path)
                 .with_context(|| format!("loading Fashion-MNIST from {}", path.display()))?;
+            non_empty(data.train.len(), data.test.len(), &path)?;
             AnyTask::Fashion(FashionTask {
                 train_idx: subset(data.train.len(), d.train_limit),
                 test_idx: subset(data.test.len(), d.test_limit),
@@ -379,6 +386,7 @@ pub fn load(config: &TrainConfig) -> anyhow::Result<AnyTask> {
             let path = path.expect("cifar needs a path");
             let data = cifar10::load(&path)
                 .with_context(|| format!("loading CIFAR-10 from {}", path.display()))?;
+            non_empty(data.train.len(), data.test.len(), &path)?;
             AnyTask::Cifar(CifarTask {
                 train_idx: subset(data.train.len(), d.train_limit),
                 test_idx: subset(data.test.len(), d.test_limit),
@@ -424,4 +432,15 @@ pub fn load(config: &TrainConfig) -> anyhow::Result<AnyTask> {
             })
         }
     })
+}
+
+/// A dataset with an empty training or test split is an error, not a run that reports an
+/// accuracy of 0 (a test file whose header counts 0 items, say).
+fn non_empty(train: usize, test: usize, path: &std::path::Path) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        train > 0 && test > 0,
+        "{}: the data has {train} training and {test} test examples; both must be > 0",
+        path.display()
+    );
+    Ok(())
 }

@@ -3,6 +3,9 @@
 
 use super::config::*;
 
+/// The largest model a config may ask for: 1e9 weights (16 GB with Adam's two moments).
+const MAX_PARAMS: u128 = 1_000_000_000;
+
 fn bad(key: &str, value: impl std::fmt::Display, why: &str) -> anyhow::Error {
     anyhow::anyhow!("invalid config: {key} = {value} ({why})")
 }
@@ -127,6 +130,23 @@ impl TrainConfig {
                         "widths must be > 0",
                     ));
                 }
+                // Weights of the digits MLP (64 inputs, 10 classes), counted before anything
+                // is allocated: an absurd width is an error, not an abort.
+                let mut widths = vec![64u128];
+                widths.extend(hidden.iter().map(|&h| h as u128));
+                widths.push(10);
+                let params: u128 = widths.windows(2).map(|w| w[0] * w[1] + w[1]).sum();
+                if params > MAX_PARAMS {
+                    return Err(bad(
+                        "model.hidden",
+                        format!("{hidden:?}"),
+                        &format!(
+                            "{params} parameters; at most {MAX_PARAMS} (optimizer state included, \
+                             that is {} GB of f32)",
+                            MAX_PARAMS * 16 / 1_000_000_000
+                        ),
+                    ));
+                }
             }
             ModelConfig::FashionCnn { dropout } => check_prob("model.dropout", *dropout)?,
             ModelConfig::Resnet18 {} => {}
@@ -161,6 +181,28 @@ impl TrainConfig {
             if v == Some(0) {
                 return Err(bad(k, 0, "must be > 0"));
             }
+        }
+        if self.data.test_rows == 0 {
+            return Err(bad(
+                "data.test_rows",
+                0,
+                "must be > 0: the run evaluates on them",
+            ));
+        }
+        if self.data.augment
+            && !matches!(
+                self.data.dataset,
+                DatasetKind::FashionMnist | DatasetKind::Cifar10
+            )
+        {
+            return Err(bad(
+                "data.augment",
+                true,
+                &format!(
+                    "the {:?} data has no augmentation (fashion_mnist and cifar10 do)",
+                    self.data.dataset.name()
+                ),
+            ));
         }
         if self.data.eval_batches == 0 {
             return Err(bad("data.eval_batches", 0, "must be > 0"));
