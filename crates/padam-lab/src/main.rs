@@ -46,7 +46,12 @@ fn main() -> std::process::ExitCode {
         Err(e) => {
             // `{:#}` prints the whole cause chain on one line, without a backtrace.
             eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+            if e.downcast_ref::<train::Interrupted>().is_some() {
+                // 128 + SIGINT, as a shell reports a process stopped by Ctrl-C
+                std::process::ExitCode::from(130)
+            } else {
+                std::process::ExitCode::FAILURE
+            }
         }
     }
 }

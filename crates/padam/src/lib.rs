@@ -35,6 +35,7 @@
 
 #![warn(missing_docs)]
 
+pub mod cases;
 pub mod controller;
 pub mod decay;
 pub mod decay_config;

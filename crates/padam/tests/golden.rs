@@ -1,139 +1,117 @@
 //! Golden vectors (float64, PyTorch-computed; tests/data/*.json) against
 //! (a) the float64 reference `padam::reference` to ~1e-12 and
-//! (b) the burn path (PAdamConfig / PSgdConfig on Autodiff<Flex>, f32) to float32 accuracy;
+//! (b) the burn path (PAdam / pSGD on Autodiff<Flex>, f32) to float32 accuracy;
 //!     PAdam on both of its CPU paths: the fused step (default) and the tensor ops.
+//!
+//! Each golden configuration is described as a `padam::cases::Case` (the data fixes it), built
+//! and referenced through the same code as the case table every execution path runs
+//! (`padam::cases::cases()`, see `tests/fused_cpu.rs` and `padam bench verify`); the table
+//! covers every golden optimizer and `p`.
 
 mod common;
 
 use common::*;
-use padam::reference::{self, AdamParams, AdamState, Decay, SgdParams, SgdState};
-use padam::{PAdamConfig, PSgdConfig};
+use padam::cases::{Case, CaseOptimizer};
+use padam::{reference, PSgdConfig};
 use serde_json::Value;
 
 /// Relative tolerance of the f64 reference against the f64 golden vectors.
 const REF_RTOL: f64 = 1e-12;
 
-struct Case {
+struct Golden {
     name: String,
-    optimizer: String,
-    p: f64,
-    lam: f64,
-    lr: f64,
+    /// The golden configuration as a case of `padam::cases`.
+    case: Case,
     w0: Vec<f64>,
     grads: Vec<Vec<f64>>,
     want: Vec<Vec<f64>>,
-    case: Value,
+    json: Value,
 }
 
-fn cases() -> Vec<Case> {
-    let cases: Vec<Case> = golden_steps()
+impl Golden {
+    fn optimizer(&self) -> &'static str {
+        self.case.optimizer.label()
+    }
+
+    fn p(&self) -> f64 {
+        self.case.p.value(0)
+    }
+}
+
+/// The golden file's optimizer of one case, as a case optimizer.
+fn case_optimizer(c: &Value) -> CaseOptimizer {
+    match c["optimizer"].as_str().unwrap() {
+        "padam" => CaseOptimizer::PAdam {
+            beta_1: f(&c["betas"][0]),
+            beta_2: f(&c["betas"][1]),
+            epsilon: f(&c["eps"]),
+        },
+        "psgd" => CaseOptimizer::PSgd {
+            momentum: f(&c["momentum"]),
+            dampening: f(&c["dampening"]),
+            nesterov: c["nesterov"].as_bool().unwrap(),
+        },
+        o => panic!("unknown optimizer {o}"),
+    }
+}
+
+fn cases() -> Vec<Golden> {
+    let cases: Vec<Golden> = golden_steps()
         .into_iter()
-        .map(|c| Case {
-            name: format!(
+        .map(|c| {
+            let name = format!(
                 "{} p={} lam={} lr={}",
                 c["optimizer"].as_str().unwrap(),
                 c["p"],
                 c["lam"],
                 c["lr"]
-            ),
-            optimizer: c["optimizer"].as_str().unwrap().to_string(),
-            p: f(&c["p"]),
-            lam: f(&c["lam"]),
-            lr: f(&c["lr"]),
-            w0: fvec(&c["w0"]),
-            grads: fmat(&c["grads"]),
-            want: fmat(&c["weights_after_each_step"]),
-            case: c,
+            );
+            let case = Case::new(name.clone(), case_optimizer(&c), f(&c["p"]), f(&c["lam"]))
+                .with_lr(f(&c["lr"]));
+            Golden {
+                name,
+                case,
+                w0: fvec(&c["w0"]),
+                grads: fmat(&c["grads"]),
+                want: fmat(&c["weights_after_each_step"]),
+                json: c,
+            }
         })
         .collect();
     assert_eq!(cases.len(), 20, "golden file holds 20 cases");
-    assert_eq!(cases.iter().filter(|c| c.optimizer == "padam").count(), 10);
-    assert_eq!(cases.iter().filter(|c| c.optimizer == "psgd").count(), 10);
+    assert_eq!(
+        cases.iter().filter(|c| c.optimizer() == "padam").count(),
+        10
+    );
+    assert_eq!(cases.iter().filter(|c| c.optimizer() == "psgd").count(), 10);
     cases
 }
 
-fn adam_params(c: &Value) -> AdamParams {
-    AdamParams {
-        beta1: f(&c["betas"][0]),
-        beta2: f(&c["betas"][1]),
-        eps: f(&c["eps"]),
-    }
-}
-
-fn sgd_params(c: &Value) -> SgdParams {
-    SgdParams {
-        momentum: f(&c["momentum"]),
-        dampening: f(&c["dampening"]),
-        nesterov: c["nesterov"].as_bool().unwrap(),
-    }
-}
-
 /// The f64 reference trajectory of a golden case.
-fn reference_run(c: &Case) -> Vec<Vec<f64>> {
-    let d = Decay::new(c.p, c.lam);
-    let mut w = c.w0.clone();
-    let mut out = Vec::new();
-    match c.optimizer.as_str() {
-        "padam" => {
-            let a = adam_params(&c.case);
-            let mut st = AdamState::new(w.len());
-            for g in &c.grads {
-                reference::padam_step(&mut w, g, &mut st, c.lr, &a, &d);
-                out.push(w.clone());
-            }
-        }
-        "psgd" => {
-            let sp = sgd_params(&c.case);
-            let mut st = SgdState::new(w.len());
-            for g in &c.grads {
-                reference::psgd_step(&mut w, g, &mut st, c.lr, &sp, &d);
-                out.push(w.clone());
-            }
-        }
-        o => panic!("unknown optimizer {o}"),
-    }
-    out
+fn reference_run(c: &Golden) -> Vec<Vec<f64>> {
+    c.case
+        .reference(&c.w0, &c.grads, true)
+        .expect("PAdam and pSGD have a float64 reference")
 }
 
 /// The burn (f32) trajectory of a golden case; PAdam through the fused step or the tensor ops.
-fn burn_run(c: &Case, fused: bool) -> Vec<Vec<f32>> {
+fn burn_run(c: &Golden, fused: bool) -> Vec<Vec<f32>> {
     let w0 = narrow(&c.w0);
     let grads: Vec<Vec<f32>> = c.grads.iter().map(|g| narrow(g)).collect();
-    match c.optimizer.as_str() {
-        "padam" => {
-            let a = adam_params(&c.case);
-            let mut optim = PAdamConfig::new()
-                .with_beta_1(a.beta1)
-                .with_beta_2(a.beta2)
-                .with_epsilon(a.eps)
-                .with_p(c.p)
-                .with_lambda(c.lam)
-                .with_fused_kernel(fused)
-                .init::<B, Vector<B>>()
-                .unwrap();
-            assert_eq!(optim.uses_fused_kernel(), fused);
-            run_vector(&mut optim, c.lr, &w0, &grads)
-        }
-        "psgd" => {
-            let sp = sgd_params(&c.case);
-            let mut optim = PSgdConfig::new()
-                .with_momentum(sp.momentum)
-                .with_dampening(sp.dampening)
-                .with_nesterov(sp.nesterov)
-                .with_p(c.p)
-                .with_lambda(c.lam)
-                .init::<B, Vector<B>>()
-                .unwrap();
-            run_vector(&mut optim, c.lr, &w0, &grads)
-        }
-        o => panic!("unknown optimizer {o}"),
-    }
+    let mut optim = c.case.build::<B, Vector<B>>(fused).unwrap();
+    assert_eq!(
+        optim.uses_fused_kernel(),
+        fused && c.case.fused_expected(),
+        "{}",
+        c.name
+    );
+    run_case_vector(optim.as_mut(), &c.case, &w0, &grads)
 }
 
 #[test]
 fn golden_cases_cover_p_range_and_special_weights() {
     let cs = cases();
-    let mut ps: Vec<f64> = cs.iter().map(|c| c.p).collect();
+    let mut ps: Vec<f64> = cs.iter().map(|c| c.p()).collect();
     ps.dedup();
     assert_eq!(ps, vec![0.5, 0.8, 1.0, 1.5, 2.0]);
     for c in &cs {
@@ -144,12 +122,28 @@ fn golden_cases_cover_p_range_and_special_weights() {
     // Nesterov is exercised by at least one pSGD case.
     assert!(cs
         .iter()
-        .any(|c| c.optimizer == "psgd" && c.case["nesterov"] == Value::Bool(true)));
+        .any(|c| c.optimizer() == "psgd" && c.json["nesterov"] == Value::Bool(true)));
+}
+
+/// Every golden optimizer and `p` is a case of the table every execution path runs, so
+/// `padam bench verify --backend cuda` reaches them too.
+#[test]
+fn the_case_table_covers_every_golden_optimizer_and_p() {
+    let table = padam::cases::cases();
+    for c in cases() {
+        assert!(
+            table
+                .iter()
+                .any(|t| t.optimizer.label() == c.optimizer() && t.p == c.case.p),
+            "{}: no case of the table has this optimizer and p",
+            c.name
+        );
+    }
 }
 
 #[test]
 fn reference_padam_matches_golden_f64() {
-    for c in cases().iter().filter(|c| c.optimizer == "padam") {
+    for c in cases().iter().filter(|c| c.optimizer() == "padam") {
         for (k, (got, want)) in reference_run(c).iter().zip(&c.want).enumerate() {
             assert_close(got, want, REF_RTOL, 0.0, &format!("{} step {k}", c.name));
         }
@@ -158,7 +152,7 @@ fn reference_padam_matches_golden_f64() {
 
 #[test]
 fn reference_psgd_matches_golden_f64() {
-    for c in cases().iter().filter(|c| c.optimizer == "psgd") {
+    for c in cases().iter().filter(|c| c.optimizer() == "psgd") {
         for (k, (got, want)) in reference_run(c).iter().zip(&c.want).enumerate() {
             assert_close(got, want, REF_RTOL, 0.0, &format!("{} step {k}", c.name));
         }
@@ -177,36 +171,31 @@ fn reference_psgd_matches_golden_f64() {
 const F32_ATOL: f64 = 1e-30;
 
 /// The f32 error model of a golden case: per step, the error bound of every weight.
-fn model_run(c: &Case) -> Vec<Vec<Ef>> {
+fn model_run(c: &Golden) -> Vec<Vec<Ef>> {
     let fp = F32;
-    let d = DecayModel::new(c.p, c.lam);
+    let d = DecayModel::new(c.p(), c.case.lambda.value(0));
     let mut w: Vec<Ef> = c.w0.iter().map(|&v| fp.input(v)).collect();
     let mut adam = AdamModel::new(w.len());
     let mut sgd = SgdModel::default();
     let mut out = Vec::new();
-    for g in &c.grads {
+    for (k, g) in c.grads.iter().enumerate() {
         let g: Vec<Ef> = g.iter().map(|&v| fp.input(v)).collect();
-        let w_hat = match c.optimizer.as_str() {
-            "padam" => {
-                let a = adam_params(&c.case);
-                model_adam(&fp, &w, &g, &mut adam, c.lr, (a.beta1, a.beta2), a.eps)
-            }
-            _ => {
-                let sp = sgd_params(&c.case);
-                model_sgd(
-                    &fp,
-                    &w,
-                    &g,
-                    &mut sgd,
-                    c.lr,
-                    sp.momentum,
-                    sp.dampening,
-                    sp.nesterov,
-                )
-            }
+        let lr = c.case.lr(k);
+        let w_hat = match c.case.optimizer {
+            CaseOptimizer::PAdam {
+                beta_1,
+                beta_2,
+                epsilon,
+            } => model_adam(&fp, &w, &g, &mut adam, lr, (beta_1, beta_2), epsilon),
+            CaseOptimizer::PSgd {
+                momentum,
+                dampening,
+                nesterov,
+            } => model_sgd(&fp, &w, &g, &mut sgd, lr, momentum, dampening, nesterov),
+            o => panic!("no golden vectors for {o:?}"),
         };
         let mut s = vec![];
-        w = model_decay(&fp, &w_hat, &w, &mut s, c.lr, &d);
+        w = model_decay(&fp, &w_hat, &w, &mut s, lr, &d);
         out.push(w.clone());
     }
     out
@@ -215,7 +204,7 @@ fn model_run(c: &Case) -> Vec<Vec<Ef>> {
 fn check_burn_against_golden(optimizer: &str, fused: bool) {
     let mut worst_rel: f64 = 0.0;
     let mut worst_bound: f64 = 0.0;
-    for c in cases().iter().filter(|c| c.optimizer == optimizer) {
+    for c in cases().iter().filter(|c| c.optimizer() == optimizer) {
         let got = burn_run(c, fused);
         let model = model_run(c);
         for (k, ((g, want), m)) in got.iter().zip(&c.want).zip(&model).enumerate() {
@@ -237,7 +226,7 @@ fn check_burn_against_golden(optimizer: &str, fused: bool) {
                     worst_bound = worst_bound.max((g - w).abs() / m.e);
                 }
             }
-            if c.p < 2.0 {
+            if c.p() < 2.0 {
                 // w0[0] = 0 and w0[1] = 1e-300 (0 in f32): exactly zero forever. (For
                 // 1 < p < 2 the f64 golden weight 1e-300 escapes: w_new ~ A*|w_old|^(2-p) has a
                 // non-zero fixed point; the error model reports an unbounded error there because
@@ -274,7 +263,7 @@ fn burn_tiny_weight_shrinks_like_golden_then_is_zeroed() {
     let mut zeroed = 0;
     for (c, fused) in cases()
         .iter()
-        .filter(|c| c.p < 2.0)
+        .filter(|c| c.p() < 2.0)
         .flat_map(|c| [(c, true), (c, false)])
     {
         let got = burn_run(c, fused);

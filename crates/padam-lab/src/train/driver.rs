@@ -19,6 +19,7 @@ use serde::Serialize;
 use super::args::{devices_of, TrainArgs};
 use super::checkpoint::{self, Checkpoint, LoopState};
 use super::config::{fnv1a, TrainConfig};
+use super::interrupt;
 use super::lr::LrSchedule;
 use super::metrics::{append_line, truncate_metrics};
 use super::optimizers::TrainOptimizer;
@@ -138,6 +139,7 @@ where
     // The model is threaded through the steps by value, never cloned: the fused step writes
     // in place only into buffers nothing else holds.
     let (mut run, mut model) = Run::new(config, args, dir, task, optim, device, replicas)?;
+    interrupt::install();
     let bar = progress_bar(args, run.total, run.state.step);
     // Without a terminal (nohup, CI, a log file) a plain line every LOG_LINE_EVERY instead.
     let mut lines =
@@ -156,6 +158,20 @@ where
         }
         if do_ckpt {
             run.checkpoint(&model)?;
+        }
+        if interrupt::requested() && s < run.total {
+            if !do_ckpt {
+                model = run.read_losses(model)?;
+                run.checkpoint(&model)?;
+            }
+            bar.finish_and_clear();
+            tracing::info!(step = s, "interrupted");
+            return Err(interrupt::Interrupted {
+                step: s,
+                total: run.total,
+                dir: dir.display().to_string(),
+            }
+            .into());
         }
         bar.set_position(s as u64);
         bar.set_message(run.progress.message());
@@ -496,6 +512,9 @@ where
         let model = self.optim.settle(model)?;
         let s = self.state.step;
         let k = self.pending.len();
+        if k == 0 {
+            return Ok(model);
+        }
         let sum: f64 = Tensor::cat(std::mem::take(&mut self.pending), 0)
             .sum()
             .into_scalar()

@@ -13,6 +13,7 @@ pub mod config;
 #[cfg(feature = "ddp")]
 mod ddp;
 mod driver;
+mod interrupt;
 mod lr;
 mod metrics;
 mod optimizers;
@@ -32,6 +33,7 @@ use burn::tensor::backend::AutodiffBackend;
 pub use args::{resolve, TrainArgs};
 pub use config::TrainConfig;
 pub use driver::{weights_hash, ReplicaCheck, Summary};
+pub use interrupt::Interrupted;
 pub use lr::LrSchedule;
 pub use metrics::metrics_line_at;
 pub use optimizers::TrainOptimizer;

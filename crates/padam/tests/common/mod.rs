@@ -74,6 +74,26 @@ pub fn run_vector<O: Optimizer<Vector<B>, B>>(
     out
 }
 
+/// Run a case's optimizer (`padam::cases`) from `w0` through every gradient in `grads`, step
+/// `k` at the case's learning rate `case.lr(k)`; returns the weights after each step.
+pub fn run_case_vector(
+    optim: &mut dyn padam::cases::Stepper<Vector<B>, B>,
+    case: &padam::cases::Case,
+    w0: &[f32],
+    grads: &[Vec<f32>],
+) -> Vec<Vec<f32>> {
+    let mut m = vector(w0);
+    let mut out = Vec::new();
+    for (k, g) in grads.iter().enumerate() {
+        let gp = vector_grads(&m, g);
+        m = optim
+            .try_step(case.lr(k), m, gp)
+            .unwrap_or_else(|e| panic!("{} step {k}: {e}", case.name));
+        out.push(values(&m));
+    }
+    out
+}
+
 // ---------------------------------------------------------------------------------------------
 // Tensors.
 
