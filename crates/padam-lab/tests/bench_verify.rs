@@ -1,5 +1,6 @@
 //! `padam bench verify` is the GPU correctness check; here it runs on the CPU backend so the
-//! check itself (every optimizer vs the float64 reference) is exercised in CI.
+//! check itself (every case of the library's table `padam::cases::cases()` vs the float64
+//! reference) is exercised in CI.
 
 use padam_lab::backend::BackendKind;
 use padam_lab::bench::{run, BenchCommand, VerifyArgs};
@@ -13,6 +14,42 @@ fn bench_verify_passes_on_cpu() {
         seed: 11,
     };
     run(BenchCommand::Verify(args)).expect("every optimizer matches the float64 reference");
+}
+
+/// The command prints one row per case of the table (more where a case runs on two paths), so
+/// a run on any backend covers exactly the cases the CPU tests cover.
+#[test]
+fn bench_verify_prints_a_row_for_every_case_of_the_table() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_padam"))
+        .args([
+            "bench", "verify", "--numel", "512", "--steps", "3", "--seed", "11",
+        ])
+        .output()
+        .expect("padam runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.ends_with("  ok") || l.ends_with("  FAIL"))
+        .collect();
+    let table = padam::cases::cases();
+    for case in &table {
+        let prefix = format!("{} [", case.name);
+        assert!(
+            rows.iter().any(|r| r.starts_with(&prefix)),
+            "no row for case `{}`:\n{stdout}",
+            case.name
+        );
+    }
+    assert!(rows.len() >= table.len(), "{stdout}");
+    assert!(
+        stdout.contains(&format!("{} passed, 0 failed", rows.len())),
+        "{stdout}"
+    );
 }
 
 #[cfg(not(feature = "cuda"))]

@@ -1045,3 +1045,122 @@ fn ctrl_c_saves_a_checkpoint_and_resume_loses_nothing() {
         assert_eq!(a, b);
     }
 }
+
+/// One process per run directory: a second `--resume` while the first runs is refused by name;
+/// the lock of a process killed with SIGKILL does not block the next `--resume`.
+#[test]
+fn a_second_process_on_a_run_directory_is_refused() {
+    let tmp = TempDir::new("lock");
+    let cfg = tmp.path("digits.toml");
+    std::fs::write(&cfg, DIGITS).unwrap();
+    let cfg_s = cfg.to_str().unwrap();
+    let full = tmp.path("full");
+    ok(&padam(&[
+        "train",
+        cfg_s,
+        "--out",
+        full.to_str().unwrap(),
+        "--quiet",
+    ]));
+    let run = tmp.path("run");
+    let run_s = run.to_str().unwrap();
+    let mut first = Command::new(BIN)
+        .args([
+            "train",
+            cfg_s,
+            "--out",
+            run_s,
+            "--quiet",
+            "--step-delay-ms",
+            "20",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while checkpoint::list(&run).unwrap().is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no checkpoint appeared"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let e = err(&padam(&[
+        "train", cfg_s, "--out", run_s, "--quiet", "--resume",
+    ]));
+    assert!(e.contains("another padam process is training in"), "{e}");
+    first.kill().unwrap();
+    first.wait().unwrap();
+    ok(&padam(&[
+        "train", cfg_s, "--out", run_s, "--quiet", "--resume",
+    ]));
+    assert_eq!(final_hash(&run), final_hash(&full));
+    assert_eq!(metrics(&run), metrics(&full));
+}
+
+/// A damaged metrics history on resume is repaired as far as it can be and what was lost is
+/// said: a deleted file, an unreadable line in the middle (the lines after it are kept), a
+/// file of garbage (moved aside); the weights are exact in every case.
+#[test]
+fn a_damaged_metrics_history_is_reported_on_resume() {
+    let tmp = TempDir::new("history");
+    let cfg_text = config::parse(DIGITS, &[]).unwrap();
+    let full_dir = tmp.path("full");
+    let args = |dir: &Path, resume: bool| TrainArgs {
+        out: Some(dir.to_path_buf()),
+        resume,
+        quiet: true,
+        ..TrainArgs::default()
+    };
+    let full = run_locked(&cfg_text, &args(&full_dir, false)).unwrap();
+    let reference = metrics(&full_dir);
+    let cfg = tmp.path("digits.toml");
+    std::fs::write(&cfg, DIGITS).unwrap();
+    type Hurt = fn(&Path);
+    let damage: [(&str, Hurt); 3] = [
+        ("deleted", |m| std::fs::remove_file(m).unwrap()),
+        ("torn", |m| {
+            let text = std::fs::read_to_string(m).unwrap();
+            let mut lines: Vec<&str> = text.lines().collect();
+            lines[0] = "{\"step\": 30, \"val_los";
+            std::fs::write(m, lines.join("\n") + "\n").unwrap();
+        }),
+        ("garbage", |m| {
+            std::fs::write(m, "not json\nat all\n").unwrap()
+        }),
+    ];
+    for (tag, hurt) in damage {
+        let dir = tmp.path(tag);
+        run_locked(&cfg_text, &args(&dir, false)).unwrap();
+        for (step, path) in checkpoint::list(&dir).unwrap() {
+            if step > 260 {
+                std::fs::remove_file(path).unwrap();
+            }
+        }
+        hurt(&dir.join("metrics.jsonl"));
+        let out = padam(&[
+            "train",
+            cfg.to_str().unwrap(),
+            "--out",
+            dir.to_str().unwrap(),
+            "--resume",
+        ]);
+        ok(&out);
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            said.contains("warning:") && said.contains("lost"),
+            "{tag}: {said}"
+        );
+        assert_eq!(final_hash(&dir), full.weights_hash, "{tag}");
+        let m = metrics(&dir);
+        match tag {
+            // checkpoints every 20 steps, the last two kept: back to step 260
+            "deleted" | "garbage" => assert_eq!(m[..], reference[8..], "{tag}"),
+            _ => assert_eq!(m[..], reference[1..], "{tag}"),
+        }
+        if tag == "garbage" {
+            assert!(dir.join("metrics.jsonl.unreadable").is_file());
+        }
+    }
+}

@@ -575,7 +575,7 @@ pub fn cases() -> Vec<Case> {
         )
         .with_check_every(3)
         .with_probe(Probe::RefuseWindow { settle: false }),
-        Case::new("padam settle refuses a window with a NaN", padam, 0.8, 1e-2)
+        Case::new("padam refuses an open window at settle", padam, 0.8, 1e-2)
             .with_check_every(10)
             .with_probe(Probe::RefuseWindow { settle: true }),
         Case::new("pwd(rmsprop)", CaseOptimizer::PWdRmsProp, 0.7, 1e-2),

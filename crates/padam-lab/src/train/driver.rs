@@ -390,7 +390,15 @@ where
                 c.load_state(saved)
                     .with_context(|| format!("{}: controller state", path.display()))?;
             }
-            truncate_metrics(&metrics_path, state.step)?;
+            let evaluated: Vec<usize> = (1..=state.step)
+                .filter(|s| s.is_multiple_of(eval_every) || *s == total)
+                .collect();
+            if let Some(lost) = truncate_metrics(&metrics_path, state.step, &evaluated)? {
+                tracing::warn!(%lost, "metrics history");
+                if !args.quiet {
+                    eprintln!("warning: {lost}");
+                }
+            }
             checkpoint::remove_stale_temps(dir);
             tracing::info!(step = state.step, file = %path.display(), "resumed");
         }

@@ -5,6 +5,8 @@ use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::Path;
 
+use anyhow::Context;
+
 use super::checkpoint;
 
 /// Append one line to `path` (created if missing).
@@ -23,22 +25,93 @@ pub fn metrics_line_at(run_dir: &Path, step: usize) -> Option<serde_json::Value>
         .find(|v| v["step"].as_u64() == Some(step as u64))
 }
 
-/// Truncate `metrics.jsonl` to the lines of steps `<= step` (lines a killed run wrote after
-/// its last checkpoint are replayed by the resumed run).
-pub fn truncate_metrics(path: &Path, step: usize) -> anyhow::Result<()> {
-    let Ok(text) = fs::read_to_string(path) else {
-        return Ok(());
-    };
-    let mut kept = String::new();
-    for line in text.lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-            break; // a torn last line
-        };
-        if v.get("step").and_then(|s| s.as_u64()).unwrap_or(u64::MAX) as usize > step {
-            break;
+/// Make `metrics.jsonl` the history of a run resumed at `step`: the lines of steps `<= step`
+/// are kept (lines a killed run wrote after its last checkpoint are replayed by the resumed
+/// run), in step order, once each. `expected` are the steps `<= step` the run evaluated at.
+/// What cannot be kept is said, never silently dropped: returns a warning when the history
+/// lacks some of `expected` (a deleted file, unreadable lines) or when an unreadable file was
+/// moved aside (to `metrics.jsonl.unreadable`). A torn last line (a kill mid-write) is normal
+/// and needs no warning.
+pub fn truncate_metrics(
+    path: &Path,
+    step: usize,
+    expected: &[usize],
+) -> anyhow::Result<Option<String>> {
+    let text = match fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(_) if expected.is_empty() => return Ok(None),
+        Err(_) => {
+            return Ok(Some(format!(
+                "{} is missing: the {} evaluations up to step {step} are lost; the lines from \
+                 here on are appended to a new file",
+                path.display(),
+                expected.len()
+            )))
         }
-        kept.push_str(line);
-        kept.push('\n');
+    };
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let mut kept: std::collections::BTreeMap<usize, &str> = std::collections::BTreeMap::new();
+    let mut unreadable = 0;
+    for (i, line) in lines.iter().enumerate() {
+        let at = serde_json::from_str::<serde_json::Value>(line)
+            .ok()
+            .and_then(|v| v.get("step").and_then(|s| s.as_u64()));
+        match at {
+            Some(s) if s as usize <= step => {
+                kept.entry(s as usize).or_insert(line);
+            }
+            Some(_) => {}
+            None if i + 1 == lines.len() => {} // torn by a kill mid-write
+            None => unreadable += 1,
+        }
     }
-    checkpoint::write_atomic(path, kept.as_bytes())
+    let mut notes = Vec::new();
+    if kept.is_empty() && unreadable > 0 {
+        let aside = path.with_extension("jsonl.unreadable");
+        fs::rename(path, &aside).with_context(|| format!("moving {} aside", path.display()))?;
+        notes.push(format!(
+            "{} held no readable metrics line; moved to {}",
+            path.display(),
+            aside.display()
+        ));
+    } else if unreadable > 0 {
+        notes.push(format!(
+            "{unreadable} unreadable lines of {} dropped",
+            path.display()
+        ));
+    }
+    let missing: Vec<usize> = expected
+        .iter()
+        .copied()
+        .filter(|s| !kept.contains_key(s))
+        .collect();
+    if !missing.is_empty() {
+        notes.push(format!(
+            "the history lacks the evaluations at {} of the {} steps up to {step} ({}): they \
+             are lost, the run continues from step {step}",
+            missing.len(),
+            expected.len(),
+            describe_steps(&missing)
+        ));
+    }
+    let mut out = String::new();
+    for line in kept.values() {
+        out.push_str(line);
+        out.push('\n');
+    }
+    checkpoint::write_atomic(path, out.as_bytes())?;
+    Ok((!notes.is_empty()).then(|| notes.join("; ")))
+}
+
+/// `1000, 2000, ... 9000` for long lists.
+fn describe_steps(steps: &[usize]) -> String {
+    let shown: Vec<String> = steps.iter().take(3).map(|s| s.to_string()).collect();
+    match steps.len() {
+        0..=4 => steps
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        n => format!("steps {}, ... {}", shown.join(", "), steps[n - 1]),
+    }
 }

@@ -88,7 +88,15 @@ pub fn run_config(config: &TrainConfig, args: &TrainArgs) -> anyhow::Result<Summ
     if let Some(spec) = &args.devices {
         check_devices(&DeviceList::parse(spec)?, spec, config)?;
     }
+    // One process per run directory: a second one (a `--resume` while the first still runs)
+    // would interleave their metrics and checkpoints. The OS drops the lock with its process,
+    // so one left by a killed run never blocks.
+    let early_lock = lock_dir(&run_dir)?;
     let resume = prepare_dir(&run_dir, config, args.resume)?;
+    let _lock = match early_lock {
+        Some(lock) => lock,
+        None => lock_dir(&run_dir)?.context("locking the new run directory")?,
+    };
     if args.resume && !resume && !args.quiet {
         eprintln!(
             "--resume: {} has no checkpoint yet; starting the run from step 0",
@@ -128,6 +136,32 @@ pub fn run_config(config: &TrainConfig, args: &TrainArgs) -> anyhow::Result<Summ
     .inspect_err(|e| {
         let _ = append_line(&run_dir.join("train.log"), &format!("ERROR {e:#}"));
     })
+}
+
+/// Lock `dir/.lock` for this process, if `dir` exists; an error when another process holds it.
+fn lock_dir(dir: &Path) -> anyhow::Result<Option<fs::File>> {
+    if !dir.is_dir() {
+        return Ok(None);
+    }
+    let path = dir.join(".lock");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(fs::TryLockError::WouldBlock) => bail!(
+            "another padam process is training in {} (it holds {}); wait for it to finish or \
+             stop it (Ctrl-C saves a checkpoint), then --resume",
+            dir.display(),
+            path.display()
+        ),
+        Err(fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking {}", path.display()))
+        }
+    }
 }
 
 /// Make the run directory ready; returns whether the run continues from a checkpoint.
