@@ -1164,3 +1164,78 @@ fn a_damaged_metrics_history_is_reported_on_resume() {
         }
     }
 }
+
+/// Forged checkpoints (checksums recomputed, so only their content can betray them) are
+/// errors naming the file and the mismatch, never a resumed run and never a printed panic:
+/// a model record of another width, a step that disagrees with the file name, an optimizer
+/// record whose step count disagrees with the loop's.
+#[test]
+fn forged_checkpoints_are_refused() {
+    let tmp = TempDir::new("forged");
+    let cfg = tmp.path("digits.toml");
+    std::fs::write(&cfg, DIGITS).unwrap();
+    let cfg_s = cfg.to_str().unwrap();
+    let narrow_cfg = tmp.path("narrow.toml");
+    std::fs::write(
+        &narrow_cfg,
+        DIGITS.replace("hidden = [32]", "hidden = [16]"),
+    )
+    .unwrap();
+    let (run, narrow) = (tmp.path("run"), tmp.path("narrow"));
+    for (c, d) in [(&cfg, &run), (&narrow_cfg, &narrow)] {
+        let a = [
+            "train",
+            c.to_str().unwrap(),
+            "--out",
+            d.to_str().unwrap(),
+            "-q",
+            "--epochs",
+            "1",
+        ];
+        ok(&padam(&a));
+    }
+    let newest = |d: &Path| checkpoint::list(d).unwrap().pop().unwrap().1;
+    let original = std::fs::read(newest(&run)).unwrap();
+    let decode = |bytes: &[u8]| checkpoint::Checkpoint::decode(bytes, Path::new("x")).unwrap();
+    let resume = || {
+        padam(&[
+            "train",
+            cfg_s,
+            "--out",
+            run.to_str().unwrap(),
+            "-q",
+            "--epochs",
+            "1",
+            "--resume",
+        ])
+    };
+
+    // another width's model record under this run's config hash
+    let mut forged = decode(&original);
+    forged.model = decode(&std::fs::read(newest(&narrow)).unwrap()).model;
+    std::fs::write(newest(&run), forged.encode()).unwrap();
+    let e = err(&resume());
+    assert!(e.contains("shape") && !e.contains("panicked"), "{e}");
+
+    // a step that is not the one the file name says
+    let mut forged = decode(&original);
+    forged.state.step += 1;
+    std::fs::write(newest(&run), forged.encode()).unwrap();
+    let e = err(&resume());
+    assert!(e.contains("not the step") && !e.contains("panicked"), "{e}");
+
+    // the same, renamed to match: the optimizer record still counts the real steps
+    let path = newest(&run);
+    let renamed = path.with_file_name(checkpoint::file_name(forged.state.step));
+    std::fs::rename(&path, &renamed).unwrap();
+    let e = err(&resume());
+    assert!(
+        e.contains("optimizer record has taken") && !e.contains("panicked"),
+        "{e}"
+    );
+
+    // the genuine checkpoint still resumes
+    std::fs::remove_file(&renamed).unwrap();
+    std::fs::write(&path, &original).unwrap();
+    ok(&resume());
+}

@@ -138,9 +138,14 @@ pub fn decode_record<B: Backend, R: Record<B>>(
     what: &str,
 ) -> anyhow::Result<R> {
     let recorder = BinBytesRecorder::<FullPrecisionSettings>::default();
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    // burn's decoder panics on some malformed records: catch it without printing the panic.
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         recorder.load(bytes, device)
-    })) {
+    }));
+    std::panic::set_hook(hook);
+    match decoded {
         Ok(Ok(record)) => Ok(record),
         Ok(Err(e)) => bail!("{}: unreadable {what} record: {e}", path.display()),
         Err(_) => bail!(
@@ -235,7 +240,7 @@ pub fn save(dir: &Path, ckpt: &Checkpoint, keep: usize) -> anyhow::Result<PathBu
 /// Load the newest checkpoint of `dir`, checking it was written for `config_hash`.
 pub fn load_latest(dir: &Path, config_hash: u64) -> anyhow::Result<(PathBuf, Checkpoint)> {
     let all = list(dir)?;
-    let Some((_, path)) = all.last() else {
+    let Some((named_step, path)) = all.last() else {
         bail!(
             "--resume: no checkpoint (ckpt-*.bin) in {}; nothing to resume",
             dir.display()
@@ -253,7 +258,61 @@ pub fn load_latest(dir: &Path, config_hash: u64) -> anyhow::Result<(PathBuf, Che
             dir.join("config.toml").display()
         );
     }
+    if ckpt.state.step != *named_step {
+        bail!(
+            "{} holds step {}, not the step {named_step} its name says; delete it to resume \
+             from an older checkpoint",
+            path.display(),
+            ckpt.state.step
+        );
+    }
     Ok((path.clone(), ckpt))
+}
+
+/// The path and shape of every float parameter, in module order.
+pub fn param_shapes<B: Backend, M: burn::module::Module<B>>(
+    module: &M,
+) -> Vec<(String, Vec<usize>)> {
+    struct Shapes(Vec<(String, Vec<usize>)>);
+    impl<B: Backend> padam::paths::PathVisitor<B> for Shapes {
+        fn visit<const D: usize>(
+            &mut self,
+            path: &str,
+            param: &burn::module::Param<burn::tensor::Tensor<B, D>>,
+        ) {
+            self.0.push((path.to_string(), param.val().dims().to_vec()));
+        }
+    }
+    let mut s = Shapes(Vec::new());
+    padam::paths::visit_with_paths(module, &mut s);
+    s.0
+}
+
+/// An error unless the model restored from `path` has the parameters, by path and shape, of
+/// the model this config builds (a checkpoint forged with this config's hash, say).
+pub fn check_shapes(
+    path: &Path,
+    expected: &[(String, Vec<usize>)],
+    loaded: &[(String, Vec<usize>)],
+) -> anyhow::Result<()> {
+    if expected.len() != loaded.len() {
+        bail!(
+            "{}: the model record has {} parameters, this config's model {}",
+            path.display(),
+            loaded.len(),
+            expected.len()
+        );
+    }
+    for ((p, want), (_, got)) in expected.iter().zip(loaded) {
+        if want != got {
+            bail!(
+                "{}: parameter {p} has shape {got:?} in the checkpoint, {want:?} in this config's \
+                 model",
+                path.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -373,8 +373,18 @@ where
             let (path, ckpt) = checkpoint::load_latest(dir, hash)?;
             let m = checkpoint::decode_record(ckpt.model.clone(), device, &path, "model")?;
             let o = checkpoint::decode_record(ckpt.optim.clone(), device, &path, "optimizer")?;
+            let expected = checkpoint::param_shapes(&model);
             model = model.load_record(m);
+            checkpoint::check_shapes(&path, &expected, &checkpoint::param_shapes(&model))?;
             optim = optim.load_record(o);
+            if let Some(steps) = optim.steps_taken() {
+                anyhow::ensure!(
+                    steps == ckpt.state.step,
+                    "{}: the optimizer record has taken {steps} steps, the checkpoint is at step {}",
+                    path.display(),
+                    ckpt.state.step
+                );
+            }
             state = ckpt.state;
             if let Some(m) = &state.masks {
                 let host = prune::Masks::from_state(m)?;

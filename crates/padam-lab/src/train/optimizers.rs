@@ -31,6 +31,12 @@ pub trait TrainOptimizer<B: AutodiffBackend, M: AutodiffModule<B>> {
         Ok(model)
     }
 
+    /// Steps the optimizer has counted, where it counts them (padam's optimizers): a restored
+    /// checkpoint's optimizer record must agree with the loop's step.
+    fn steps_taken(&self) -> Option<usize> {
+        None
+    }
+
     /// Set pWD's lambda from the next step on (the target-sparsity controller); optimizers
     /// without pWD refuse.
     fn set_pwd_lambda(&mut self, lambda: f64) -> anyhow::Result<()> {
@@ -64,6 +70,10 @@ where
     fn settle(&mut self, model: M) -> anyhow::Result<M> {
         PWdOptimizer::settle(self, model)
             .map_err(|e| anyhow::anyhow!("optimizer check: {}", e.error))
+    }
+
+    fn steps_taken(&self) -> Option<usize> {
+        Some(self.steps())
     }
 
     fn set_pwd_lambda(&mut self, lambda: f64) -> anyhow::Result<()> {
