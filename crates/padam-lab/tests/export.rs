@@ -4,6 +4,7 @@
 
 use padam_lab::runs::export::{self, EvalArgs, ExportArgs};
 use padam_lab::train::{self, config, TrainArgs};
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 mod common;
 use common::tmp;
@@ -94,6 +95,48 @@ fn exported_weights_reproduce_the_run_exactly_in_both_forms() {
     );
     let e = bad(b"garbage".to_vec(), "garbage.safetensors");
     assert!(e.contains("garbage.safetensors"), "{e}");
+    // sparse tensors whose indices are not what export writes: all 0, decreasing, past the end
+    let rewrite = |change: &dyn Fn(&mut Vec<u32>)| {
+        let (_, meta) = SafeTensors::read_metadata(&sparse).unwrap();
+        let st = SafeTensors::deserialize(&sparse).unwrap();
+        let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+        for (name, view) in st.tensors() {
+            let mut data = view.data().to_vec();
+            if name.ends_with(".indices") {
+                let mut idx: Vec<u32> = data
+                    .chunks_exact(4)
+                    .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+                    .collect();
+                change(&mut idx);
+                data = idx.iter().flat_map(|i| i.to_le_bytes()).collect();
+            }
+            tensors.push((name, view.dtype(), view.shape().to_vec(), data));
+        }
+        let views: Vec<(String, TensorView)> = tensors
+            .iter()
+            .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
+            .collect();
+        safetensors::serialize(views, meta.metadata().clone()).unwrap()
+    };
+    let e = bad(
+        rewrite(&|idx| idx.iter_mut().for_each(|i| *i = 0)),
+        "zeros.safetensors",
+    );
+    assert!(
+        e.contains("zeros.safetensors") && e.contains("strictly increasing"),
+        "{e}"
+    );
+    let e = bad(rewrite(&|idx| idx.reverse()), "reversed.safetensors");
+    assert!(e.contains("strictly increasing"), "{e}");
+    let e = bad(
+        rewrite(&|idx| {
+            if let Some(last) = idx.last_mut() {
+                *last = u32::MAX;
+            }
+        }),
+        "past.safetensors",
+    );
+    assert!(e.contains("past the") && e.contains("entries"), "{e}");
     // a config whose model is wider: the stored tensors no longer fit
     let mut wider = std::fs::read(&files.dense.0).unwrap();
     let at = wider

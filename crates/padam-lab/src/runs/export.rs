@@ -314,23 +314,49 @@ impl Source<'_> {
         ) else {
             bail!("{f}: tensor `{path}` is missing (neither dense nor `{path}.indices`/`.values`)");
         };
-        let stored: Vec<usize> = self
+        let key = format!("shape.{path}");
+        let raw = self
             .meta
-            .get(&format!("shape.{path}"))
-            .and_then(|s| serde_json::from_str(s).ok())
-            .with_context(|| format!("{f}: no `shape.{path}` in the metadata"))?;
+            .get(&key)
+            .with_context(|| format!("{f}: no `{key}` in the metadata"))?;
+        let stored: Vec<usize> = serde_json::from_str(raw).map_err(|e| {
+            anyhow::anyhow!("{f}: metadata `{key}` = {raw:?} is not a shape like [64, 10] ({e})")
+        })?;
         if stored != shape {
             bail!("{f}: tensor `{path}` has shape {stored:?}, the model expects {shape:?}");
         }
         if idx.dtype() != Dtype::U32 || val.dtype() != Dtype::F32 || idx.shape() != val.shape() {
             bail!("{f}: `{path}.indices`/`.values` must be U32/F32 of one length");
         }
+        // Indices as export writes them: in range, strictly increasing (so each entry once),
+        // no more of them than entries.
+        if idx.shape().iter().product::<usize>() > numel {
+            bail!(
+                "{f}: `{path}.indices` holds {} indices for {numel} entries",
+                idx.shape().iter().product::<usize>()
+            );
+        }
         let mut out = vec![0.0f32; numel];
-        for (i, v) in idx.data().chunks_exact(4).zip(le_f32(val.data())) {
+        let mut previous: Option<usize> = None;
+        for (k, (i, v)) in idx
+            .data()
+            .chunks_exact(4)
+            .zip(le_f32(val.data()))
+            .enumerate()
+        {
             let i = u32::from_le_bytes(i.try_into().expect("4 bytes")) as usize;
-            *out.get_mut(i).with_context(|| {
-                format!("{f}: `{path}.indices` holds {i}, past {numel} entries")
-            })? = v;
+            if i >= numel {
+                bail!("{f}: `{path}.indices`[{k}] = {i}, past the {numel} entries of {shape:?}");
+            }
+            if previous.is_some_and(|p| i <= p) {
+                bail!(
+                    "{f}: `{path}.indices`[{k}] = {i} after {}: indices must be strictly \
+                     increasing",
+                    previous.unwrap_or(0)
+                );
+            }
+            previous = Some(i);
+            out[i] = v;
         }
         Ok(out)
     }

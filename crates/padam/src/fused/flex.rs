@@ -73,7 +73,7 @@ fn update_chunk(w: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], s: &Step
     let (mut w_hat, mut powers, mut positions) = ([0f32; BLOCK], [0f32; BLOCK], [0u16; BLOCK]);
     // |0|^(p-2), the same value `powf` gives there: +inf for p < 2, so the denominator is +inf
     // and a zero weight stays exactly 0.
-    let at_zero = 0f32.powf(s.p_minus_2);
+    let at_zero = flex_pow(0.0, s.p_minus_2);
     let blocks = w
         .chunks_mut(BLOCK)
         .zip(g.chunks(BLOCK))
@@ -109,7 +109,7 @@ fn update_chunk(w: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], s: &Step
                 powers.fill(at_zero);
                 for &i in &positions[..nonzero] {
                     let i = usize::from(i);
-                    powers[i] = w[i].abs().powf(s.p_minus_2);
+                    powers[i] = flex_pow(w[i].abs(), s.p_minus_2);
                 }
                 for ((w, &w_hat), &power) in w.iter_mut().zip(&*w_hat).zip(&*powers) {
                     *w = w_hat / (power * s.c + s.base);
@@ -118,6 +118,21 @@ fn update_chunk(w: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], s: &Step
         }
     }
     non_finite
+}
+
+/// `x^e` as burn-flex's `powf_scalar` computes it, so the step stays bit-equal to the tensor
+/// path: the integer exponents -2..=2 by multiplication and exact division (p = 1 gives -1:
+/// `1 / x`, which can differ from `powf(x, -1)` in the last bit), any other by `powf`.
+#[inline]
+fn flex_pow(x: f32, e: f32) -> f32 {
+    match e {
+        -2.0 => 1.0 / (x * x),
+        -1.0 => 1.0 / x,
+        0.0 => 1.0,
+        1.0 => x,
+        2.0 => x * x,
+        _ => x.powf(e),
+    }
 }
 
 /// Run one tensor's fused step on `B`, which must be [`Flex`] (see [`is_flex`]).
