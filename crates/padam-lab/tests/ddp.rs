@@ -15,7 +15,7 @@ use padam_lab::train::task::{self, AnyTask, Task};
 use padam_lab::train::{self, checkpoint, config, TrainArgs};
 
 mod common;
-use common::TempDir;
+use common::{metrics, TempDir};
 
 type B = Autodiff<Flex>;
 
@@ -90,20 +90,6 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f64 {
         .zip(b)
         .map(|(x, y)| (f64::from(*x) - f64::from(*y)).abs())
         .fold(0.0, f64::max)
-}
-
-fn metrics(dir: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(dir.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
-            let o = v.as_object_mut().unwrap();
-            o.remove("items_per_sec");
-            o.remove("elapsed_s");
-            v
-        })
-        .collect()
 }
 
 /// (a) and (b) for both optimizer paths: padam's `PWdOptimizer` (PAdam) and burn's AdamW

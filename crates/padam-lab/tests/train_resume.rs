@@ -2,14 +2,14 @@
 //! and metrics as an uninterrupted run; corrupt, mismatched or missing checkpoints are clear
 //! errors; a Fashion-MNIST CNN (dropout + augmentation) resumes exactly; configs/ parse.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use padam_lab::train::{self, checkpoint, config, TrainArgs};
 
 mod common;
-use common::TempDir;
+use common::{metrics, TempDir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_padam");
 
@@ -66,73 +66,77 @@ fn err(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// Metrics lines without the timing fields.
-fn metrics(dir: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(dir.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
-            let o = v.as_object_mut().unwrap();
-            o.remove("items_per_sec");
-            o.remove("elapsed_s");
-            v
-        })
-        .collect()
-}
-
 fn final_hash(dir: &Path) -> String {
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("final.json")).unwrap()).unwrap();
     v["weights_hash"].as_str().unwrap().to_string()
 }
 
-#[test]
-fn killed_run_resumes_to_identical_weights_and_metrics() {
-    let tmp = TempDir::new("kill");
+/// A temp folder holding the DIGITS config; the folder and the config's path.
+fn digits_dir(tag: &str) -> (TempDir, PathBuf) {
+    let tmp = TempDir::new(tag);
     let cfg = tmp.path("digits.toml");
     std::fs::write(&cfg, DIGITS).unwrap();
-    let cfg_s = cfg.to_str().unwrap();
-    let full = tmp.path("full");
-    let cut = tmp.path("cut");
+    (tmp, cfg)
+}
 
+/// The uninterrupted run of `cfg` in `<tmp>/full`: its folder and metrics.
+fn full_run(tmp: &TempDir, cfg: &Path) -> (PathBuf, Vec<serde_json::Value>) {
+    let full = tmp.path("full");
     ok(&padam(&[
         "train",
-        cfg_s,
+        cfg.to_str().unwrap(),
         "--out",
         full.to_str().unwrap(),
         "--quiet",
     ]));
-    let reference = metrics(&full);
+    let m = metrics(&full);
+    (full, m)
+}
+
+/// `padam train cfg --out out` in the background, slowed to 20 ms a step.
+fn spawn_slow(cfg: &Path, out: &Path, extra: &[&str], stderr: Stdio) -> std::process::Child {
+    Command::new(BIN)
+        .args([
+            "train",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .args(["--step-delay-ms", "20"])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap()
+}
+
+/// Wait (60 s at most) until `ready` holds.
+fn wait_until(what: &str, ready: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !ready() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{what} did not happen"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn killed_run_resumes_to_identical_weights_and_metrics() {
+    let (tmp, cfg) = digits_dir("kill");
+    let cfg_s = cfg.to_str().unwrap();
+    let (full, reference) = full_run(&tmp, &cfg);
+    let cut = tmp.path("cut");
     assert_eq!(reference.len(), 9, "6 epochs of 45 steps, eval every 30");
     assert_eq!(reference.last().unwrap()["step"], 270);
 
     // The same run, slowed down, killed once its first checkpoint exists.
-    let mut child = Command::new(BIN)
-        .args([
-            "train",
-            cfg_s,
-            "--out",
-            cut.to_str().unwrap(),
-            "--quiet",
-            "--step-delay-ms",
-            "20",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    loop {
-        if !checkpoint::list(&cut).unwrap().is_empty() {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "no checkpoint appeared"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let mut child = spawn_slow(&cfg, &cut, &["--quiet"], Stdio::null());
+    wait_until("a checkpoint", || {
+        !checkpoint::list(&cut).unwrap().is_empty()
+    });
     std::thread::sleep(Duration::from_millis(150));
     child.kill().unwrap();
     child.wait().unwrap();
@@ -173,9 +177,7 @@ fn killed_run_resumes_to_identical_weights_and_metrics() {
 
 #[test]
 fn corrupt_mismatched_or_missing_checkpoints_are_errors() {
-    let tmp = TempDir::new("bad");
-    let cfg = tmp.path("digits.toml");
-    std::fs::write(&cfg, DIGITS).unwrap();
+    let (tmp, cfg) = digits_dir("bad");
     let cfg_s = cfg.to_str().unwrap();
     let run = tmp.path("run");
     let run_s = run.to_str().unwrap();
@@ -230,9 +232,7 @@ fn corrupt_mismatched_or_missing_checkpoints_are_errors() {
 
 #[test]
 fn config_errors_name_the_key() {
-    let tmp = TempDir::new("cfg");
-    let cfg = tmp.path("digits.toml");
-    std::fs::write(&cfg, DIGITS).unwrap();
+    let (tmp, cfg) = digits_dir("cfg");
     let cfg_s = cfg.to_str().unwrap();
     for (set, needle) in [
         ("train.bach_size=3", "bach_size"),
@@ -844,19 +844,9 @@ fn sparsity_target_errors_name_the_key() {
 /// the directory is refused with a message naming it.
 #[test]
 fn a_run_stopped_before_its_first_checkpoint_starts_again() {
-    let tmp = TempDir::new("early");
-    let cfg = tmp.path("digits.toml");
-    std::fs::write(&cfg, DIGITS).unwrap();
+    let (tmp, cfg) = digits_dir("early");
     let cfg_s = cfg.to_str().unwrap();
-    let full = tmp.path("full");
-    ok(&padam(&[
-        "train",
-        cfg_s,
-        "--out",
-        full.to_str().unwrap(),
-        "--quiet",
-    ]));
-    let reference = metrics(&full);
+    let (full, reference) = full_run(&tmp, &cfg);
 
     for resume in [false, true] {
         // what a run killed before its first checkpoint leaves: its config and a metrics line
@@ -889,9 +879,7 @@ fn a_run_stopped_before_its_first_checkpoint_starts_again() {
 /// stderr: one per evaluation, with step, loss, accuracy, zeros, speed and ETA.
 #[test]
 fn progress_lines_without_a_terminal() {
-    let tmp = TempDir::new("lines");
-    let cfg = tmp.path("digits.toml");
-    std::fs::write(&cfg, DIGITS).unwrap();
+    let (tmp, cfg) = digits_dir("lines");
     let out = padam(&[
         "train",
         cfg.to_str().unwrap(),
@@ -915,9 +903,7 @@ fn progress_lines_without_a_terminal() {
 /// reuses.
 #[test]
 fn silently_accepted_settings_are_errors() {
-    let tmp = TempDir::new("silent");
-    let cfg = tmp.path("digits.toml");
-    std::fs::write(&cfg, DIGITS).unwrap();
+    let (tmp, cfg) = digits_dir("silent");
     let cfg_s = cfg.to_str().unwrap();
     let run = tmp.path("run");
     let run_s = run.to_str().unwrap();
@@ -959,43 +945,16 @@ fn silently_accepted_settings_are_errors() {
 #[cfg(unix)]
 #[test]
 fn ctrl_c_saves_a_checkpoint_and_resume_loses_nothing() {
-    let tmp = TempDir::new("sigint");
-    let cfg = tmp.path("digits.toml");
-    std::fs::write(&cfg, DIGITS).unwrap();
+    let (tmp, cfg) = digits_dir("sigint");
     let cfg_s = cfg.to_str().unwrap();
-    let full = tmp.path("full");
-    ok(&padam(&[
-        "train",
-        cfg_s,
-        "--out",
-        full.to_str().unwrap(),
-        "--quiet",
-    ]));
-    let reference = metrics(&full);
+    let (full, reference) = full_run(&tmp, &cfg);
 
     let cut = tmp.path("cut");
-    let child = Command::new(BIN)
-        .args([
-            "train",
-            cfg_s,
-            "--out",
-            cut.to_str().unwrap(),
-            "--step-delay-ms",
-            "20",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_slow(&cfg, &cut, &[], Stdio::piped());
     // interrupt between checkpoints (every 30 steps, 20 ms a step)
-    let start = Instant::now();
-    while std::fs::read_to_string(cut.join("metrics.jsonl")).map_or(true, |m| m.is_empty()) {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "no metrics appeared"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_until("a metrics line", || {
+        std::fs::read_to_string(cut.join("metrics.jsonl")).is_ok_and(|m| !m.is_empty())
+    });
     std::thread::sleep(Duration::from_millis(230));
     let status = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
@@ -1050,9 +1009,7 @@ fn ctrl_c_saves_a_checkpoint_and_resume_loses_nothing() {
 /// the lock of a process killed with SIGKILL does not block the next `--resume`.
 #[test]
 fn a_second_process_on_a_run_directory_is_refused() {
-    let tmp = TempDir::new("lock");
-    let cfg = tmp.path("digits.toml");
-    std::fs::write(&cfg, DIGITS).unwrap();
+    let (tmp, cfg) = digits_dir("lock");
     let cfg_s = cfg.to_str().unwrap();
     let full = tmp.path("full");
     ok(&padam(&[
@@ -1064,28 +1021,10 @@ fn a_second_process_on_a_run_directory_is_refused() {
     ]));
     let run = tmp.path("run");
     let run_s = run.to_str().unwrap();
-    let mut first = Command::new(BIN)
-        .args([
-            "train",
-            cfg_s,
-            "--out",
-            run_s,
-            "--quiet",
-            "--step-delay-ms",
-            "20",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while checkpoint::list(&run).unwrap().is_empty() {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "no checkpoint appeared"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let mut first = spawn_slow(&cfg, &run, &["--quiet"], Stdio::null());
+    wait_until("a checkpoint", || {
+        !checkpoint::list(&run).unwrap().is_empty()
+    });
     let e = err(&padam(&[
         "train", cfg_s, "--out", run_s, "--quiet", "--resume",
     ]));
@@ -1171,9 +1110,7 @@ fn a_damaged_metrics_history_is_reported_on_resume() {
 /// record whose step count disagrees with the loop's.
 #[test]
 fn forged_checkpoints_are_refused() {
-    let tmp = TempDir::new("forged");
-    let cfg = tmp.path("digits.toml");
-    std::fs::write(&cfg, DIGITS).unwrap();
+    let (tmp, cfg) = digits_dir("forged");
     let cfg_s = cfg.to_str().unwrap();
     let narrow_cfg = tmp.path("narrow.toml");
     std::fs::write(

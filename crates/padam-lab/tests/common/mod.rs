@@ -52,3 +52,18 @@ fn fresh(tag: &str) -> PathBuf {
     std::fs::create_dir_all(&p).unwrap();
     p
 }
+
+/// A run directory's metrics lines without the timing fields (which differ run to run).
+pub fn metrics(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let o = v.as_object_mut().unwrap();
+            o.remove("items_per_sec");
+            o.remove("elapsed_s");
+            v
+        })
+        .collect()
+}
