@@ -642,3 +642,28 @@ fn real_cifar10_jpeg() {
         assert!((mean[c] - cifar10::MEAN[c]).abs() < 0.02, "mean {mean:?}");
     }
 }
+
+/// Messages that name the real problem (issue 24 item 10): a header that misstates the image
+/// size is reported with the size it states, and a folder where a data file should be is
+/// called a folder, not a missing file.
+#[test]
+fn idx_messages_name_the_real_problem() {
+    let dir = TempDir::new("idx-msg");
+    write_fashion(&dir);
+    // 28x28 pixels under a header that says 27 rows
+    let mut short_rows = idx_images(3, 28, 28);
+    short_rows[8..12].copy_from_slice(&27u32.to_be_bytes());
+    dir.write("train-images-idx3-ubyte", &short_rows);
+    let text = err_text(fashion_mnist::load(dir.root()));
+    assert!(text.contains("27x28") && text.contains("header"), "{text}");
+
+    let dir = TempDir::new("idx-folder");
+    write_fashion(&dir);
+    std::fs::remove_file(dir.root().join("t10k-images-idx3-ubyte.gz")).unwrap();
+    std::fs::create_dir(dir.root().join("t10k-images-idx3-ubyte.gz")).unwrap();
+    let text = err_text(fashion_mnist::load(dir.root()));
+    assert!(
+        text.contains("t10k-images-idx3-ubyte.gz") && text.contains("not a file"),
+        "{text}"
+    );
+}

@@ -159,5 +159,22 @@ fn exported_weights_reproduce_the_run_exactly_in_both_forms() {
         .unwrap_err()
     );
     assert!(e.contains("nope") && e.contains("config.toml"), "{e}");
+    // a run that has not saved a checkpoint: said as such, not as a --resume error
+    let early = root.join("early");
+    std::fs::create_dir_all(&early).unwrap();
+    std::fs::copy(run.join("config.toml"), early.join("config.toml")).unwrap();
+    let e = format!(
+        "{:#}",
+        export::export(&ExportArgs {
+            run: early.clone(),
+            format: "safetensors".into(),
+            out: None
+        })
+        .unwrap_err()
+    );
+    assert!(
+        e.contains("no checkpoint") && !e.contains("--resume"),
+        "{e}"
+    );
     let _ = std::fs::remove_dir_all(&root);
 }

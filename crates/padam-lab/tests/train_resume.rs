@@ -242,6 +242,15 @@ fn config_errors_name_the_key() {
         ("optimizer.check_every=0", "optimizer.check_every"),
         // check_every defaults to log_every: the error names the key the user set
         ("train.log_every=0", "train.log_every = 0"),
+        // a schedule's own error, not "did not match any variant"
+        (
+            "optimizer.p={kind=\"lineer\",from=2.0,to=0.8,steps=9}",
+            "lineer",
+        ),
+        (
+            "optimizer.p={kind=\"linear\",form=2.0,to=0.8,steps=9}",
+            "form",
+        ),
     ] {
         let e = err(&padam(&["train", cfg_s, "--dry-run", "--set", set]));
         assert!(e.contains(needle), "{set}: {e}");

@@ -90,12 +90,18 @@ pub enum IdxError {
         found: usize,
     },
     /// The file is longer than its header announces.
-    #[error("{}: {extra} bytes after the {count} items the header announces", path.display())]
+    #[error(
+        "{}: {extra} bytes after the {count} items of {item} the header announces (does the \
+         header misstate the count or the item size?)",
+        path.display()
+    )]
     TrailingBytes {
         /// The file.
         path: PathBuf,
         /// Items announced.
         count: usize,
+        /// One item's shape as the header gives it (`28x28` for an image, `1` for a label).
+        item: String,
         /// Extra bytes.
         extra: usize,
     },
@@ -136,6 +142,12 @@ pub enum IdxError {
         label: u8,
         /// Number of classes.
         n_classes: usize,
+    },
+    /// `name` or `name.gz` exists but is a folder (or another non-file).
+    #[error("{} is not a file (a folder?); the data files must be plain or gzipped IDX files", path.display())]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
     },
     /// Neither `name` nor `name.gz` exists in the folder.
     #[error("{}: neither {name} nor {name}.gz found", dir.display())]
@@ -213,6 +225,15 @@ fn check_header(
         return Err(IdxError::TrailingBytes {
             path: path.to_path_buf(),
             count: dims[0],
+            item: if dims.len() > 1 {
+                dims[1..]
+                    .iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join("x")
+            } else {
+                "1 byte".to_string()
+            },
             extra: (bytes.len() as u128 - need) as usize,
         });
     }
@@ -265,6 +286,11 @@ fn find(dir: &Path, name: &str) -> Result<PathBuf, IdxError> {
     let raw = dir.join(name);
     if raw.is_file() {
         return Ok(raw);
+    }
+    if let Some(not_file) = [&gz, &raw].into_iter().find(|p| p.exists()) {
+        return Err(IdxError::NotAFile {
+            path: not_file.clone(),
+        });
     }
     Err(IdxError::Missing {
         dir: dir.to_path_buf(),

@@ -242,7 +242,7 @@ pub fn load_latest(dir: &Path, config_hash: u64) -> anyhow::Result<(PathBuf, Che
     let all = list(dir)?;
     let Some((named_step, path)) = all.last() else {
         bail!(
-            "--resume: no checkpoint (ckpt-*.bin) in {}; nothing to resume",
+            "no checkpoint (ckpt-*.bin) in {}: the run has not saved one yet",
             dir.display()
         );
     };

@@ -283,13 +283,48 @@ pub enum BaseKind {
 
 /// A value or a schedule over optimizer steps (`p = 0.8` or
 /// `p = { kind = "linear", from = 2.0, to = 0.8, steps = 1000 }`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum ScheduleSpec {
     /// A constant.
     Value(f64),
     /// A schedule.
     Schedule(Schedule),
+}
+
+// By hand rather than `#[serde(untagged)]`, whose only error is "did not match any variant":
+// a number is a constant, a table is a schedule, and a table's own error (an unknown kind, a
+// misspelt key) comes through as the schedule's.
+impl<'de> Deserialize<'de> for ScheduleSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Spec;
+        impl<'de> serde::de::Visitor<'de> for Spec {
+            type Value = ScheduleSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(
+                    "a number or a schedule table such as \
+                     { kind = \"linear\", from = 2.0, to = 0.8, steps = 1000 }",
+                )
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<ScheduleSpec, E> {
+                Ok(ScheduleSpec::Value(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<ScheduleSpec, E> {
+                Ok(ScheduleSpec::Value(v as f64))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<ScheduleSpec, E> {
+                Ok(ScheduleSpec::Value(v as f64))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<ScheduleSpec, A::Error> {
+                Schedule::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(ScheduleSpec::Schedule)
+            }
+        }
+        d.deserialize_any(Spec)
+    }
 }
 
 impl ScheduleSpec {
