@@ -12,7 +12,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use burn::record::{BinBytesRecorder, FullPrecisionSettings, Record, Recorder};
+use burn::record::{FullPrecisionSettings, Record};
 use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 
@@ -129,20 +129,34 @@ impl Checkpoint {
     }
 }
 
+/// The most a record section may claim to hold: larger than any model padam trains (GPT-2
+/// small with its Adam state is under 2 GB). A forged length beyond it is an error instead of
+/// an allocation that aborts the process.
+const MAX_RECORD_BYTES: usize = 1 << 31;
+
 /// Decode one record section (`what`: "model" or "optimizer") of the checkpoint at `path`.
-/// burn panics on a record that does not fit the module; that becomes an error naming the file.
+///
+/// As burn's `BinBytesRecorder` decodes it (bincode, standard configuration, the record in a
+/// `BurnRecord`), but with a size limit, so a forged length prefix cannot make the decoder
+/// allocate exabytes; and burn's panics on a record that does not fit the module become an
+/// error naming the file, without a printed panic.
 pub fn decode_record<B: Backend, R: Record<B>>(
     bytes: Vec<u8>,
     device: &B::Device,
     path: &Path,
     what: &str,
 ) -> anyhow::Result<R> {
-    let recorder = BinBytesRecorder::<FullPrecisionSettings>::default();
-    // burn's decoder panics on some malformed records: catch it without printing the panic.
+    type Item<B, R> = <R as Record<B>>::Item<FullPrecisionSettings>;
+    let config = bincode::config::standard().with_limit::<MAX_RECORD_BYTES>();
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
     let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        recorder.load(bytes, device)
+        bincode::borrow_decode_from_slice::<
+            '_,
+            bincode::serde::BorrowCompat<burn::record::BurnRecord<Item<B, R>, B>>,
+            _,
+        >(&bytes, config)
+        .map(|(record, _)| R::from_item(record.0.item, device))
     }));
     std::panic::set_hook(hook);
     match decoded {
