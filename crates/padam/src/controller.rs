@@ -536,7 +536,12 @@ impl SparsityController {
         // lambda now acts until the next update: aim at the trajectory there.
         let level = (dense / (1.0 - self.target_at(step + c.every))).ln();
         let e = level - c.horizon * rate;
-        let du = if level < 0.0 {
+        let du = if step + c.every <= self.start_step {
+            // Before the ramp the trajectory is 0, so any zero (a weight pWD at lambda_init
+            // already zeroed) would read as "too sparse" and drive lambda down by decades, to
+            // be climbed back once the ramp starts: hold lambda_init instead.
+            0.0
+        } else if level < 0.0 {
             // Already sparser than the aim: hold while no zeros arrive (lowering lambda cannot
             // bring weights back), else drop fast so the ones on their way stop coming.
             if rate <= 0.0 {
@@ -613,6 +618,19 @@ mod tests {
         let l0 = c.lambda();
         assert_eq!(c.update(0, 0.0).unwrap(), l0);
         assert_eq!(c.update(100, 0.0).unwrap(), l0);
+    }
+
+    #[test]
+    fn holds_lambda_before_the_ramp_starts() {
+        // Ramp from step 1000; weights already at zero before it must not lower lambda.
+        let cfg = SparsityTarget::new(0.9).with_ramp(0.1, 0.5);
+        let mut c = SparsityController::new(cfg, 10_000).unwrap();
+        let l0 = c.lambda();
+        for step in (0..=900).step_by(100) {
+            assert_eq!(c.update(step, 0.04 + step as f64 * 1e-5).unwrap(), l0, "step {step}");
+        }
+        // From the update whose interval reaches into the ramp on, it moves.
+        assert_ne!(c.update(1000, 0.05).unwrap(), l0);
     }
 
     #[test]
