@@ -10,6 +10,7 @@ use burn::backend::{Autodiff, Flex};
 use burn::module::Module;
 use padam_lab::data::{cifar10, fashion_mnist, Rng};
 use padam_lab::models::Mlp;
+use padam_lab::runs::export;
 use padam_lab::train::{self, checkpoint, config, TrainArgs};
 
 mod common;
@@ -226,5 +227,41 @@ fn fuzz_checkpoint() {
         let sum = padam_lab::train::config::fnv1a(&forged);
         forged.extend(sum.to_le_bytes());
         load(&forged);
+    });
+}
+
+/// `padam eval` on mutated exports of a digits MLP, dense and sparse: the safetensors header,
+/// the metadata (embedded config, shapes), the sparse indices and values.
+#[test]
+fn fuzz_safetensors_export() {
+    let tmp = TempDir::new("fuzz-st");
+    let text = "seed = 1\n[model]\nkind = \"mlp\"\nhidden = [8]\n[data]\ndataset = \"digits\"\n\
+                test_limit = 20\ntrain_limit = 64\n[optimizer]\nkind = \"padam\"\nlambda = 0.3\n\
+                [lr]\npeak = 3e-2\n[train]\nbatch_size = 32\niterations = 40\n";
+    let cfg = config::parse(text, &[]).unwrap();
+    let run = tmp.path("run");
+    let args = TrainArgs {
+        out: Some(run.clone()),
+        quiet: true,
+        ..TrainArgs::default()
+    };
+    train::run_config(&cfg, &args).unwrap();
+    let files = export::export(&export::ExportArgs {
+        run,
+        format: "safetensors".into(),
+        out: None,
+    })
+    .unwrap();
+    let seeds = [
+        std::fs::read(&files.dense.0).unwrap(),
+        std::fs::read(&files.sparse.0).unwrap(),
+    ];
+    let file = tmp.path("fuzz.safetensors");
+    fuzz("safetensors export", &seeds, |b| {
+        std::fs::write(&file, b).unwrap();
+        let _ = export::eval(&export::EvalArgs {
+            file: file.clone(),
+            data: None,
+        });
     });
 }

@@ -627,7 +627,11 @@ mod tests {
         let mut c = SparsityController::new(cfg, 10_000).unwrap();
         let l0 = c.lambda();
         for step in (0..=900).step_by(100) {
-            assert_eq!(c.update(step, 0.04 + step as f64 * 1e-5).unwrap(), l0, "step {step}");
+            assert_eq!(
+                c.update(step, 0.04 + step as f64 * 1e-5).unwrap(),
+                l0,
+                "step {step}"
+            );
         }
         // From the update whose interval reaches into the ramp on, it moves.
         assert_ne!(c.update(1000, 0.05).unwrap(), l0);
