@@ -14,7 +14,7 @@ use padam_lab::data::Rng;
 use proptest::prelude::*;
 
 mod common;
-use common::TempDir;
+use common::{encode, rgb_image, tar_gz, TempDir};
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -377,23 +377,7 @@ fn cifar_binary_truncated_bad_label_missing_test() {
     );
 }
 
-/// A 32x32 RGB image with a gradient depending on `seed`.
-fn rgb_image(seed: u8) -> image::RgbImage {
-    image::RgbImage::from_fn(32, 32, |x, y| {
-        image::Rgb([
-            (x * 8) as u8,
-            (y * 8) as u8,
-            seed.wrapping_mul(40).wrapping_add((x + y) as u8),
-        ])
-    })
-}
-
-fn encode(img: &image::RgbImage, format: image::ImageFormat) -> Vec<u8> {
-    let mut out = std::io::Cursor::new(Vec::new());
-    img.write_to(&mut out, format).unwrap();
-    out.into_inner()
-}
-
+/// An image as CIFAR's planar bytes (all red, then green, then blue).
 fn planar(img: &image::RgbImage) -> Vec<u8> {
     let mut out = vec![0u8; 3072];
     for (p, px) in img.pixels().enumerate() {
@@ -449,19 +433,6 @@ fn cifar_image_folder_good() {
     dir.write("train/cat/.DS_Store", b"junk");
     let set = cifar10::load(dir.root()).unwrap();
     check_folder_set(&set);
-}
-
-fn tar_gz(members: &[(String, Vec<u8>)]) -> Vec<u8> {
-    let enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    let mut builder = tar::Builder::new(enc);
-    for (rel, bytes) in members {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(bytes.len() as u64);
-        header.set_mode(0o644);
-        header.set_cksum();
-        builder.append_data(&mut header, rel, &bytes[..]).unwrap();
-    }
-    builder.into_inner().unwrap().finish().unwrap()
 }
 
 #[test]

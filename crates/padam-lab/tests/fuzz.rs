@@ -14,7 +14,7 @@ use padam_lab::runs::export;
 use padam_lab::train::{self, checkpoint, config, TrainArgs};
 
 mod common;
-use common::TempDir;
+use common::{encode, rgb_image, tar_gz, TempDir};
 
 type B = Autodiff<Flex>;
 
@@ -263,5 +263,35 @@ fn fuzz_safetensors_export() {
             file: file.clone(),
             data: None,
         });
+    });
+}
+
+/// The CIFAR-10 JPEG/PNG stand-in as a `.tar.gz` of class folders: the archive's members
+/// mutated (the tar headers, names and image bytes), then gzipped again so the damage gets
+/// past the gzip checksum to the tar reader and the image decoders.
+#[test]
+fn fuzz_image_tar() {
+    use image::ImageFormat::{Jpeg, Png};
+    let members: Vec<(String, Vec<u8>)> = vec![
+        ("train/cat/0000.png".into(), encode(&rgb_image(0), Png)),
+        (
+            "train/airplane/0000.jpg".into(),
+            encode(&rgb_image(2), Jpeg),
+        ),
+        ("test/dog/0000.jpg".into(), encode(&rgb_image(4), Jpeg)),
+    ];
+    let gunzip = |gz: &[u8]| {
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(gz), &mut out).unwrap();
+        out
+    };
+    let seeds = [gunzip(&tar_gz(&members))];
+    let tmp = TempDir::new("fuzz-tar");
+    let file = tmp.path("set.tar.gz");
+    fuzz("image tar", &seeds, |tar| {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, tar).unwrap();
+        std::fs::write(&file, gz.finish().unwrap()).unwrap();
+        let _ = cifar10::load(&file);
     });
 }

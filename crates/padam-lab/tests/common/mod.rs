@@ -67,3 +67,35 @@ pub fn metrics(dir: &Path) -> Vec<serde_json::Value> {
         })
         .collect()
 }
+
+/// A 32x32 test image whose pixels depend on `seed`.
+pub fn rgb_image(seed: u8) -> image::RgbImage {
+    image::RgbImage::from_fn(32, 32, |x, y| {
+        image::Rgb([
+            (x * 8) as u8,
+            (y * 8) as u8,
+            seed.wrapping_mul(40).wrapping_add((x + y) as u8),
+        ])
+    })
+}
+
+/// `img` encoded as `format` (JPEG, PNG).
+pub fn encode(img: &image::RgbImage, format: image::ImageFormat) -> Vec<u8> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, format).unwrap();
+    out.into_inner()
+}
+
+/// A gzipped tar of `(path, bytes)` members.
+pub fn tar_gz(members: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut builder = tar::Builder::new(enc);
+    for (rel, bytes) in members {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder.append_data(&mut header, rel, &bytes[..]).unwrap();
+    }
+    builder.into_inner().unwrap().finish().unwrap()
+}
