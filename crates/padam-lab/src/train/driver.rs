@@ -248,21 +248,22 @@ impl LogLines {
     }
 }
 
-/// What the progress bar shows after each step.
+/// What the progress bar shows after each step ("-" until a value is known, so the first
+/// steps before the first loss read do not look like a diverged run).
 #[derive(Default)]
 struct Progress {
     loss: Option<f64>,
     eval: String,
-    items_per_sec: f64,
+    items_per_sec: Option<f64>,
 }
 
 impl Progress {
     fn message(&self) -> String {
         let loss = self.loss.map_or("-".to_string(), |l| format!("{l:.4}"));
-        format!(
-            "loss {loss} {} {:.0} items/s",
-            self.eval, self.items_per_sec
-        )
+        let speed = self
+            .items_per_sec
+            .map_or("-".to_string(), |v| format!("{v:.0}"));
+        format!("loss {loss} {} {speed} items/s", self.eval)
     }
 }
 
@@ -544,8 +545,9 @@ where
         self.state.loss_sum += sum;
         self.state.loss_count += k;
         self.progress.loss = Some(self.state.loss_sum / self.state.loss_count as f64);
-        self.progress.items_per_sec =
-            self.interval_items as f64 / self.interval_start.elapsed().as_secs_f64().max(1e-9);
+        self.progress.items_per_sec = Some(
+            self.interval_items as f64 / self.interval_start.elapsed().as_secs_f64().max(1e-9),
+        );
         Ok(model)
     }
 
@@ -680,4 +682,18 @@ fn tensor_lines(report: &padam::SparsityReport) -> Vec<serde_json::Value> {
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Progress;
+
+    #[test]
+    fn progress_shows_a_dash_until_a_value_is_known() {
+        let mut p = Progress::default();
+        assert_eq!(p.message(), "loss -  - items/s");
+        p.loss = Some(0.5);
+        p.items_per_sec = Some(1234.4);
+        assert_eq!(p.message(), "loss 0.5000  1234 items/s");
+    }
 }
