@@ -94,6 +94,18 @@ fn full_run(tmp: &TempDir, cfg: &Path) -> (PathBuf, Vec<serde_json::Value>) {
     (full, m)
 }
 
+/// `padam train cfg --out out extra...`, run to its end.
+fn train_in(cfg: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "train",
+        cfg.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    padam(&args)
+}
+
 /// `padam train cfg --out out` in the background, slowed to 20 ms a step.
 fn spawn_slow(cfg: &Path, out: &Path, extra: &[&str], stderr: Stdio) -> std::process::Child {
     Command::new(BIN)
@@ -126,7 +138,6 @@ fn wait_until(what: &str, ready: impl Fn() -> bool) {
 #[test]
 fn killed_run_resumes_to_identical_weights_and_metrics() {
     let (tmp, cfg) = digits_dir("kill");
-    let cfg_s = cfg.to_str().unwrap();
     let (full, reference) = full_run(&tmp, &cfg);
     let cut = tmp.path("cut");
     assert_eq!(reference.len(), 9, "6 epochs of 45 steps, eval every 30");
@@ -149,23 +160,10 @@ fn killed_run_resumes_to_identical_weights_and_metrics() {
     assert!(last_step < 270, "{at_kill:?}");
 
     // Resuming needs --resume: a plain start into the same folder is refused.
-    let e = err(&padam(&[
-        "train",
-        cfg_s,
-        "--out",
-        cut.to_str().unwrap(),
-        "--quiet",
-    ]));
+    let e = err(&train_in(&cfg, &cut, &["--quiet"]));
     assert!(e.contains("--resume"), "{e}");
 
-    ok(&padam(&[
-        "train",
-        cfg_s,
-        "--out",
-        cut.to_str().unwrap(),
-        "--quiet",
-        "--resume",
-    ]));
+    ok(&train_in(&cfg, &cut, &["--quiet", "--resume"]));
     assert_eq!(metrics(&cut), reference);
     assert_eq!(final_hash(&cut), final_hash(&full));
     let kept = checkpoint::list(&cut).unwrap();
@@ -972,7 +970,6 @@ fn silently_accepted_settings_are_errors() {
 #[test]
 fn ctrl_c_saves_a_checkpoint_and_resume_loses_nothing() {
     let (tmp, cfg) = digits_dir("sigint");
-    let cfg_s = cfg.to_str().unwrap();
     let (full, reference) = full_run(&tmp, &cfg);
 
     let cut = tmp.path("cut");
@@ -1004,14 +1001,7 @@ fn ctrl_c_saves_a_checkpoint_and_resume_loses_nothing() {
         "{stderr}"
     );
 
-    ok(&padam(&[
-        "train",
-        cfg_s,
-        "--out",
-        cut.to_str().unwrap(),
-        "--quiet",
-        "--resume",
-    ]));
+    ok(&train_in(&cfg, &cut, &["--quiet", "--resume"]));
     assert_eq!(final_hash(&cut), final_hash(&full));
     let resumed = metrics(&cut);
     assert_eq!(resumed.len(), reference.len());
@@ -1038,13 +1028,7 @@ fn a_second_process_on_a_run_directory_is_refused() {
     let (tmp, cfg) = digits_dir("lock");
     let cfg_s = cfg.to_str().unwrap();
     let full = tmp.path("full");
-    ok(&padam(&[
-        "train",
-        cfg_s,
-        "--out",
-        full.to_str().unwrap(),
-        "--quiet",
-    ]));
+    ok(&train_in(&cfg, &full, &["--quiet"]));
     let run = tmp.path("run");
     let run_s = run.to_str().unwrap();
     let mut first = spawn_slow(&cfg, &run, &["--quiet"], Stdio::null());
@@ -1137,7 +1121,6 @@ fn a_damaged_metrics_history_is_reported_on_resume() {
 #[test]
 fn forged_checkpoints_are_refused() {
     let (tmp, cfg) = digits_dir("forged");
-    let cfg_s = cfg.to_str().unwrap();
     let narrow_cfg = tmp.path("narrow.toml");
     std::fs::write(
         &narrow_cfg,
@@ -1160,18 +1143,7 @@ fn forged_checkpoints_are_refused() {
     let newest = |d: &Path| checkpoint::list(d).unwrap().pop().unwrap().1;
     let original = std::fs::read(newest(&run)).unwrap();
     let decode = |bytes: &[u8]| checkpoint::Checkpoint::decode(bytes, Path::new("x")).unwrap();
-    let resume = || {
-        padam(&[
-            "train",
-            cfg_s,
-            "--out",
-            run.to_str().unwrap(),
-            "-q",
-            "--epochs",
-            "1",
-            "--resume",
-        ])
-    };
+    let resume = || train_in(&cfg, &run, &["-q", "--epochs", "1", "--resume"]);
 
     // another width's model record under this run's config hash
     let mut forged = decode(&original);

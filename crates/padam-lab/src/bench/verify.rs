@@ -245,11 +245,7 @@ fn verify_non_finite_refusal<B: AutodiffBackend>(
     let (ok, detail) = match optim.try_step(lr, m, grad(&bad, id)) {
         Ok(_) => (false, "step taken".to_string()),
         Err(e) => {
-            let after = to_vec(e.module.w.val());
-            let unchanged = after
-                .iter()
-                .zip(&before)
-                .all(|(a, b)| a.to_bits() == b.to_bits());
+            let unchanged = bit_equal(&to_vec(e.module.w.val()), &before);
             let msg = e.error.to_string();
             let named = matches!(
                 &e.error,
@@ -264,13 +260,23 @@ fn verify_non_finite_refusal<B: AutodiffBackend>(
             )
         }
     };
+    Ok(refusal_row(case, path, ok, &detail))
+}
+
+/// The row of a refusal check: printed with its detail; a failure counts as one bad entry.
+fn refusal_row(case: &Case, path: &str, ok: bool, detail: &str) -> VerifyCase {
     println!("{} [{path}]: {detail}", case.name);
-    Ok(VerifyCase {
+    VerifyCase {
         name: format!("{} [{path}]", case.name),
         max_rel_err: 0.0,
         nonzero_at_zero: usize::from(!ok),
         ok,
-    })
+    }
+}
+
+/// Whether two weight vectors are equal bit for bit.
+fn bit_equal(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
 }
 
 /// The deferred check (the case's `check_every`): a finite step, a step whose gradient holds a
@@ -309,11 +315,7 @@ fn verify_deferred_refusal<B: AutodiffBackend>(
     let (ok, detail) = match result {
         Ok(_) => (false, "not refused".to_string()),
         Err(e) => {
-            let after = to_vec(e.module.w.val());
-            let restored = after
-                .iter()
-                .zip(w0)
-                .all(|(a, b)| a.to_bits() == b.to_bits());
+            let restored = bit_equal(&to_vec(e.module.w.val()), w0);
             let named = matches!(
                 &e.error,
                 padam::StepFailure::NonFiniteGradient(g)
@@ -331,13 +333,7 @@ fn verify_deferred_refusal<B: AutodiffBackend>(
             )
         }
     };
-    println!("{} [{path}]: {detail}", case.name);
-    Ok(VerifyCase {
-        name: format!("{} [{path}]", case.name),
-        max_rel_err: 0.0,
-        nonzero_at_zero: usize::from(!ok),
-        ok,
-    })
+    Ok(refusal_row(case, path, ok, &detail))
 }
 
 /// pWD around a base without a float64 reference: each step, `w_new` must equal

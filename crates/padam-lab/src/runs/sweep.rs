@@ -207,14 +207,8 @@ pub fn run(args: &SweepArgs) -> anyhow::Result<Vec<SweepRun>> {
     // axis can supply a required key); a broken file is reported by the first run.
     let steered = fs::read_to_string(&args.config)
         .ok()
-        .and_then(|text| toml::from_str::<toml::Table>(&text).ok())
-        .and_then(|mut table| {
-            for o in &args.set {
-                train::config::apply_override(&mut table, o).ok()?;
-            }
-            Some(table.contains_key("sparsity"))
-        })
-        .unwrap_or(false);
+        .and_then(|text| train::config::overridden_table(&text, &args.set).ok())
+        .is_some_and(|table| table.contains_key("sparsity"));
     let key = |k: &str| match k {
         "target" if steered => "sparsity.target".to_string(),
         _ => config_key(k).to_string(),

@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use padam::{NonFinitePolicy, ParamSelection, Schedule};
 
 pub use super::lr::LrSchedule;
-pub use super::overrides::{apply_override, parse};
+pub use super::overrides::{apply_override, overridden_table, parse};
 use serde::{Deserialize, Serialize};
 
 /// A whole training run.
@@ -540,16 +540,7 @@ impl TrainConfig {
             }
         }
         let total = self.total_steps(steps_per_epoch);
-        let warmup = match (self.lr.warmup_steps, self.lr.warmup_epochs) {
-            (Some(s), _) => Some(("lr.warmup_steps", s as f64, s)),
-            (None, Some(e)) => Some((
-                "lr.warmup_epochs",
-                e,
-                (e * steps_per_epoch as f64).round() as usize,
-            )),
-            (None, None) => None,
-        };
-        if let Some((key, value, steps)) = warmup {
+        if let Some((key, value, steps)) = self.warmup(steps_per_epoch) {
             if steps >= total {
                 bail!(
                     "invalid config: {key} = {value} ({steps} warmup steps, but the run has \
@@ -560,15 +551,26 @@ impl TrainConfig {
         Ok(())
     }
 
+    /// The warmup as configured: its key, the value given, and the steps it lasts.
+    fn warmup(&self, steps_per_epoch: usize) -> Option<(&'static str, f64, usize)> {
+        match (self.lr.warmup_steps, self.lr.warmup_epochs) {
+            (Some(s), _) => Some(("lr.warmup_steps", s as f64, s)),
+            (None, Some(e)) => Some((
+                "lr.warmup_epochs",
+                e,
+                (e * steps_per_epoch as f64).round() as usize,
+            )),
+            (None, None) => None,
+        }
+    }
+
     /// The learning-rate schedule resolved to steps.
     pub fn lr_schedule(&self, steps_per_epoch: usize) -> LrSchedule {
         let total = self.total_steps(steps_per_epoch);
-        let warmup = match (self.lr.warmup_steps, self.lr.warmup_epochs) {
-            (Some(s), _) => s,
-            (None, Some(e)) => (e * steps_per_epoch as f64).round() as usize,
-            (None, None) => 0,
-        }
-        .min(total);
+        let warmup = self
+            .warmup(steps_per_epoch)
+            .map_or(0, |(_, _, steps)| steps)
+            .min(total);
         LrSchedule {
             peak: self.lr.peak,
             kind: self.lr.schedule,

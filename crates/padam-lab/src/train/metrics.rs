@@ -103,15 +103,17 @@ pub fn truncate_metrics(
     Ok((!notes.is_empty()).then(|| notes.join("; ")))
 }
 
-/// `1000, 2000, ... 9000` for long lists.
+/// The steps as a list, shortened to the first three and the last when there are more than
+/// four (`steps 1000, 2000, 3000, ... 9000`).
 fn describe_steps(steps: &[usize]) -> String {
-    let shown: Vec<String> = steps.iter().take(3).map(|s| s.to_string()).collect();
-    match steps.len() {
-        0..=4 => steps
-            .iter()
-            .map(|s| s.to_string())
+    let list = |s: &[usize]| {
+        s.iter()
+            .map(usize::to_string)
             .collect::<Vec<_>>()
-            .join(", "),
-        n => format!("steps {}, ... {}", shown.join(", "), steps[n - 1]),
+            .join(", ")
+    };
+    match steps {
+        [first @ .., last] if steps.len() > 4 => format!("steps {}, ... {last}", list(&first[..3])),
+        _ => list(steps),
     }
 }

@@ -190,12 +190,13 @@ fn prepare_dir(dir: &Path, config: &TrainConfig, resume: bool) -> anyhow::Result
         );
     }
     let metrics = dir.join("metrics.jsonl");
+    let toml = config.to_toml();
     match fs::read_to_string(&config_path) {
         // A config that never trained a step (refused before its first one): replace it.
-        Ok(old) if old != config.to_toml() && !metrics.exists() => {
-            checkpoint::write_atomic(&config_path, config.to_toml().as_bytes())?;
+        Ok(old) if old != toml && !metrics.exists() => {
+            checkpoint::write_atomic(&config_path, toml.as_bytes())?;
         }
-        Ok(old) if old != config.to_toml() => bail!(
+        Ok(old) if old != toml => bail!(
             "{} holds another run's config ({}) that never reached a checkpoint; use --out for \
              a new directory, or delete it",
             dir.display(),
@@ -220,7 +221,7 @@ fn prepare_dir(dir: &Path, config: &TrainConfig, resume: bool) -> anyhow::Result
                 bail!("--resume: run directory {} does not exist", dir.display());
             }
             fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-            checkpoint::write_atomic(&config_path, config.to_toml().as_bytes())?;
+            checkpoint::write_atomic(&config_path, toml.as_bytes())?;
         }
     }
     Ok(false)

@@ -5,13 +5,19 @@ use anyhow::{bail, Context};
 
 use super::config::TrainConfig;
 
-/// Parse a TOML text and apply `key=value` overrides (dotted keys; values in TOML syntax,
-/// bare words taken as strings).
-pub fn parse(text: &str, overrides: &[String]) -> anyhow::Result<TrainConfig> {
+/// The config text as a TOML table with the `--set` overrides applied, not yet checked.
+pub fn overridden_table(text: &str, overrides: &[String]) -> anyhow::Result<toml::Table> {
     let mut value: toml::Table = toml::from_str(text).context("parsing the config TOML")?;
     for o in overrides {
         apply_override(&mut value, o)?;
     }
+    Ok(value)
+}
+
+/// Parse a TOML text and apply `key=value` overrides (dotted keys; values in TOML syntax,
+/// bare words taken as strings).
+pub fn parse(text: &str, overrides: &[String]) -> anyhow::Result<TrainConfig> {
+    let value = overridden_table(text, overrides)?;
     // Deserialize from text (the file as overridden) so errors point at the offending line.
     let resolved = toml::to_string(&value).context("re-serializing the config")?;
     let config: TrainConfig = toml::from_str(&resolved)
