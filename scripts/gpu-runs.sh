@@ -9,7 +9,8 @@
 # (`mkdir -p /tmp/padam-data && cp -r gpu0/data/cifar10-jpeg /tmp/padam-data/`) can go first.
 # Trains every run of a plan file in parallel on the one GPU (`padam train` is dispatch-bound
 # on small models, so several processes share the GPU well), each with `--resume` when its run
-# directory already holds a checkpoint, and stops them all at DEADLINE seconds (they resume in
+# directory already holds a checkpoint, and stops them all at DEADLINE seconds with SIGTERM,
+# which makes each save a checkpoint of the step in progress (they resume in
 # the next call on the same warm machine: run directories live in $RUNS, default /tmp/padam-runs).
 # Plan lines: `<run name> <config> [padam train options...]`; `#` starts a comment.
 #   PLAN=results/plans/fashion.txt DEADLINE=540 bash scripts/gpu-runs.sh
@@ -50,7 +51,9 @@ while read -r name cfg args; do
     echo "$name: already finished"; continue
   fi
   # shellcheck disable=SC2086
-  timeout --signal=KILL "$DEADLINE" /tmp/padam train "$cfg" --backend cuda --out "$dir" --quiet \
+  # TERM at the deadline: the run checkpoints the step in progress and exits (nothing lost);
+  # KILL 25 s later if it is stuck.
+  timeout --signal=TERM --kill-after=25 "$DEADLINE" /tmp/padam train "$cfg" --backend cuda --out "$dir" --quiet \
     $resume $args > "$RUNS/$name.stdout" 2> "$RUNS/$name.stderr" &
   pids+=($!)
   echo "$name: started ($cfg $args $resume)"
