@@ -142,6 +142,7 @@ fn nanogpt_is_causal_and_trains() {
         n_embd: 8,
         dropout: 0.0,
         bias: true,
+        tie_embeddings: false,
     };
     let model: NanoGpt<Flex> = config.init(4, &device);
     assert_eq!(model.num_params(), config.param_count());
@@ -183,7 +184,69 @@ fn nanogpt_is_causal_and_trains() {
     assert!(model.wte.weight.grad(&grads).is_some());
     assert!(model.wpe.weight.grad(&grads).is_some());
     assert!(model.blocks[1].attn.c_attn.weight.grad(&grads).is_some());
-    assert!(model.lm_head.bias.is_none());
+    assert!(model.lm_head.as_ref().unwrap().bias.is_none());
+}
+
+/// Tied embeddings (nanoGPT's): no head of its own, the logits are `ln_f(x) @ wte^T`, and the
+/// token embedding's gradient gathers both uses. nanoGPT's `shakespeare_char` shape (no biases,
+/// tied) has nanoGPT's parameter count: 10.65M without the position embeddings.
+#[test]
+fn nanogpt_ties_the_head_to_the_token_embedding() {
+    let device = Default::default();
+    let config = NanoGptConfig {
+        vocab_size: 11,
+        block_size: 8,
+        n_layer: 2,
+        n_head: 2,
+        n_embd: 8,
+        dropout: 0.0,
+        bias: false,
+        tie_embeddings: true,
+    };
+    let model: NanoGpt<Ad> = config.init(4, &device);
+    assert!(model.lm_head.is_none());
+    assert_eq!(model.num_params(), config.param_count());
+    let untied = NanoGptConfig {
+        tie_embeddings: false,
+        ..config.clone()
+    };
+    assert_eq!(untied.param_count() - config.param_count(), 11 * 8);
+    let idx = Tensor::<Ad, 2, Int>::from_data(
+        TensorData::new(vec![1i64, 2, 3, 4, 5, 6, 7, 8], [2, 4]),
+        &device,
+    );
+    let logits = model.forward(idx.clone());
+    // The head by hand: the final LayerNorm's output times the embedding matrix, transposed.
+    let mut x = model
+        .wte
+        .weight
+        .val()
+        .select(0, idx.clone().reshape([8]))
+        .reshape([2, 4, 8])
+        + model.wpe.weight.val().narrow(0, 0, 4).unsqueeze::<3>();
+    for block in &model.blocks {
+        x = block.forward(x);
+    }
+    let by_hand = model
+        .ln_f
+        .forward(x)
+        .matmul(model.wte.weight.val().transpose().unsqueeze());
+    let a: Vec<f32> = logits.clone().into_data().to_vec().unwrap();
+    let b: Vec<f32> = by_hand.into_data().to_vec().unwrap();
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x - y).abs() <= 1e-5 * (1.0 + y.abs()), "{x} vs {y}");
+    }
+    let loss = logits.sum();
+    let grads = loss.backward();
+    assert!(model.wte.weight.grad(&grads).is_some());
+    let nanogpt = NanoGptConfig {
+        vocab_size: 65,
+        bias: false,
+        tie_embeddings: true,
+        ..NanoGptConfig::default()
+    };
+    assert_eq!(nanogpt.param_count(), 10_745_088);
+    assert_eq!(nanogpt.param_count() - 256 * 384, 10_646_784); // nanoGPT prints 10.65M
 }
 
 /// `embed_tokens` against a float64 reference, on both sides of `ONE_HOT_MAX_VOCAB`: the
@@ -250,6 +313,7 @@ fn nanogpt_rejects_long_sequences() {
         n_embd: 4,
         dropout: 0.0,
         bias: false,
+        tie_embeddings: false,
     };
     let device = Default::default();
     let model: NanoGpt<Flex> = config.init(0, &device);

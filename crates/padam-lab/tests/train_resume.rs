@@ -456,7 +456,7 @@ fn nanogpt_on_a_small_text_resumes_exactly() {
         [optimizer]
         kind = "padam"
         beta2 = 0.99
-        decay_params = {{ min_rank = 2, exclude = ["*wpe*"] }}
+        selection = {{ min_rank = 2, exclude = ["*wpe*"] }}
         p = {{ kind = "linear", from = 2.0, to = 0.8, steps = 4 }}
         [lr]
         peak = 1e-2
@@ -739,7 +739,7 @@ fn one_shot_pruning_then_masked_fine_tuning() {
 fn a_non_finite_gradient_stops_the_run_before_a_checkpoint_saves_it() {
     let tmp = TempDir::new("nan");
     let cfg = config::parse(DIGITS, &["lr.peak=1e30".into(), "lr.warmup_steps=0".into()]).unwrap();
-    assert_eq!(cfg.decay_config().unwrap().check_every, 7);
+    assert_eq!(cfg.optimizer.decay.as_ref().unwrap().check_every, 7);
     let out = tmp.path("run");
     let err = run_locked(
         &cfg,

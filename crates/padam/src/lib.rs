@@ -9,6 +9,7 @@
 //!   training loop like `AdamWConfig::new().init()`.
 //! - [`decay`] holds the formula, once; [`reference`] a float64 scalar version of everything.
 //! - [`Schedule`] gives `p(t)` and `lambda(t)`; [`ParamSelection`] chooses decayed parameters.
+//! - [`clip::clip_grad_norm`] clips gradients by their global norm (PyTorch's `clip_grad_norm_`).
 //! - [`sparsity::measure`] reports exact zeros and `|w| < threshold`, globally and per tensor.
 //!
 //! ```
@@ -36,6 +37,7 @@
 #![warn(missing_docs)]
 
 pub mod cases;
+pub mod clip;
 pub mod controller;
 pub mod decay;
 pub mod decay_config;

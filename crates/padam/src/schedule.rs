@@ -15,8 +15,17 @@ use std::f64::consts::PI;
 use crate::error::ConfigError;
 
 /// A scalar schedule over optimizer steps. Past its last step a schedule holds its final value.
+///
+/// In serde formats a bare number is a constant (`p = 0.8`) and a table names its kind
+/// (`p = { kind = "linear", from = 2.0, to = 0.8, steps = 1000 }`); a constant is written back
+/// as a number.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(
+    remote = "Self",
+    tag = "kind",
+    rename_all = "snake_case",
+    deny_unknown_fields
+)]
 pub enum Schedule {
     /// The same value at every step.
     Constant {
@@ -56,6 +65,46 @@ pub enum Schedule {
         /// The knots, strictly increasing in step.
         points: Vec<(usize, f64)>,
     },
+}
+
+impl Serialize for Schedule {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Schedule::Constant { value } => s.serialize_f64(*value),
+            other => Schedule::serialize(other, s),
+        }
+    }
+}
+
+// By hand rather than `#[serde(untagged)]`, whose only error is "did not match any variant":
+// a number is a constant, a table is a schedule, and a table's own error (an unknown kind, a
+// misspelt key) comes through as it is.
+impl<'de> Deserialize<'de> for Schedule {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Spec;
+        impl<'de> serde::de::Visitor<'de> for Spec {
+            type Value = Schedule;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(
+                    "a number or a schedule table such as \
+                     { kind = \"linear\", from = 2.0, to = 0.8, steps = 1000 }",
+                )
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Schedule, E> {
+                Ok(Schedule::constant(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Schedule, E> {
+                Ok(Schedule::constant(v as f64))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Schedule, E> {
+                Ok(Schedule::constant(v as f64))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Schedule, A::Error> {
+                Schedule::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_any(Spec)
+    }
 }
 
 impl Schedule {
@@ -345,5 +394,20 @@ mod tests {
             r#"{"kind":"linear","from":1,"to":2,"steps":3,"oops":1}"#
         )
         .is_err());
+        // A bare number is a constant, written back as a number; the table form still reads.
+        let c: Schedule = serde_json::from_str("0.8").unwrap();
+        assert_eq!(c, Schedule::constant(0.8));
+        assert_eq!(serde_json::to_string(&c).unwrap(), "0.8");
+        assert_eq!(
+            serde_json::from_str::<Schedule>("3").unwrap(),
+            Schedule::constant(3.0)
+        );
+        let t: Schedule = serde_json::from_str(r#"{"kind":"constant","value":0.5}"#).unwrap();
+        assert_eq!(t, Schedule::constant(0.5));
+        let e = serde_json::from_str::<Schedule>(r#""fast""#).unwrap_err();
+        assert!(
+            e.to_string().contains("a number or a schedule table"),
+            "{e}"
+        );
     }
 }

@@ -7,8 +7,12 @@
 use serde::{Deserialize, Serialize};
 
 /// A rule choosing the decayed parameters. The base optimizer updates every parameter either way.
+///
+/// In serde formats `"all"` and `"matrices"` name [`ParamSelection::all`] and
+/// [`ParamSelection::matrices_only`] (and are written back so); any other rule is a table
+/// `{ min_rank = 2, include = [...], exclude = ["*.bias"] }`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(remote = "Self", default, deny_unknown_fields)]
 pub struct ParamSelection {
     /// Decay only tensors of at least this rank (0 = all; 2 = skip biases and norm scales).
     pub min_rank: usize,
@@ -16,6 +20,44 @@ pub struct ParamSelection {
     pub include: Vec<String>,
     /// Paths matching any of these patterns are never decayed.
     pub exclude: Vec<String>,
+}
+
+impl Serialize for ParamSelection {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if *self == Self::all() {
+            s.serialize_str("all")
+        } else if *self == Self::matrices_only() {
+            s.serialize_str("matrices")
+        } else {
+            ParamSelection::serialize(self, s)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ParamSelection {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Rule;
+        impl<'de> serde::de::Visitor<'de> for Rule {
+            type Value = ParamSelection;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("\"all\", \"matrices\" or a table { min_rank, include, exclude }")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ParamSelection, E> {
+                match v {
+                    "all" => Ok(ParamSelection::all()),
+                    "matrices" => Ok(ParamSelection::matrices_only()),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(v), &self)),
+                }
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<ParamSelection, A::Error> {
+                ParamSelection::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_any(Rule)
+    }
 }
 
 impl ParamSelection {
@@ -79,6 +121,33 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn named_selections_and_tables_in_serde() {
+        let read = |t: &str| serde_json::from_str::<ParamSelection>(t);
+        assert_eq!(read(r#""all""#).unwrap(), ParamSelection::all());
+        assert_eq!(
+            read(r#""matrices""#).unwrap(),
+            ParamSelection::matrices_only()
+        );
+        let rule = ParamSelection::matrices_only().exclude("*.bias");
+        let json = serde_json::to_string(&rule).unwrap();
+        assert_eq!(read(&json).unwrap(), rule);
+        assert_eq!(
+            serde_json::to_string(&ParamSelection::all()).unwrap(),
+            r#""all""#
+        );
+        assert_eq!(
+            serde_json::to_string(&ParamSelection::matrices_only()).unwrap(),
+            r#""matrices""#
+        );
+        let e = read(r#""weights""#).unwrap_err().to_string();
+        assert!(
+            e.contains("\"weights\"") && e.contains("\"matrices\""),
+            "{e}"
+        );
+        assert!(read(r#"{"min_rank": 2, "oops": 1}"#).is_err());
+    }
 
     #[test]
     fn glob_cases() {

@@ -168,14 +168,49 @@ impl Shakespeare {
             "{part:?} split has {} tokens, need more than block {block}",
             data.len()
         );
-        let mut x = Vec::with_capacity(batch * block);
-        let mut y = Vec::with_capacity(batch * block);
-        for _ in 0..batch {
-            let s = rng.below(data.len() - block);
+        let starts: Vec<usize> = (0..batch).map(|_| rng.below(data.len() - block)).collect();
+        self.windows_host(part, &starts, block)
+    }
+
+    /// The windows of `part` starting at `starts`: inputs `tokens[s..s + block]` and targets
+    /// `tokens[s + 1..s + block + 1]`, row-major `[starts.len(), block]`.
+    ///
+    /// # Panics
+    /// When a window runs past the end of `part`.
+    pub fn windows_host(&self, part: Part, starts: &[usize], block: usize) -> (Vec<i64>, Vec<i64>) {
+        let data = self.tokens(part);
+        let mut x = Vec::with_capacity(starts.len() * block);
+        let mut y = Vec::with_capacity(starts.len() * block);
+        for &s in starts {
             x.extend(data[s..s + block].iter().map(|&t| i64::from(t)));
             y.extend(data[s + 1..s + block + 1].iter().map(|&t| i64::from(t)));
         }
         (x, y)
+    }
+
+    /// The starts of the non-overlapping windows that tile `part` from its first token (the
+    /// tokens after the last whole window are left out): a full, deterministic evaluation.
+    pub fn tiled_starts(&self, part: Part, block: usize) -> Vec<usize> {
+        let len = self.tokens(part).len();
+        (0..len.saturating_sub(block))
+            .step_by(block.max(1))
+            .collect()
+    }
+
+    /// [`windows_host`](Self::windows_host) as `[starts.len(), block]` integer tensors.
+    pub fn windows<B: Backend>(
+        &self,
+        part: Part,
+        starts: &[usize],
+        block: usize,
+        device: &B::Device,
+    ) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>) {
+        let (x, y) = self.windows_host(part, starts, block);
+        let n = starts.len();
+        (
+            Tensor::from_data(TensorData::new(x, [n, block]), device),
+            Tensor::from_data(TensorData::new(y, [n, block]), device),
+        )
     }
 
     /// [`batch_host`](Self::batch_host) as `[batch, block]` integer tensors (input, target).

@@ -1,9 +1,12 @@
 //! A character-level GPT after Karpathy's nanoGPT (`shakespeare_char` configuration): token
 //! and learned position embeddings, `n_layer` pre-norm blocks of causal multi-head
-//! self-attention and a 4x GELU MLP, a final LayerNorm and an untied linear head without bias.
+//! self-attention and a 4x GELU MLP, a final LayerNorm and a linear head without bias, tied to
+//! the token embedding or not (`tie_embeddings`; nanoGPT ties them).
 //!
 //! Defaults: vocabulary 65, context 256, 6 layers, 6 heads, width 384, dropout 0.2, biases in
-//! the LayerNorms and the block's linear layers: 10,795,776 parameters.
+//! the LayerNorms and the block's linear layers, untied: 10,795,776 parameters. nanoGPT's own
+//! `shakespeare_char` run (`bias = False`, tied): 10,745,088, of which nanoGPT counts 10.65M
+//! (it leaves out the position embeddings).
 //!
 //! Initialisation follows nanoGPT, drawn from the crate's seeded [`Rng`]: linear and embedding
 //! weights normal with std 0.02, the residual output projections with std
@@ -38,6 +41,9 @@ pub struct NanoGptConfig {
     pub dropout: f64,
     /// Bias in the LayerNorms and in the blocks' linear layers (the head never has one).
     pub bias: bool,
+    /// The output head is the token embedding, transposed (nanoGPT's weight tying).
+    #[serde(default)]
+    pub tie_embeddings: bool,
 }
 
 impl Default for NanoGptConfig {
@@ -52,6 +58,7 @@ impl Default for NanoGptConfig {
             n_embd: 384,
             dropout: 0.2,
             bias: true,
+            tie_embeddings: false,
         }
     }
 }
@@ -64,7 +71,12 @@ impl NanoGptConfig {
         let ln = c + b * c;
         let linear = |i: usize, o: usize| i * o + b * o;
         let block = 2 * ln + linear(c, 3 * c) + linear(c, c) + linear(c, 4 * c) + linear(4 * c, c);
-        self.vocab_size * c + self.block_size * c + self.n_layer * block + ln + c * self.vocab_size
+        let head = if self.tie_embeddings {
+            0
+        } else {
+            c * self.vocab_size
+        };
+        self.vocab_size * c + self.block_size * c + self.n_layer * block + ln + head
     }
 
     /// Build the model with weights drawn from `Rng::new(seed)`.
@@ -107,7 +119,8 @@ impl NanoGptConfig {
                 },
             })
             .collect();
-        let lm_head = linear(&mut rng, c, self.vocab_size, std, false, device);
+        let lm_head = (!self.tie_embeddings)
+            .then(|| linear(&mut rng, c, self.vocab_size, std, false, device));
         NanoGpt {
             wte,
             wpe,
@@ -271,8 +284,8 @@ pub struct NanoGpt<B: Backend> {
     pub blocks: Vec<Block<B>>,
     /// Final LayerNorm.
     pub ln_f: LayerNorm<B>,
-    /// Output head `C -> vocab`, no bias, not tied to `wte`.
-    pub lm_head: Linear<B>,
+    /// Output head `C -> vocab`, no bias; `None` when tied to `wte` (logits `x @ wte^T`).
+    pub lm_head: Option<Linear<B>>,
     /// Longest context.
     pub block_size: usize,
 }
@@ -297,7 +310,11 @@ impl<B: Backend> NanoGpt<B> {
         for block in &self.blocks {
             x = block.forward(x);
         }
-        self.lm_head.forward(self.ln_f.forward(x))
+        let x = self.ln_f.forward(x);
+        match &self.lm_head {
+            Some(head) => head.forward(x),
+            None => x.matmul(self.wte.weight.val().transpose().unsqueeze()),
+        }
     }
 
     /// Logits and the mean cross-entropy of predicting `targets` `[batch, time]`.

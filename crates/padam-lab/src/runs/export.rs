@@ -233,7 +233,7 @@ fn trained_entries<T: Task<Ad>>(
     run: &Path,
 ) -> anyhow::Result<(usize, Vec<Entry>)> {
     let device = Default::default();
-    let (path, ckpt) = checkpoint::load_latest(run, config.hash())?;
+    let (path, ckpt) = checkpoint::load_for(run, config)?;
     let record = checkpoint::decode_record(ckpt.model, &device, &path, "model")?;
     let model = task.init(config.seed, &device).load_record(record);
     Ok((ckpt.state.step, entries(&model.valid())))

@@ -16,6 +16,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 
 use super::plot;
+use crate::train::config::pwd_keys;
 use crate::train::{self, TrainArgs};
 
 /// Options of `padam sweep`.
@@ -84,14 +85,13 @@ pub fn config_key(short: &str) -> &str {
     }
 }
 
-const PWD_ONLY: [&str; 5] = [
-    "optimizer.p",
-    "optimizer.lambda",
-    "optimizer.lambda2",
-    "optimizer.s_rate",
-    "optimizer.decay_params",
-];
 const PWD_KINDS: [&str; 3] = ["padam", "psgd", "pwd"];
+
+/// `optimizer.<key>` for a key of pWD's settings.
+fn is_pwd_key(key: &str) -> bool {
+    key.strip_prefix("optimizer.")
+        .is_some_and(|k| pwd_keys().iter().any(|p| p == k))
+}
 
 /// Parse `key=v1,v2` axes; errors name the axis.
 pub fn parse_grid(specs: &[String]) -> anyhow::Result<Vec<(String, Vec<String>)>> {
@@ -142,7 +142,7 @@ pub fn grid_points(axes: &[(String, Vec<String>)]) -> Vec<Vec<(String, String)>>
         let non_pwd = kind.is_some_and(|k| !PWD_KINDS.contains(&k.as_str()));
         let kept: Vec<(String, String)> = p
             .into_iter()
-            .filter(|(k, _)| !(non_pwd && PWD_ONLY.contains(&config_key(k))))
+            .filter(|(k, _)| !(non_pwd && is_pwd_key(config_key(k))))
             .collect();
         if !out.contains(&kept) {
             out.push(kept);
@@ -223,7 +223,7 @@ pub fn run(args: &SweepArgs) -> anyhow::Result<Vec<SweepRun>> {
         });
         if non_pwd {
             // the base config's pWD keys do not apply to this optimizer
-            set.extend(PWD_ONLY.iter().map(|k| format!("{k}=")));
+            set.extend(pwd_keys().iter().map(|k| format!("optimizer.{k}=")));
         }
         set.extend(
             values

@@ -16,7 +16,7 @@ use burn::record::{FullPrecisionSettings, Record};
 use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 
-use super::config::fnv1a;
+use super::config::{fnv1a, TrainConfig};
 
 /// File magic.
 pub const MAGIC: &[u8; 8] = b"PADAMCKP";
@@ -251,8 +251,30 @@ pub fn save(dir: &Path, ckpt: &Checkpoint, keep: usize) -> anyhow::Result<PathBu
     Ok(path)
 }
 
+/// Load the newest checkpoint of `dir`, checking it was written for `config`: by the config
+/// hash or, for a checkpoint of an older padam whose config serialised differently (so its hash
+/// differs), by the run's own `config.toml` (written when the run started) reading back as
+/// `config` today.
+pub fn load_for(dir: &Path, config: &TrainConfig) -> anyhow::Result<(PathBuf, Checkpoint)> {
+    let same_as_saved = || {
+        fs::read_to_string(dir.join("config.toml"))
+            .ok()
+            .and_then(|text| super::overrides::parse(&text, &[]).ok())
+            .is_some_and(|saved| saved == *config)
+    };
+    load_checked(dir, config.hash(), same_as_saved)
+}
+
 /// Load the newest checkpoint of `dir`, checking it was written for `config_hash`.
 pub fn load_latest(dir: &Path, config_hash: u64) -> anyhow::Result<(PathBuf, Checkpoint)> {
+    load_checked(dir, config_hash, || false)
+}
+
+fn load_checked(
+    dir: &Path,
+    config_hash: u64,
+    same_config: impl FnOnce() -> bool,
+) -> anyhow::Result<(PathBuf, Checkpoint)> {
     let all = list(dir)?;
     let Some((named_step, path)) = all.last() else {
         bail!(
@@ -262,7 +284,15 @@ pub fn load_latest(dir: &Path, config_hash: u64) -> anyhow::Result<(PathBuf, Che
     };
     let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let ckpt = Checkpoint::decode(&bytes, path)?;
-    if ckpt.config_hash != config_hash {
+    if ckpt.config_hash != config_hash && same_config() {
+        tracing::warn!(
+            "{}: written by an older padam (config hash {:016x}, today {:016x}); the run's \
+             config.toml reads as this config, so it resumes",
+            path.display(),
+            ckpt.config_hash,
+            config_hash
+        );
+    } else if ckpt.config_hash != config_hash {
         bail!(
             "{} was written by a different config (hash {:016x}, this config {:016x}); \
              resume with the run's own config ({}) or start a new run directory",
@@ -383,6 +413,18 @@ mod tests {
         assert_eq!(c.state.step, 40);
         let err = load_latest(&dir, 43).unwrap_err().to_string();
         assert!(err.contains("different config"), "{err}");
+        // A config whose hash is not 42: refused, unless the run's config.toml reads as it (a
+        // checkpoint of an older padam, whose serialisation hashed differently).
+        let text = "[model]\nkind = \"mlp\"\n[data]\ndataset = \"digits\"\n[optimizer]\n\
+                    kind = \"padam\"\np = 0.8\nlambda = 1e-3\ndecay_params = \"all\"\n\
+                    [lr]\npeak = 0.01\n[train]\nbatch_size = 8\nepochs = 1\n";
+        let config = super::super::overrides::parse(text, &[]).unwrap();
+        assert_ne!(config.hash(), 42);
+        assert!(load_for(&dir, &config).is_err());
+        fs::write(dir.join("config.toml"), text).unwrap();
+        assert_eq!(load_for(&dir, &config).unwrap().1.state.step, 40);
+        let other = super::super::overrides::parse(text, &["optimizer.p=0.7".into()]).unwrap();
+        assert!(load_for(&dir, &other).is_err());
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -5,7 +5,6 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use padam::{NonFinitePolicy, ParamSelection, Schedule};
 
 pub use super::lr::LrSchedule;
 pub use super::overrides::{apply_override, overridden_table, parse};
@@ -143,6 +142,9 @@ pub enum ModelConfig {
         /// Biases in LayerNorms and linear layers.
         #[serde(default = "default_true")]
         bias: bool,
+        /// Tie the output head to the token embedding (nanoGPT does).
+        #[serde(default)]
+        tie_embeddings: bool,
     },
 }
 
@@ -236,9 +238,14 @@ pub struct DataConfig {
     /// Held-out rows of the digits split.
     #[serde(default = "default_test_rows")]
     pub test_rows: usize,
-    /// nanoGPT: validation batches per evaluation.
+    /// nanoGPT: validation batches (of random windows, the same at every evaluation) per
+    /// evaluation.
     #[serde(default = "default_eval_batches")]
     pub eval_batches: usize,
+    /// nanoGPT: evaluate on every non-overlapping window of the validation split once instead
+    /// (exact, no sampling noise; `eval_batches` is then unused).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub eval_full: bool,
 }
 
 fn default_test_rows() -> usize {
@@ -266,6 +273,20 @@ pub enum OptimizerKind {
     Pwd,
 }
 
+impl OptimizerKind {
+    /// The kind as written in the config.
+    pub fn name(self) -> &'static str {
+        match self {
+            OptimizerKind::Adamw => "adamw",
+            OptimizerKind::Adam => "adam",
+            OptimizerKind::Sgd => "sgd",
+            OptimizerKind::Padam => "padam",
+            OptimizerKind::Psgd => "psgd",
+            OptimizerKind::Pwd => "pwd",
+        }
+    }
+}
+
 /// Base optimizer of `kind = "pwd"`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -281,136 +302,97 @@ pub enum BaseKind {
     Adagrad,
 }
 
-/// A value or a schedule over optimizer steps (`p = 0.8` or
-/// `p = { kind = "linear", from = 2.0, to = 0.8, steps = 1000 }`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(untagged)]
-pub enum ScheduleSpec {
-    /// A constant.
-    Value(f64),
-    /// A schedule.
-    Schedule(Schedule),
-}
-
-// By hand rather than `#[serde(untagged)]`, whose only error is "did not match any variant":
-// a number is a constant, a table is a schedule, and a table's own error (an unknown kind, a
-// misspelt key) comes through as the schedule's.
-impl<'de> Deserialize<'de> for ScheduleSpec {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Spec;
-        impl<'de> serde::de::Visitor<'de> for Spec {
-            type Value = ScheduleSpec;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str(
-                    "a number or a schedule table such as \
-                     { kind = \"linear\", from = 2.0, to = 0.8, steps = 1000 }",
-                )
-            }
-            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<ScheduleSpec, E> {
-                Ok(ScheduleSpec::Value(v))
-            }
-            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<ScheduleSpec, E> {
-                Ok(ScheduleSpec::Value(v as f64))
-            }
-            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<ScheduleSpec, E> {
-                Ok(ScheduleSpec::Value(v as f64))
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                map: A,
-            ) -> Result<ScheduleSpec, A::Error> {
-                Schedule::deserialize(serde::de::value::MapAccessDeserializer::new(map))
-                    .map(ScheduleSpec::Schedule)
-            }
-        }
-        d.deserialize_any(Spec)
-    }
-}
-
-impl ScheduleSpec {
-    /// As a padam schedule.
-    pub fn schedule(&self) -> Schedule {
-        match self {
-            ScheduleSpec::Value(v) => Schedule::constant(*v),
-            ScheduleSpec::Schedule(s) => s.clone(),
-        }
-    }
-}
-
-/// Which parameters decay: `"all"`, `"matrices"` (rank >= 2), or a full selection table.
+/// Optimizer settings in one `[optimizer]` table: the base optimizer's keys below and, for the
+/// pWD kinds (`padam`, `psgd`, `pwd`), the keys of the library's own [`padam::DecayConfig`]
+/// (`p`, `lambda`, `lambda2`, `s_rate`, `selection`, `non_finite`, `check_every`: its
+/// descriptions, defaults and validation). Keys that do not apply to `kind` must be left out.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum DecaySelection {
-    /// `"all"` or `"matrices"`.
-    Named(String),
-    /// `{ min_rank = 2, exclude = ["*.bias"] }`.
-    Rules(ParamSelection),
-}
-
-impl DecaySelection {
-    /// As a padam selection; errors name the key.
-    pub fn selection(&self) -> anyhow::Result<ParamSelection> {
-        match self {
-            DecaySelection::Named(n) if n == "all" => Ok(ParamSelection::all()),
-            DecaySelection::Named(n) if n == "matrices" => Ok(ParamSelection::matrices_only()),
-            DecaySelection::Named(n) => bail!(
-                "optimizer.decay_params = {n:?}: expected \"all\", \"matrices\" or a table \
-                 {{ min_rank, include, exclude }}"
-            ),
-            DecaySelection::Rules(r) => Ok(r.clone()),
-        }
-    }
-}
-
-/// Optimizer settings; fields that do not apply to `kind` must be left out.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct OptimizerConfig {
     /// Which optimizer.
     pub kind: OptimizerKind,
     /// Base of `kind = "pwd"`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base: Option<BaseKind>,
     /// Adam family first-moment decay (default 0.9).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub beta1: Option<f64>,
     /// Adam family second-moment decay (default 0.999).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub beta2: Option<f64>,
     /// Adam family / RMSProp / AdaGrad epsilon (default 1e-8).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eps: Option<f64>,
     /// AdamW decoupled decay, or Adam / SGD L2 strength.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight_decay: Option<f64>,
     /// SGD / pSGD momentum.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub momentum: Option<f64>,
     /// SGD / pSGD Nesterov momentum.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nesterov: Option<bool>,
-    /// pWD exponent (value or schedule).
-    #[serde(default)]
-    pub p: Option<ScheduleSpec>,
-    /// pWD strength (value or schedule).
-    #[serde(default)]
-    pub lambda: Option<ScheduleSpec>,
-    /// Elastic-net L2 strength of pWD.
-    #[serde(default)]
-    pub lambda2: Option<f64>,
-    /// Non-adiabatic `s` rate of pWD.
-    #[serde(default)]
-    pub s_rate: Option<f64>,
-    /// Which parameters pWD decays.
-    #[serde(default)]
-    pub decay_params: Option<DecaySelection>,
-    /// Non-finite gradient policy of pWD.
-    #[serde(default)]
-    pub non_finite: Option<NonFinitePolicy>,
-    /// Steps per read of pWD's non-finite check (default: `train.log_every`, when the loop
-    /// reads the loss anyway).
-    #[serde(default)]
-    pub check_every: Option<usize>,
+    /// The pWD settings (pWD kinds only), read from this table's keys by [`OptimizerConfig`]'s
+    /// `Deserialize`. `check_every` left out defaults to `train.log_every` in `padam train`
+    /// (the loop reads the loss then anyway), not to the library's 1.
+    #[serde(flatten, skip_deserializing, skip_serializing_if = "Option::is_none")]
+    pub decay: Option<padam::DecayConfig>,
+}
+
+/// The `[optimizer]` keys that belong to pWD: the library's [`padam::DecayConfig`] fields, as
+/// it serialises them.
+pub fn pwd_keys() -> Vec<String> {
+    toml::Table::try_from(padam::DecayConfig::default())
+        .expect("a DecayConfig serialises to a table")
+        .keys()
+        .cloned()
+        .collect()
+}
+
+impl Serialize for OptimizerConfig {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        OptimizerConfig::serialize(self, s)
+    }
+}
+
+// The table is split by key: the library's `DecayConfig` keys (as it serialises them) go to
+// `decay`, the rest to the base optimizer's fields; each part is strict on its own.
+impl<'de> Deserialize<'de> for OptimizerConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut table = toml::Table::deserialize(d)?;
+        // `decay_params`: the old name of `selection`, still read (older run directories).
+        if let Some(v) = table.remove("decay_params") {
+            if table.contains_key("selection") {
+                return Err(D::Error::custom(
+                    "optimizer.decay_params and optimizer.selection: give one (decay_params is \
+                     the old name of selection)",
+                ));
+            }
+            table.insert("selection".into(), v);
+        }
+        let decay: toml::Table = pwd_keys()
+            .iter()
+            .filter_map(|k| table.remove(k).map(|v| (k.clone(), v)))
+            .collect();
+        let mut config =
+            super::overrides::strict(table, "optimizer", |d| OptimizerConfig::deserialize(d))
+                .map_err(D::Error::custom)?;
+        if config.is_pwd() {
+            let parsed = super::overrides::strict(decay, "optimizer", |d| {
+                padam::DecayConfig::deserialize(d)
+            })
+            .map_err(D::Error::custom)?;
+            config.decay = Some(parsed);
+        } else if let Some(key) = decay.keys().next() {
+            return Err(D::Error::custom(format!(
+                "optimizer.{key} does not apply to optimizer.kind = {:?} (pWD keys are for \
+                 \"padam\", \"psgd\" and \"pwd\")",
+                config.kind.name()
+            )));
+        }
+        Ok(config)
+    }
 }
 
 impl OptimizerConfig {
@@ -471,6 +453,10 @@ pub struct LoopConfig {
     /// Clip each gradient tensor to this L2 norm (burn's per-tensor clipping).
     #[serde(default)]
     pub grad_clip: Option<f64>,
+    /// Clip the global L2 norm over all gradients to this (PyTorch's `clip_grad_norm_`, as
+    /// nanoGPT; `padam::clip`). Give this or `grad_clip`, not both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grad_clip_norm: Option<f64>,
     /// Evaluate every N steps (default: once per epoch) and always at the end.
     #[serde(default)]
     pub eval_every: Option<usize>,
@@ -496,28 +482,6 @@ fn default_log_every() -> usize {
 }
 
 impl TrainConfig {
-    /// The pWD settings (defaults: p 0.8, lambda 1e-3, all parameters).
-    pub fn decay_config(&self) -> anyhow::Result<padam::DecayConfig> {
-        let o = &self.optimizer;
-        Ok(padam::DecayConfig {
-            p: o.p
-                .as_ref()
-                .map_or(Schedule::constant(0.8), |s| s.schedule()),
-            lambda: o
-                .lambda
-                .as_ref()
-                .map_or(Schedule::constant(1e-3), |s| s.schedule()),
-            lambda2: o.lambda2.unwrap_or(0.0),
-            s_rate: o.s_rate.unwrap_or(1.0),
-            selection: match &o.decay_params {
-                None => ParamSelection::all(),
-                Some(s) => s.selection()?,
-            },
-            non_finite: o.non_finite.unwrap_or_default(),
-            check_every: o.check_every.unwrap_or(self.train.log_every),
-        })
-    }
-
     /// Total optimizer steps, given the steps of one epoch.
     pub fn total_steps(&self, steps_per_epoch: usize) -> usize {
         match (self.train.epochs, self.train.iterations) {
@@ -648,7 +612,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.train.batch_size, 64);
-        assert_eq!(c.optimizer.lambda, Some(ScheduleSpec::Value(3e-3)));
+        let decay = c.optimizer.decay.as_ref().unwrap();
+        assert_eq!(decay.lambda, padam::Schedule::constant(3e-3));
+        // check_every left out: the loop's log_every (10), not the library's 1
+        assert_eq!(decay.check_every, 10);
         assert_eq!(
             c.model,
             ModelConfig::Mlp {
@@ -656,8 +623,8 @@ mod tests {
             }
         );
         assert!(matches!(
-            c.optimizer.p,
-            Some(ScheduleSpec::Schedule(Schedule::Linear { .. }))
+            c.optimizer.decay.as_ref().unwrap().p,
+            padam::Schedule::Linear { .. }
         ));
     }
 
@@ -667,7 +634,18 @@ mod tests {
             ("train.batch_sise=3", "train.batch_sise"),
             ("train.batch_size=x", "train.batch_size = \"x\""),
             ("optimizer.oops=1", "optimizer.oops"),
-            ("model.hidden=3", "[model]"),
+            ("model.hidden=3", "model"),
+            ("optimizer.lambda=x", "optimizer.lambda = \"x\""),
+            (
+                "optimizer.selection=weights",
+                "optimizer.selection = \"weights\"",
+            ),
+            (
+                "optimizer.kind=adamw",
+                "does not apply to optimizer.kind = \"adamw\"",
+            ),
+            ("optimizer.non_finite=maybe", "optimizer.non_finite"),
+            ("lr=3", "lr = 3"),
             ("train.batch_size=0", "train.batch_size"),
             ("optimizer.p=-1", "optimizer.p"),
             ("optimizer.lambda=-1", "optimizer.lambda"),
@@ -686,6 +664,34 @@ mod tests {
             let err = format!("{:#}", parse(MINIMAL, &[o.to_string()]).unwrap_err());
             assert!(err.contains(needle), "{o}: {err}");
         }
+    }
+
+    #[test]
+    fn resolved_configs_read_back_as_written() {
+        for set in [
+            vec![],
+            vec!["optimizer.kind=adamw", "optimizer.p=", "optimizer.lambda="],
+        ] {
+            let set: Vec<String> = set.into_iter().map(String::from).collect();
+            let c = parse(MINIMAL, &set).unwrap();
+            let text = toml::to_string(&c).unwrap();
+            assert_eq!(parse(&text, &[]).unwrap(), c, "{text}");
+            // pWD's keys appear for pWD kinds only, constants as numbers
+            assert_eq!(
+                text.contains("lambda = 0.001"),
+                c.optimizer.is_pwd(),
+                "{text}"
+            );
+            assert_eq!(
+                text.contains("selection = \"all\""),
+                c.optimizer.is_pwd(),
+                "{text}"
+            );
+        }
+        // the old key name of selection still reads
+        let c = parse(MINIMAL, &["optimizer.decay_params=matrices".into()]).unwrap();
+        let selection = &c.optimizer.decay.as_ref().unwrap().selection;
+        assert_eq!(*selection, padam::ParamSelection::matrices_only());
     }
 
     #[test]

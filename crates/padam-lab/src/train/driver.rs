@@ -329,11 +329,7 @@ where
         let total = config.total_steps(steps_per_epoch);
         let eval_every = t.eval_every.unwrap_or(steps_per_epoch);
         let ckpt_every = t.checkpoint_every.unwrap_or(eval_every);
-        let decay = config
-            .optimizer
-            .is_pwd()
-            .then(|| config.decay_config())
-            .transpose()?;
+        let decay = config.optimizer.decay.clone();
         let pruning = match &config.prune {
             Some(p) => Some((p.schedule(total, steps_per_epoch), p.selection()?)),
             None => None,
@@ -371,7 +367,7 @@ where
             None => None,
         };
         if args.resume {
-            let (path, ckpt) = checkpoint::load_latest(dir, hash)?;
+            let (path, ckpt) = checkpoint::load_for(dir, config)?;
             let m = checkpoint::decode_record(ckpt.model.clone(), device, &path, "model")?;
             let o = checkpoint::decode_record(ckpt.optim.clone(), device, &path, "optimizer")?;
             let expected = checkpoint::param_shapes(&model);
@@ -482,6 +478,10 @@ where
                 self.pending.push(loss);
                 grads
             }
+        };
+        let grads = match self.config.train.grad_clip_norm {
+            Some(max_norm) => padam::clip::clip_grad_norm(&model, grads, max_norm).0,
+            None => grads,
         };
         self.interval_items += self.task.items(indices.len());
         let model = self.optim.train_step(lr, model, grads)?;

@@ -110,6 +110,14 @@ pub(super) fn with_optimizer<B: AutodiffBackend, T: Task<B> + Sync>(
         .with_beta_2(beta2 as f32)
         .with_epsilon(eps as f32);
     let pwd_err = |e: padam::ConfigError| anyhow::anyhow!("invalid config: optimizer: {e}");
+    let decay = || {
+        o.decay.clone().ok_or_else(|| {
+            anyhow::anyhow!(
+                "invalid config: optimizer.kind = {:?} needs pWD settings",
+                o.kind.name()
+            )
+        })
+    };
     match o.kind {
         OptimizerKind::Adamw => {
             let optim = AdamWConfig::new()
@@ -141,7 +149,7 @@ pub(super) fn with_optimizer<B: AutodiffBackend, T: Task<B> + Sync>(
                 beta_1: beta1,
                 beta_2: beta2,
                 epsilon: eps,
-                decay: config.decay_config()?,
+                decay: decay()?,
                 grad_clipping: clip.clone(),
                 ..PAdamConfig::default()
             }
@@ -154,7 +162,7 @@ pub(super) fn with_optimizer<B: AutodiffBackend, T: Task<B> + Sync>(
                 momentum,
                 dampening: 0.0,
                 nesterov,
-                decay: config.decay_config()?,
+                decay: decay()?,
                 grad_clipping: clip.clone(),
             }
             .init::<B, T::Model>()
@@ -163,7 +171,7 @@ pub(super) fn with_optimizer<B: AutodiffBackend, T: Task<B> + Sync>(
         }
         OptimizerKind::Pwd => {
             let pwd = PWdConfig {
-                decay: config.decay_config()?,
+                decay: decay()?,
                 grad_clipping: clip.clone(),
             };
             match o.base.unwrap_or_default() {

@@ -1,7 +1,8 @@
 //! From text to a checked [`TrainConfig`]: the TOML file, the `--set key=value` overrides
 //! applied to it, and errors that name the dotted key of the offending line.
 
-use anyhow::{bail, Context};
+use anyhow::{anyhow, bail, Context};
+use serde::Deserialize;
 
 use super::config::TrainConfig;
 
@@ -17,50 +18,67 @@ pub fn overridden_table(text: &str, overrides: &[String]) -> anyhow::Result<toml
 /// Parse a TOML text and apply `key=value` overrides (dotted keys; values in TOML syntax,
 /// bare words taken as strings).
 pub fn parse(text: &str, overrides: &[String]) -> anyhow::Result<TrainConfig> {
-    let value = overridden_table(text, overrides)?;
-    // Deserialize from text (the file as overridden) so errors point at the offending line.
-    let resolved = toml::to_string(&value).context("re-serializing the config")?;
-    let config: TrainConfig = toml::from_str(&resolved)
-        .map_err(|e| anyhow::anyhow!("invalid config: {}", describe_toml_error(&e, &resolved)))?;
+    let table = overridden_table(text, overrides)?;
+    let log_every_default = !table
+        .get("optimizer")
+        .and_then(toml::Value::as_table)
+        .is_some_and(|o| o.contains_key("check_every"));
+    let mut config: TrainConfig = strict(table, "", |d| TrainConfig::deserialize(d))
+        .map_err(|e| anyhow!("invalid config: {e}"))?;
+    if log_every_default {
+        if let Some(decay) = config.optimizer.decay.as_mut() {
+            decay.check_every = config.train.log_every;
+        }
+    }
     config.validate()?;
     Ok(config)
 }
 
-/// The error message plus the dotted key of the line it points at.
-fn describe_toml_error(e: &toml::de::Error, text: &str) -> String {
-    let msg = e.message().trim().to_string();
-    let Some(span) = e.span().filter(|s| s.start > 0) else {
-        return msg; // no position, or the whole document (a missing top-level table)
-    };
-    // Walk the text up to the error: the last `[table]` header and the key on the error line.
-    let before = &text[..span.start.min(text.len())];
-    let mut table = String::new();
-    for line in before.lines() {
-        let t = line.trim();
-        if t.starts_with('[') && t.ends_with(']') {
-            table = t.trim_matches(|c| c == '[' || c == ']').to_string();
+/// Deserialize with `read` from a TOML table (the keys under `prefix`); an error names the
+/// dotted key and its value, e.g. `train.batch_size = "x": invalid type: ...`.
+pub(super) fn strict<T>(
+    table: toml::Table,
+    prefix: &str,
+    read: impl for<'a, 'b> FnOnce(
+        serde_path_to_error::Deserializer<'a, 'b, toml::Value>,
+    ) -> Result<T, toml::de::Error>,
+) -> Result<T, String> {
+    let mut track = serde_path_to_error::Track::new();
+    let result = read(serde_path_to_error::Deserializer::new(
+        toml::Value::Table(table.clone()),
+        &mut track,
+    ));
+    result.map_err(|e| {
+        let path = track.path();
+        let mut key: Vec<String> = (!prefix.is_empty())
+            .then(|| prefix.to_string())
+            .into_iter()
+            .collect();
+        let mut value = Some(toml::Value::Table(table));
+        for segment in path.iter() {
+            let (name, next) = match (segment, value.take()) {
+                (serde_path_to_error::Segment::Map { key }, Some(toml::Value::Table(mut t))) => {
+                    (key.clone(), t.remove(key))
+                }
+                (serde_path_to_error::Segment::Seq { index }, Some(toml::Value::Array(mut a))) => {
+                    let v = (*index < a.len()).then(|| a.swap_remove(*index));
+                    (index.to_string(), v)
+                }
+                (other, _) => (other.to_string(), None),
+            };
+            key.push(name);
+            value = next;
         }
-    }
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    let line_end = text[line_start..]
-        .find('\n')
-        .map_or(text.len(), |i| line_start + i);
-    let line = &text[line_start..line_end];
-    if line.trim_start().starts_with('[') {
-        let header = line.trim().trim_matches(|c| c == '[' || c == ']');
-        return format!("[{header}]: {msg}");
-    }
-    let key = line.split_once('=').map(|(k, _)| k.trim()).unwrap_or("");
-    let path = match (table.is_empty(), key.is_empty()) {
-        (_, true) if table.is_empty() => return msg,
-        (_, true) => table,
-        (true, false) => key.to_string(),
-        (false, false) => format!("{table}.{key}"),
-    };
-    format!(
-        "{path} = {}: {msg}",
-        line.split_once('=').map_or("", |(_, v)| v.trim())
-    )
+        let key = key.join(".");
+        let message = e.message().trim();
+        match value {
+            // An error that already names its key below this one (a nested table's own check).
+            _ if !key.is_empty() && message.starts_with(&format!("{key}.")) => message.to_string(),
+            _ if key.is_empty() => message.to_string(),
+            Some(toml::Value::Table(_)) | None => format!("{key}: {message}"),
+            Some(v) => format!("{key} = {v}: {message}"),
+        }
+    })
 }
 
 /// Apply one `a.b.c=value` override to a TOML table.

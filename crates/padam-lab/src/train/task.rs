@@ -231,6 +231,7 @@ pub struct ShakespeareTask {
     data: Shakespeare,
     config: NanoGptConfig,
     eval_batches: usize,
+    eval_full: bool,
 }
 
 impl<B: AutodiffBackend> Task<B> for ShakespeareTask {
@@ -279,21 +280,36 @@ impl<B: AutodiffBackend> Task<B> for ShakespeareTask {
         device: &B::Device,
     ) -> (f64, f64) {
         let block = self.config.block_size;
-        let mut rng = Rng::new(0xE7A1);
+        // Random windows (nanoGPT's way, the same ones at every evaluation), or every
+        // non-overlapping window once (`data.eval_full`: exact and without sampling noise).
+        let starts: Vec<Vec<usize>> = if self.eval_full {
+            let tiles = self.data.tiled_starts(Part::Val, block);
+            tiles.chunks(batch).map(<[usize]>::to_vec).collect()
+        } else {
+            let mut rng = Rng::new(0xE7A1);
+            let len = self.data.val.len();
+            (0..self.eval_batches)
+                .map(|_| (0..batch).map(|_| rng.below(len - block)).collect())
+                .collect()
+        };
         let mut losses = Vec::new();
         let mut correct = Vec::new();
-        for _ in 0..self.eval_batches {
-            let (x, y) =
-                self.data
-                    .batch::<B::InnerBackend>(Part::Val, batch, block, &mut rng, device);
+        let mut windows = 0;
+        for starts in &starts {
+            let (x, y) = self
+                .data
+                .windows::<B::InnerBackend>(Part::Val, starts, block, device);
             let (logits, loss) = model.forward_loss(x, y.clone());
-            losses.push(loss);
-            let pred: Tensor<B::InnerBackend, 2, Int> = logits.argmax(2).reshape([batch, block]);
+            // Each batch's mean, weighted by its windows (the last tiled batch is smaller).
+            losses.push(loss.mul_scalar(starts.len() as f64));
+            let pred: Tensor<B::InnerBackend, 2, Int> =
+                logits.argmax(2).reshape([starts.len(), block]);
             correct.push(pred.equal(y).int().sum().float());
+            windows += starts.len();
         }
-        let loss: f64 = Tensor::cat(losses, 0).mean().into_scalar().elem();
+        let loss: f64 = Tensor::cat(losses, 0).sum().into_scalar().elem();
         let correct: f64 = Tensor::cat(correct, 0).sum().into_scalar().elem();
-        (loss, correct / (self.eval_batches * batch * block) as f64)
+        (loss / windows as f64, correct / (windows * block) as f64)
     }
 }
 
@@ -402,6 +418,7 @@ pub fn load(config: &TrainConfig) -> anyhow::Result<AnyTask> {
             n_embd,
             dropout,
             bias,
+            tie_embeddings,
         } => {
             let path = path.expect("shakespeare needs a path");
             let mut data = crate::data::shakespeare::load(&path)
@@ -426,9 +443,11 @@ pub fn load(config: &TrainConfig) -> anyhow::Result<AnyTask> {
                     n_embd: *n_embd,
                     dropout: *dropout,
                     bias: *bias,
+                    tie_embeddings: *tie_embeddings,
                 },
                 data,
                 eval_batches: d.eval_batches,
+                eval_full: d.eval_full,
             })
         }
     })

@@ -80,10 +80,21 @@ impl TrainConfig {
                 "nanogpt samples random windows: give train.iterations",
             ));
         }
-        if let Some(c) = t.grad_clip {
-            if !(c.is_finite() && c > 0.0) {
-                return Err(bad("train.grad_clip", c, "must be finite and > 0"));
+        for (key, clip) in [
+            ("train.grad_clip", t.grad_clip),
+            ("train.grad_clip_norm", t.grad_clip_norm),
+        ] {
+            if let Some(c) = clip.filter(|c| !(c.is_finite() && *c > 0.0)) {
+                return Err(bad(key, c, "must be finite and > 0"));
             }
+        }
+        if let (Some(_), Some(c)) = (t.grad_clip, t.grad_clip_norm) {
+            return Err(bad(
+                "train.grad_clip_norm",
+                c,
+                "give train.grad_clip (each tensor) or train.grad_clip_norm (all together), \
+                 not both",
+            ));
         }
         for (key, v) in [
             ("train.eval_every", t.eval_every),
@@ -207,6 +218,13 @@ impl TrainConfig {
         if self.data.eval_batches == 0 {
             return Err(bad("data.eval_batches", 0, "must be > 0"));
         }
+        if self.data.eval_full && self.data.dataset != DatasetKind::Shakespeare {
+            return Err(bad(
+                "data.eval_full",
+                true,
+                "applies to the shakespeare data (the others are evaluated whole already)",
+            ));
+        }
         Ok(())
     }
 
@@ -223,7 +241,6 @@ impl TrainConfig {
             Ok(())
         };
         use OptimizerKind::*;
-        let pwd = [Padam, Psgd, Pwd];
         not_for("base", o.base.is_some(), &[Pwd])?;
         not_for("beta1", o.beta1.is_some(), &[Adamw, Adam, Padam, Pwd])?;
         not_for("beta2", o.beta2.is_some(), &[Adamw, Adam, Padam, Pwd])?;
@@ -235,13 +252,6 @@ impl TrainConfig {
         )?;
         not_for("momentum", o.momentum.is_some(), &[Sgd, Psgd, Pwd])?;
         not_for("nesterov", o.nesterov.is_some(), &[Sgd, Psgd, Pwd])?;
-        not_for("p", o.p.is_some(), &pwd)?;
-        not_for("lambda", o.lambda.is_some(), &pwd)?;
-        not_for("lambda2", o.lambda2.is_some(), &pwd)?;
-        not_for("s_rate", o.s_rate.is_some(), &pwd)?;
-        not_for("decay_params", o.decay_params.is_some(), &pwd)?;
-        not_for("non_finite", o.non_finite.is_some(), &pwd)?;
-        not_for("check_every", o.check_every.is_some(), &pwd)?;
         if kind == Pwd && o.base.is_none() {
             return Err(anyhow::anyhow!(
                 "invalid config: optimizer.base is required for optimizer.kind = \"pwd\" \
@@ -276,11 +286,23 @@ impl TrainConfig {
                 "Nesterov momentum needs optimizer.momentum > 0",
             ));
         }
-        if o.is_pwd() {
-            let decay = self.decay_config()?;
-            decay
+        match (&o.decay, o.is_pwd()) {
+            (Some(decay), true) => decay
                 .validate("pWD")
-                .map_err(|e| bad(&format!("optimizer.{}", e.field), &e.value, e.reason))?;
+                .map_err(|e| bad(&format!("optimizer.{}", e.field), &e.value, e.reason))?,
+            (None, false) => {}
+            (Some(_), false) => {
+                return Err(anyhow::anyhow!(
+                    "invalid config: pWD settings do not apply to optimizer.kind = {:?}",
+                    kind.name()
+                ))
+            }
+            (None, true) => {
+                return Err(anyhow::anyhow!(
+                    "invalid config: optimizer.kind = {:?} needs its pWD settings",
+                    kind.name()
+                ))
+            }
         }
         Ok(())
     }
