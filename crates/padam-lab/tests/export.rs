@@ -3,7 +3,7 @@
 //! file is smaller, and damaged or mismatched files are errors naming the file and tensor.
 
 use padam_lab::runs::export::{self, EvalArgs, ExportArgs};
-use padam_lab::train::{self, config, TrainArgs};
+use padam_lab::train::{self, config};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 mod common;
@@ -36,15 +36,7 @@ fn exported_weights_reproduce_the_run_exactly_in_both_forms() {
     let root = tmp("roundtrip");
     let run = root.join("run");
     let cfg = config::parse(DIGITS, &[]).unwrap();
-    let summary = train::run_config(
-        &cfg,
-        &TrainArgs {
-            out: Some(run.clone()),
-            quiet: true,
-            ..TrainArgs::default()
-        },
-    )
-    .unwrap();
+    let summary = train::run_config(&cfg, &common::quiet_args(run.clone(), false)).unwrap();
     let last = summary.last.unwrap();
     assert!(
         last["zero_fraction"].as_f64().unwrap() > 0.5,

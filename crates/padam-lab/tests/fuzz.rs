@@ -11,7 +11,7 @@ use burn::module::Module;
 use padam_lab::data::{cifar10, fashion_mnist, Rng};
 use padam_lab::models::Mlp;
 use padam_lab::runs::export;
-use padam_lab::train::{self, checkpoint, config, TrainArgs};
+use padam_lab::train::{self, checkpoint, config};
 
 mod common;
 use common::{encode, rgb_image, tar_gz, TempDir};
@@ -191,11 +191,7 @@ fn fuzz_checkpoint() {
                 test_limit = 50\ntrain_limit = 64\n[optimizer]\nkind = \"padam\"\n[lr]\npeak = 1e-2\n\
                 [train]\nbatch_size = 32\niterations = 2\n";
     let cfg = config::parse(text, &[]).unwrap();
-    let args = TrainArgs {
-        out: Some(tmp.path("run")),
-        quiet: true,
-        ..TrainArgs::default()
-    };
+    let args = common::quiet_args(tmp.path("run"), false);
     train::run_config(&cfg, &args).unwrap();
     let (_, path) = checkpoint::list(&tmp.path("run")).unwrap().pop().unwrap();
     let file = std::fs::read(path).unwrap();
@@ -240,11 +236,7 @@ fn fuzz_safetensors_export() {
                 [lr]\npeak = 3e-2\n[train]\nbatch_size = 32\niterations = 40\n";
     let cfg = config::parse(text, &[]).unwrap();
     let run = tmp.path("run");
-    let args = TrainArgs {
-        out: Some(run.clone()),
-        quiet: true,
-        ..TrainArgs::default()
-    };
+    let args = common::quiet_args(run.clone(), false);
     train::run_config(&cfg, &args).unwrap();
     let files = export::export(&export::ExportArgs {
         run,

@@ -338,12 +338,7 @@ fn fashion_cnn_with_dropout_and_augmentation_resumes_exactly() {
         path = toml::Value::String(data.display().to_string())
     );
     let cfg = config::parse(&text, &[]).unwrap();
-    let args = |out: &Path, resume: bool| TrainArgs {
-        out: Some(out.to_path_buf()),
-        resume,
-        quiet: true,
-        ..TrainArgs::default()
-    };
+    let args = |out: &Path, resume: bool| common::quiet_args(out.to_path_buf(), resume);
     let a = tmp.path("a");
     let full = run_locked(&cfg, &args(&a, false)).unwrap();
     assert_eq!(full.step, 6);
@@ -436,15 +431,7 @@ fn short_digits_config_runs() {
     let text = std::fs::read_to_string(path).unwrap();
     let cfg = config::parse(&text, &["train.epochs=20".into()]).unwrap();
     let out = tmp.path("run");
-    let s = run_locked(
-        &cfg,
-        &TrainArgs {
-            out: Some(out.clone()),
-            quiet: true,
-            ..TrainArgs::default()
-        },
-    )
-    .unwrap();
+    let s = run_locked(&cfg, &common::quiet_args(out.clone(), false)).unwrap();
     let last = s.last.unwrap();
     assert!(last["val_accuracy"].as_f64().unwrap() > 0.9, "{last}");
     assert!(last["zero_fraction"].as_f64().unwrap() > 0.5, "{last}");
@@ -456,12 +443,7 @@ fn short_digits_config_runs() {
 fn rollback_resume(tmp: &TempDir, tag: &str, text: &str, back_to: usize) -> train::Summary {
     let cfg = config::parse(text, &[]).unwrap();
     let dir = tmp.path(tag);
-    let args = |resume: bool| TrainArgs {
-        out: Some(dir.clone()),
-        resume,
-        quiet: true,
-        ..TrainArgs::default()
-    };
+    let args = |resume: bool| common::quiet_args(dir.clone(), resume);
     let full = run_locked(&cfg, &args(false)).unwrap();
     let reference = metrics(&dir);
     for (step, path) in checkpoint::list(&dir).unwrap() {
@@ -622,15 +604,8 @@ fn shipped_short_configs_train_on_real_data_when_padam_data_is_set() {
         ];
         overrides.extend(extra.iter().map(|s| s.to_string()));
         let cfg = config::parse(&text, &overrides).unwrap_or_else(|e| panic!("{file}: {e:#}"));
-        let s = run_locked(
-            &cfg,
-            &TrainArgs {
-                out: Some(tmp.path("run")),
-                quiet: true,
-                ..TrainArgs::default()
-            },
-        )
-        .unwrap_or_else(|e| panic!("{file}: {e:#}"));
+        let s = run_locked(&cfg, &common::quiet_args(tmp.path("run"), false))
+            .unwrap_or_else(|e| panic!("{file}: {e:#}"));
         assert_eq!(s.step, steps, "{file}");
         let last = s.last.expect("metrics written");
         let loss = last["train_loss"]
@@ -744,15 +719,7 @@ fn one_shot_pruning_then_masked_fine_tuning() {
     );
     let cfg = config::parse(&text, &[]).unwrap();
     let dir = tmp.path("oneshot");
-    let summary = run_locked(
-        &cfg,
-        &TrainArgs {
-            out: Some(dir.clone()),
-            quiet: true,
-            ..TrainArgs::default()
-        },
-    )
-    .unwrap();
+    let summary = run_locked(&cfg, &common::quiet_args(dir.clone(), false)).unwrap();
     let n = (64 * 32 + 32 * 10) as u64;
     let k = (0.9 * n as f64).round() as u64;
     for line in metrics(&dir) {
@@ -784,15 +751,7 @@ fn a_non_finite_gradient_stops_the_run_before_a_checkpoint_saves_it() {
     let cfg = config::parse(DIGITS, &["lr.peak=1e30".into(), "lr.warmup_steps=0".into()]).unwrap();
     assert_eq!(cfg.optimizer.decay.as_ref().unwrap().check_every, 7);
     let out = tmp.path("run");
-    let err = run_locked(
-        &cfg,
-        &TrainArgs {
-            out: Some(out.clone()),
-            quiet: true,
-            ..TrainArgs::default()
-        },
-    )
-    .unwrap_err();
+    let err = run_locked(&cfg, &common::quiet_args(out.clone(), false)).unwrap_err();
     let msg = format!("{err:#}");
     assert!(
         msg.contains("optimizer step 6: non-finite gradient (NaN or inf) in steps 0..=6"),
@@ -870,11 +829,7 @@ every = 25
 "#
         );
         let cfg = config::parse(&text, &[]).unwrap();
-        let args = TrainArgs {
-            out: Some(tmp.path("run")),
-            quiet: true,
-            ..TrainArgs::default()
-        };
+        let args = common::quiet_args(tmp.path("run"), false);
         let summary = run_locked(&cfg, &args).unwrap();
         let zeros = summary.last.unwrap()["zero_fraction"].as_f64().unwrap();
         assert!(
@@ -1099,12 +1054,7 @@ fn a_damaged_metrics_history_is_reported_on_resume() {
     let tmp = TempDir::new("history");
     let cfg_text = config::parse(DIGITS, &[]).unwrap();
     let full_dir = tmp.path("full");
-    let args = |dir: &Path, resume: bool| TrainArgs {
-        out: Some(dir.to_path_buf()),
-        resume,
-        quiet: true,
-        ..TrainArgs::default()
-    };
+    let args = |dir: &Path, resume: bool| common::quiet_args(dir.to_path_buf(), resume);
     let full = run_locked(&cfg_text, &args(&full_dir, false)).unwrap();
     let reference = metrics(&full_dir);
     let cfg = tmp.path("digits.toml");

@@ -4,6 +4,16 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+/// `padam train`'s arguments for a quiet run into `out` (resumed from its checkpoint or not).
+pub fn quiet_args(out: impl Into<PathBuf>, resume: bool) -> padam_lab::train::TrainArgs {
+    padam_lab::train::TrainArgs {
+        out: Some(out.into()),
+        resume,
+        quiet: true,
+        ..Default::default()
+    }
+}
+
 /// A fresh, empty folder under the system temp dir, removed on drop.
 pub struct TempDir(PathBuf);
 
