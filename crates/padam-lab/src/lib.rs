@@ -11,6 +11,7 @@ pub mod backend;
 pub mod bench;
 pub mod data;
 pub mod demo;
+pub mod infer;
 pub mod models;
 pub mod runs;
 pub mod train;

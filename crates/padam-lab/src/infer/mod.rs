@@ -1,0 +1,23 @@
+//! The payoff of sparsity (issue 26): exported models on a CPU inference engine that stores
+//! each weight matrix dense or as CSR by its zero fraction, compaction of what is structurally
+//! zero, and `padam sample` for nanoGPT.
+//!
+//! Files: `matrix` (the dense and CSR formats and their products), `plan` (the choice per
+//! tensor and the layer builders), `ops` (convolution, pooling, norms, attention), one file per
+//! family (`mlp`, `cnn`, `resnet`, `gpt`), `engine` (the family behind one type), `tensors`
+//! (weights from export files, run directories and burn modules).
+
+mod cnn;
+mod engine;
+mod gpt;
+mod matrix;
+mod mlp;
+mod ops;
+mod plan;
+mod resnet;
+mod tensors;
+
+pub use engine::{Engine, Net};
+pub use matrix::{zero_fraction, Csr, Dense, Matrix};
+pub use plan::{LayerInfo, Plan, DEFAULT_SPARSE_THRESHOLD};
+pub use tensors::{load, model_shape, HostTensor, Loaded, Shape, Tensors};

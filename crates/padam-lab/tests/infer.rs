@@ -1,0 +1,272 @@
+//! The sparse inference engine against burn-flex's dense forward of the same model, on every
+//! model family, with 95% of each weight matrix exactly zero (and some whole rows zero, as
+//! PAdam leaves them): outputs equal within 1e-5 of the output's largest magnitude.
+
+use burn::backend::Flex;
+use burn::tensor::{Int, Tensor, TensorData};
+use padam_lab::data::Rng;
+use padam_lab::infer::{Engine, Plan, Shape, Tensors};
+use padam_lab::models::fashion_cnn::FashionCnnConfig;
+use padam_lab::models::nanogpt::NanoGptConfig;
+use padam_lab::models::resnet::ResNetConfig;
+use padam_lab::models::MlpConfig;
+
+/// Zero `zeros` of every matrix and kernel (rank >= 2) at random, and the whole first output
+/// row; give vectors and running statistics non-trivial values.
+fn sparsify(t: &mut Tensors, zeros: f64, seed: u64) {
+    let mut rng = Rng::new(seed);
+    for (name, h) in t.map.iter_mut() {
+        if h.shape.len() >= 2 {
+            for v in h.values.iter_mut() {
+                if rng.uniform(0.0, 1.0) < zeros {
+                    *v = 0.0;
+                }
+            }
+            // One whole output unit (a column of burn's [in, out] weights, a row of a kernel)
+            let out = if name.ends_with("wte.weight") || name.ends_with("wpe.weight") {
+                None
+            } else if h.shape.len() == 2 {
+                Some(h.shape[1])
+            } else {
+                Some(1)
+            };
+            if let Some(o) = out {
+                let (rank, per_kernel_row) = (h.shape.len(), h.values.len() / h.shape[0]);
+                for (i, v) in h.values.iter_mut().enumerate() {
+                    let first = if rank == 2 {
+                        i % o == 0
+                    } else {
+                        i < per_kernel_row
+                    };
+                    if first {
+                        *v = 0.0;
+                    }
+                }
+            }
+        } else if name.ends_with("running_var") {
+            h.values
+                .iter_mut()
+                .for_each(|v| *v = rng.uniform(0.5, 2.0) as f32);
+        } else {
+            let base = if name.ends_with("gamma") { 1.0 } else { 0.0 };
+            h.values
+                .iter_mut()
+                .for_each(|v| *v = base + 0.2 * rng.normal() as f32);
+        }
+    }
+}
+
+fn random(n: usize, seed: u64) -> Vec<f32> {
+    let mut rng = Rng::new(seed);
+    (0..n).map(|_| rng.normal() as f32).collect()
+}
+
+/// `got` equals `want` within 1e-5 of `want`'s largest magnitude.
+fn assert_close(got: &[f32], want: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    assert!(
+        scale > 0.0 && scale.is_finite(),
+        "{what}: reference output {scale}"
+    );
+    let worst = got
+        .iter()
+        .zip(want)
+        .map(|(g, w)| (g - w).abs())
+        .fold(0.0f32, f32::max);
+    assert!(
+        worst <= 1e-5 * scale,
+        "{what}: max |engine - burn| = {worst:e}, {:e} of the output scale {scale}",
+        worst / scale
+    );
+}
+
+fn plans() -> [(&'static str, Plan); 3] {
+    [
+        ("sparse", Plan::sparse()),
+        ("dense", Plan::dense()),
+        // every matrix CSR, however dense
+        (
+            "all-csr",
+            Plan {
+                sparse_threshold: 0.0,
+            },
+        ),
+    ]
+}
+
+#[test]
+fn mlp_equals_burn() {
+    let device = Default::default();
+    let config = MlpConfig::new(64, vec![48, 32], 10);
+    let mut tensors = Tensors::from_module(&config.init::<Flex>(1, &device), "mlp");
+    sparsify(&mut tensors, 0.95, 2);
+    let model = tensors.load_into(config.init::<Flex>(1, &device)).unwrap();
+    for n in [1, 5] {
+        let x = random(n * 64, 3);
+        let want: Vec<f32> = model
+            .forward(Tensor::from_data(
+                TensorData::new(x.clone(), [n, 64]),
+                &device,
+            ))
+            .into_data()
+            .to_vec()
+            .unwrap();
+        for (label, plan) in plans() {
+            let engine = Engine::build(&Shape::Mlp(config.clone()), &tensors, plan).unwrap();
+            let got = engine.classify(&x, n, [0, 0]).unwrap();
+            assert_close(&got, &want, &format!("mlp n={n} {label}"));
+        }
+    }
+}
+
+#[test]
+fn fashion_cnn_equals_burn() {
+    let device = Default::default();
+    let config = FashionCnnConfig::default();
+    let mut tensors = Tensors::from_module(&config.init::<Flex>(1, &device), "cnn");
+    sparsify(&mut tensors, 0.95, 4);
+    let model = tensors.load_into(config.init::<Flex>(1, &device)).unwrap();
+    for n in [1, 3] {
+        let x = random(n * 28 * 28, 5);
+        let want: Vec<f32> = model
+            .forward(Tensor::from_data(
+                TensorData::new(x.clone(), [n, 1, 28, 28]),
+                &device,
+            ))
+            .into_data()
+            .to_vec()
+            .unwrap();
+        for (label, plan) in plans() {
+            let engine = Engine::build(&Shape::Fashion(config.clone()), &tensors, plan).unwrap();
+            let got = engine.classify(&x, n, [28, 28]).unwrap();
+            assert_close(&got, &want, &format!("fashion n={n} {label}"));
+        }
+    }
+}
+
+#[test]
+fn resnet_equals_burn() {
+    // ResNet-18's structure (stem, 4 stages, stride-2 blocks with 1x1 shortcuts, an identity
+    // block) at a width a debug test runs in a second.
+    let device = Default::default();
+    let config = ResNetConfig {
+        in_channels: 3,
+        widths: [4, 8, 8, 16],
+        blocks: [2, 1, 2, 1],
+        n_classes: 10,
+    };
+    let mut tensors = Tensors::from_module(&config.init::<Flex>(1, &device), "resnet");
+    sparsify(&mut tensors, 0.95, 6);
+    let model = tensors.load_into(config.init::<Flex>(1, &device)).unwrap();
+    let n = 2;
+    let x = random(n * 3 * 16 * 16, 7);
+    let want: Vec<f32> = model
+        .forward(Tensor::from_data(
+            TensorData::new(x.clone(), [n, 3, 16, 16]),
+            &device,
+        ))
+        .into_data()
+        .to_vec()
+        .unwrap();
+    for (label, plan) in plans() {
+        let engine = Engine::build(&Shape::ResNet(config.clone()), &tensors, plan).unwrap();
+        let got = engine.classify(&x, n, [16, 16]).unwrap();
+        assert_close(&got, &want, &format!("resnet {label}"));
+    }
+}
+
+fn gpt_config(bias: bool) -> NanoGptConfig {
+    NanoGptConfig {
+        vocab_size: 11,
+        block_size: 16,
+        n_layer: 2,
+        n_head: 2,
+        n_embd: 16,
+        dropout: 0.0,
+        bias,
+    }
+}
+
+#[test]
+fn nanogpt_equals_burn() {
+    let device = Default::default();
+    for bias in [true, false] {
+        let config = gpt_config(bias);
+        let mut tensors = Tensors::from_module(&config.init::<Flex>(1, &device), "gpt");
+        // nanoGPT's 0.02 init gives near-uniform logits; larger weights test more.
+        for (name, h) in tensors.map.iter_mut() {
+            if h.shape.len() == 2 {
+                let mut rng = Rng::new(name.len() as u64);
+                h.values
+                    .iter_mut()
+                    .for_each(|v| *v = 0.5 * rng.normal() as f32);
+            }
+        }
+        sparsify(&mut tensors, 0.9, 8);
+        let model = tensors.load_into(config.init::<Flex>(1, &device)).unwrap();
+        let (b, t) = (2, 12);
+        let mut rng = Rng::new(9);
+        let tokens: Vec<u32> = (0..b * t).map(|_| rng.below(11) as u32).collect();
+        let idx: Vec<i64> = tokens.iter().map(|&v| v as i64).collect();
+        let want: Vec<f32> = model
+            .forward(Tensor::<Flex, 2, Int>::from_data(
+                TensorData::new(idx, [b, t]),
+                &device,
+            ))
+            .into_data()
+            .to_vec()
+            .unwrap();
+        for (label, plan) in plans() {
+            let engine = Engine::build(&Shape::Gpt(config.clone()), &tensors, plan).unwrap();
+            let gpt = engine.gpt().unwrap();
+            let got = gpt.forward(&tokens, b, t, false);
+            assert_close(&got, &want, &format!("gpt bias={bias} {label}"));
+            // The last position alone, as sampling asks for it.
+            let last = gpt.forward(&tokens, b, t, true);
+            let want_last: Vec<f32> = (0..b)
+                .flat_map(|s| want[(s * t + t - 1) * 11..(s * t + t) * 11].to_vec())
+                .collect();
+            assert_close(&last, &want_last, &format!("gpt last bias={bias} {label}"));
+        }
+    }
+}
+
+#[test]
+fn sparse_plan_stores_sparse_matrices_as_csr_and_uses_less_memory() {
+    let device = Default::default();
+    let config = FashionCnnConfig::default();
+    let mut tensors = Tensors::from_module(&config.init::<Flex>(1, &device), "cnn");
+    sparsify(&mut tensors, 0.95, 4);
+    let shape = Shape::Fashion(config);
+    let sparse = Engine::build(&shape, &tensors, Plan::sparse()).unwrap();
+    let dense = Engine::build(&shape, &tensors, Plan::dense()).unwrap();
+    assert!(sparse
+        .layers
+        .iter()
+        .all(|l| l.sparse && l.zero_fraction >= 0.9));
+    assert!(dense.layers.iter().all(|l| !l.sparse));
+    assert_eq!(dense.memory_bytes(), 4 * 421_642);
+    assert!(sparse.memory_bytes() * 5 < dense.memory_bytes());
+}
+
+#[test]
+fn bad_tensors_are_refused_with_the_name_and_shape() {
+    let device = Default::default();
+    let config = FashionCnnConfig::default();
+    let mut tensors = Tensors::from_module(&config.init::<Flex>(1, &device), "file.safetensors");
+    let shape = Shape::Fashion(config);
+    tensors.map.get_mut("fc1.weight").unwrap().shape = vec![3136, 64, 2];
+    let e = Engine::build(&shape, &tensors, Plan::sparse())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("file.safetensors") && e.contains("fc1.weight") && e.contains("[3136, 64, 2]"),
+        "{e}"
+    );
+    tensors.map.remove("fc1.weight");
+    let e = Engine::build(&shape, &tensors, Plan::sparse())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("`fc1.weight` is missing"), "{e}");
+}
