@@ -4,7 +4,7 @@ use clap::{Parser, Subcommand};
 
 use padam_lab::demo::toy;
 use padam_lab::runs::{export, plot, report, sweep};
-use padam_lab::{bench, demo, train};
+use padam_lab::{bench, demo, infer, train};
 
 /// padam: p-norm decoupled weight decay (pWD) for burn.
 #[derive(Parser, Debug)]
@@ -34,6 +34,9 @@ enum Command {
     Export(export::ExportArgs),
     /// Reload a `padam export` file (either form), evaluate it, compare with the run.
     Eval(export::EvalArgs),
+    /// Text from a trained nanoGPT (run directory or export), on the sparse engine or
+    /// burn-flex's dense forward: prompt, tokens, temperature, top-k, seed.
+    Sample(infer::SampleArgs),
     /// Benchmarks (optimizer step over real model shapes).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -71,5 +74,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Report(args) => report::run(&args).map(|_| ()),
         Command::Export(args) => export::export(&args).map(|_| ()),
         Command::Eval(args) => export::eval(&args).map(|_| ()),
+        Command::Sample(args) => infer::sample(&args).map(|s| {
+            println!("{}", s.text);
+            eprintln!(
+                "{} tokens, {:.1} tokens/s ({:?} engine)",
+                args.tokens, s.tokens_per_s, args.engine
+            );
+        }),
     }
 }

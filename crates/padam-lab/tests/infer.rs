@@ -270,3 +270,84 @@ fn bad_tensors_are_refused_with_the_name_and_shape() {
         .to_string();
     assert!(e.contains("`fc1.weight` is missing"), "{e}");
 }
+
+#[test]
+fn sampling_gives_the_same_text_on_the_sparse_engine_and_burn() {
+    use padam_lab::infer::{burn_last_logits, generate, Sampling};
+    let device = Default::default();
+    let config = gpt_config(true);
+    let mut tensors = Tensors::from_module(&config.init::<Flex>(1, &device), "gpt");
+    for (name, h) in tensors.map.iter_mut() {
+        if h.shape.len() == 2 {
+            let mut rng = Rng::new(name.len() as u64 + 100);
+            h.values
+                .iter_mut()
+                .for_each(|v| *v = 0.5 * rng.normal() as f32);
+        }
+    }
+    sparsify(&mut tensors, 0.95, 10);
+    let model = tensors.load_into(config.init::<Flex>(1, &device)).unwrap();
+    let engine = Engine::build(&Shape::Gpt(config.clone()), &tensors, Plan::sparse()).unwrap();
+    assert!(engine.layers.iter().any(|l| l.sparse));
+    let net = engine.gpt().unwrap();
+    let prompt = [3u32, 1, 4];
+    for (temperature, top_k, seed) in [(0.0, 0, 1), (0.8, 0, 2), (1.0, 5, 3), (1.5, 200, 4)] {
+        let s = Sampling {
+            tokens: 40, // past block_size (16): the context window slides
+            temperature,
+            top_k,
+            seed,
+        };
+        let sparse = generate(&prompt, 16, &s, |c| net.forward(c, 1, c.len(), true)).unwrap();
+        let dense = generate(&prompt, 16, &s, |c| burn_last_logits(&model, c)).unwrap();
+        assert_eq!(
+            sparse, dense,
+            "temperature {temperature} top-k {top_k} seed {seed}"
+        );
+        assert_eq!(sparse.len(), 40);
+        assert!(sparse.iter().all(|&t| t < 11));
+        if temperature > 0.0 {
+            // another seed, other text (the draws matter)
+            let other = generate(
+                &prompt,
+                16,
+                &Sampling {
+                    seed: seed + 50,
+                    ..s
+                },
+                |c| net.forward(c, 1, c.len(), true),
+            )
+            .unwrap();
+            assert_ne!(sparse, other);
+        }
+    }
+}
+
+#[test]
+fn next_token_follows_temperature_and_top_k_and_refuses_nan() {
+    use padam_lab::infer::{next_token, Sampling};
+    let logits = [0.0f32, 3.0, 1.0, 2.9];
+    let s = |temperature, top_k| Sampling {
+        tokens: 1,
+        temperature,
+        top_k,
+        seed: 0,
+    };
+    let mut rng = Rng::new(1);
+    for _ in 0..50 {
+        assert_eq!(next_token(&logits, &s(0.0, 0), &mut rng).unwrap(), 1);
+        assert_eq!(next_token(&logits, &s(1.0, 1), &mut rng).unwrap(), 1);
+        let t = next_token(&logits, &s(1.0, 2), &mut rng).unwrap();
+        assert!(t == 1 || t == 3, "top-2 drew {t}");
+    }
+    // At a high temperature every token comes up.
+    let mut seen = [false; 4];
+    for _ in 0..400 {
+        seen[next_token(&logits, &s(50.0, 0), &mut rng).unwrap() as usize] = true;
+    }
+    assert_eq!(seen, [true; 4]);
+    let e = next_token(&[0.0, f32::NAN], &s(1.0, 0), &mut rng).unwrap_err();
+    assert!(e.to_string().contains("token 1 is NaN"), "{e}");
+    let e = padam_lab::infer::generate(&[0], 4, &s(-1.0, 0), |_| vec![0.0]).unwrap_err();
+    assert!(e.to_string().contains("--temperature -1"), "{e}");
+}

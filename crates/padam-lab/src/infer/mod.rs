@@ -5,7 +5,7 @@
 //! Files: `matrix` (the dense and CSR formats and their products), `plan` (the choice per
 //! tensor and the layer builders), `ops` (convolution, pooling, norms, attention), one file per
 //! family (`mlp`, `cnn`, `resnet`, `gpt`), `engine` (the family behind one type), `tensors`
-//! (weights from export files, run directories and burn modules).
+//! (weights from export files, run directories and burn modules), `sample` (`padam sample`).
 
 mod cnn;
 mod engine;
@@ -15,9 +15,14 @@ mod mlp;
 mod ops;
 mod plan;
 mod resnet;
+mod sample;
 mod tensors;
 
 pub use engine::{Engine, Net};
 pub use matrix::{zero_fraction, Csr, Dense, Matrix};
 pub use plan::{LayerInfo, Plan, DEFAULT_SPARSE_THRESHOLD};
+pub use sample::{
+    burn_last_logits, generate, next_token, run as sample, EngineKind, SampleArgs, Sampled,
+    Sampling,
+};
 pub use tensors::{load, model_shape, HostTensor, Loaded, Shape, Tensors};
