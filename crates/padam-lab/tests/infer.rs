@@ -351,3 +351,160 @@ fn next_token_follows_temperature_and_top_k_and_refuses_nan() {
     let e = padam_lab::infer::generate(&[0], 4, &s(-1.0, 0), |_| vec![0.0]).unwrap_err();
     assert!(e.to_string().contains("--temperature -1"), "{e}");
 }
+
+/// Zero whole units the way compaction looks for them: for every matrix, a few output units
+/// (all their weights) and a few input units (unused), and some biases negative.
+fn structured_zeros(t: &mut Tensors) {
+    for (name, h) in t.map.iter_mut() {
+        match h.shape.len() {
+            2 if !name.contains("wte") && !name.contains("wpe") => {
+                let (i, o) = (h.shape[0], h.shape[1]);
+                for r in 0..i {
+                    for c in 0..o {
+                        if c % 3 == 1 || r % 4 == 2 {
+                            h.values[r * o + c] = 0.0;
+                        }
+                    }
+                }
+            }
+            4 => {
+                let (o, i) = (h.shape[0], h.shape[1]);
+                let k = h.values.len() / (o * i);
+                for a in 0..o {
+                    for b in 0..i {
+                        if a % 3 == 1 || b % 4 == 2 {
+                            h.values[(a * i + b) * k..(a * i + b + 1) * k].fill(0.0);
+                        }
+                    }
+                }
+            }
+            1 if name.ends_with("bias") || name.ends_with("beta") => {
+                for (j, v) in h.values.iter_mut().enumerate() {
+                    if j % 2 == 0 {
+                        *v = -v.abs() - 0.1;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn assert_shrunk(c: &padam_lab::infer::Compacted, what: &str) {
+    let shrunk: Vec<_> = c.report.iter().filter(|r| r.fraction() > 0.0).collect();
+    assert!(!shrunk.is_empty(), "{what}: nothing compacted");
+    assert!(c.report.iter().all(|r| (0.0..1.0).contains(&r.fraction())));
+}
+
+#[test]
+fn compacted_models_equal_burn() {
+    use padam_lab::infer::compact;
+    let device = Default::default();
+    // MLP
+    let config = MlpConfig::new(64, vec![48, 32], 10);
+    let mut tensors = Tensors::from_module(&config.init::<Flex>(1, &device), "mlp");
+    sparsify(&mut tensors, 0.5, 2);
+    structured_zeros(&mut tensors);
+    let model = tensors.load_into(config.init::<Flex>(1, &device)).unwrap();
+    let shape = Shape::Mlp(config);
+    let c = compact(&shape, &tensors).unwrap();
+    assert_shrunk(&c, "mlp");
+    let x = random(4 * 64, 3);
+    let want: Vec<f32> = model
+        .forward(Tensor::from_data(TensorData::new(x.clone(), [4, 64]), &device))
+        .into_data()
+        .to_vec()
+        .unwrap();
+    let e = Engine::build(&shape, &c.tensors, Plan::dense()).unwrap();
+    assert_close(&e.classify(&x, 4, [0, 0]).unwrap(), &want, "mlp compacted");
+
+    // Fashion CNN
+    let config = FashionCnnConfig::default();
+    let mut tensors = Tensors::from_module(&config.init::<Flex>(1, &device), "cnn");
+    sparsify(&mut tensors, 0.5, 4);
+    structured_zeros(&mut tensors);
+    let model = tensors.load_into(config.init::<Flex>(1, &device)).unwrap();
+    let shape = Shape::Fashion(config);
+    let c = compact(&shape, &tensors).unwrap();
+    assert_shrunk(&c, "fashion");
+    let x = random(2 * 784, 5);
+    let want: Vec<f32> = model
+        .forward(Tensor::from_data(TensorData::new(x.clone(), [2, 1, 28, 28]), &device))
+        .into_data()
+        .to_vec()
+        .unwrap();
+    for plan in [Plan::dense(), Plan::sparse()] {
+        let e = Engine::build(&shape, &c.tensors, plan).unwrap();
+        assert_close(&e.classify(&x, 2, [28, 28]).unwrap(), &want, "fashion compacted");
+    }
+
+    // ResNet
+    let config = ResNetConfig {
+        in_channels: 3,
+        widths: [4, 8, 8, 16],
+        blocks: [2, 1, 1, 1],
+        n_classes: 10,
+    };
+    let mut tensors = Tensors::from_module(&config.init::<Flex>(1, &device), "resnet");
+    sparsify(&mut tensors, 0.5, 6);
+    structured_zeros(&mut tensors);
+    let model = tensors.load_into(config.init::<Flex>(1, &device)).unwrap();
+    let shape = Shape::ResNet(config);
+    let c = compact(&shape, &tensors).unwrap();
+    assert_shrunk(&c, "resnet");
+    let x = random(2 * 3 * 16 * 16, 7);
+    let want: Vec<f32> = model
+        .forward(Tensor::from_data(TensorData::new(x.clone(), [2, 3, 16, 16]), &device))
+        .into_data()
+        .to_vec()
+        .unwrap();
+    let e = Engine::build(&shape, &c.tensors, Plan::dense()).unwrap();
+    assert_close(&e.classify(&x, 2, [16, 16]).unwrap(), &want, "resnet compacted");
+
+    // nanoGPT: a head with zero value weights (folded) and one unused by c_proj (cut)
+    for bias in [true, false] {
+        let config = NanoGptConfig {
+            n_head: 4,
+            ..gpt_config(bias)
+        };
+        let mut tensors = Tensors::from_module(&config.init::<Flex>(1, &device), "gpt");
+        for (name, h) in tensors.map.iter_mut() {
+            if h.shape.len() == 2 {
+                let mut rng = Rng::new(name.len() as u64);
+                h.values.iter_mut().for_each(|v| *v = 0.5 * rng.normal() as f32);
+            } else if name.ends_with("bias") {
+                let mut rng = Rng::new(name.len() as u64 + 7);
+                h.values.iter_mut().for_each(|v| *v = 0.3 * rng.normal() as f32);
+            }
+        }
+        sparsify(&mut tensors, 0.5, 8);
+        structured_zeros(&mut tensors);
+        for l in 0..2 {
+            let w = tensors.map.get_mut(&format!("blocks.{l}.attn.c_attn.weight")).unwrap();
+            for r in 0..16 {
+                for d in 0..4 {
+                    w.values[r * 48 + 32 + d] = 0.0; // head 0's values
+                }
+            }
+            let p = tensors.map.get_mut(&format!("blocks.{l}.attn.c_proj.weight")).unwrap();
+            p.values[12 * 16..16 * 16].fill(0.0); // head 3 unused
+        }
+        let model = tensors.load_into(config.init::<Flex>(1, &device)).unwrap();
+        let shape = Shape::Gpt(config);
+        let c = compact(&shape, &tensors).unwrap();
+        assert_shrunk(&c, "gpt");
+        let heads = c.tensors.map["blocks.0.attn.c_attn.weight"].shape[1] / 12;
+        // with a value bias the zero-value head folds into c_proj's bias; without, it outputs 0
+        assert_eq!(heads, 2, "bias {bias}: heads left");
+        let tokens: Vec<u32> = (0..2 * 10).map(|i| (i * 7 % 11) as u32).collect();
+        let idx: Vec<i64> = tokens.iter().map(|&v| v as i64).collect();
+        let want: Vec<f32> = model
+            .forward(Tensor::<Flex, 2, Int>::from_data(TensorData::new(idx, [2, 10]), &device))
+            .into_data()
+            .to_vec()
+            .unwrap();
+        let e = Engine::build(&shape, &c.tensors, Plan::dense()).unwrap();
+        let got = e.gpt().unwrap().forward(&tokens, 2, 10, false);
+        assert_close(&got, &want, &format!("gpt compacted bias={bias}"));
+    }
+}

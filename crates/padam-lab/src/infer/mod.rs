@@ -5,9 +5,10 @@
 //! Files: `matrix` (the dense and CSR formats and their products), `plan` (the choice per
 //! tensor and the layer builders), `ops` (convolution, pooling, norms, attention), one file per
 //! family (`mlp`, `cnn`, `resnet`, `gpt`), `engine` (the family behind one type), `tensors`
-//! (weights from export files, run directories and burn modules), `sample` (`padam sample`).
+//! (weights from export files, run directories and burn modules), `sample` (`padam sample`), `compact` (structurally zero units cut out).
 
 mod cnn;
+mod compact;
 mod engine;
 mod gpt;
 mod matrix;
@@ -18,6 +19,7 @@ mod resnet;
 mod sample;
 mod tensors;
 
+pub use compact::{compact, Compacted, Removed};
 pub use engine::{Engine, Net};
 pub use matrix::{zero_fraction, Csr, Dense, Matrix};
 pub use plan::{LayerInfo, Plan, DEFAULT_SPARSE_THRESHOLD};
