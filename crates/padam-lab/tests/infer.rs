@@ -411,7 +411,10 @@ fn compacted_models_equal_burn() {
     assert_shrunk(&c, "mlp");
     let x = random(4 * 64, 3);
     let want: Vec<f32> = model
-        .forward(Tensor::from_data(TensorData::new(x.clone(), [4, 64]), &device))
+        .forward(Tensor::from_data(
+            TensorData::new(x.clone(), [4, 64]),
+            &device,
+        ))
         .into_data()
         .to_vec()
         .unwrap();
@@ -429,13 +432,20 @@ fn compacted_models_equal_burn() {
     assert_shrunk(&c, "fashion");
     let x = random(2 * 784, 5);
     let want: Vec<f32> = model
-        .forward(Tensor::from_data(TensorData::new(x.clone(), [2, 1, 28, 28]), &device))
+        .forward(Tensor::from_data(
+            TensorData::new(x.clone(), [2, 1, 28, 28]),
+            &device,
+        ))
         .into_data()
         .to_vec()
         .unwrap();
     for plan in [Plan::dense(), Plan::sparse()] {
         let e = Engine::build(&shape, &c.tensors, plan).unwrap();
-        assert_close(&e.classify(&x, 2, [28, 28]).unwrap(), &want, "fashion compacted");
+        assert_close(
+            &e.classify(&x, 2, [28, 28]).unwrap(),
+            &want,
+            "fashion compacted",
+        );
     }
 
     // ResNet
@@ -454,12 +464,19 @@ fn compacted_models_equal_burn() {
     assert_shrunk(&c, "resnet");
     let x = random(2 * 3 * 16 * 16, 7);
     let want: Vec<f32> = model
-        .forward(Tensor::from_data(TensorData::new(x.clone(), [2, 3, 16, 16]), &device))
+        .forward(Tensor::from_data(
+            TensorData::new(x.clone(), [2, 3, 16, 16]),
+            &device,
+        ))
         .into_data()
         .to_vec()
         .unwrap();
     let e = Engine::build(&shape, &c.tensors, Plan::dense()).unwrap();
-    assert_close(&e.classify(&x, 2, [16, 16]).unwrap(), &want, "resnet compacted");
+    assert_close(
+        &e.classify(&x, 2, [16, 16]).unwrap(),
+        &want,
+        "resnet compacted",
+    );
 
     // nanoGPT: a head with zero value weights (folded) and one unused by c_proj (cut)
     for bias in [true, false] {
@@ -471,22 +488,32 @@ fn compacted_models_equal_burn() {
         for (name, h) in tensors.map.iter_mut() {
             if h.shape.len() == 2 {
                 let mut rng = Rng::new(name.len() as u64);
-                h.values.iter_mut().for_each(|v| *v = 0.5 * rng.normal() as f32);
+                h.values
+                    .iter_mut()
+                    .for_each(|v| *v = 0.5 * rng.normal() as f32);
             } else if name.ends_with("bias") {
                 let mut rng = Rng::new(name.len() as u64 + 7);
-                h.values.iter_mut().for_each(|v| *v = 0.3 * rng.normal() as f32);
+                h.values
+                    .iter_mut()
+                    .for_each(|v| *v = 0.3 * rng.normal() as f32);
             }
         }
         sparsify(&mut tensors, 0.5, 8);
         structured_zeros(&mut tensors);
         for l in 0..2 {
-            let w = tensors.map.get_mut(&format!("blocks.{l}.attn.c_attn.weight")).unwrap();
+            let w = tensors
+                .map
+                .get_mut(&format!("blocks.{l}.attn.c_attn.weight"))
+                .unwrap();
             for r in 0..16 {
                 for d in 0..4 {
                     w.values[r * 48 + 32 + d] = 0.0; // head 0's values
                 }
             }
-            let p = tensors.map.get_mut(&format!("blocks.{l}.attn.c_proj.weight")).unwrap();
+            let p = tensors
+                .map
+                .get_mut(&format!("blocks.{l}.attn.c_proj.weight"))
+                .unwrap();
             p.values[12 * 16..16 * 16].fill(0.0); // head 3 unused
         }
         let model = tensors.load_into(config.init::<Flex>(1, &device)).unwrap();
@@ -499,7 +526,10 @@ fn compacted_models_equal_burn() {
         let tokens: Vec<u32> = (0..2 * 10).map(|i| (i * 7 % 11) as u32).collect();
         let idx: Vec<i64> = tokens.iter().map(|&v| v as i64).collect();
         let want: Vec<f32> = model
-            .forward(Tensor::<Flex, 2, Int>::from_data(TensorData::new(idx, [2, 10]), &device))
+            .forward(Tensor::<Flex, 2, Int>::from_data(
+                TensorData::new(idx, [2, 10]),
+                &device,
+            ))
             .into_data()
             .to_vec()
             .unwrap();

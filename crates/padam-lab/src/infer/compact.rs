@@ -82,9 +82,16 @@ pub fn compact(shape: &Shape, tensors: &Tensors) -> anyhow::Result<Compacted> {
         Shape::ResNet(_) => {
             for stage in 1..=4 {
                 let mut i = 0;
-                while t.map.contains_key(&format!("layer{stage}.{i}.conv1.weight")) {
+                while t
+                    .map
+                    .contains_key(&format!("layer{stage}.{i}.conv1.weight"))
+                {
                     let p = format!("layer{stage}.{i}");
-                    t.conv_to_conv(&format!("{p}.conv1"), Some(&format!("{p}.bn1")), &format!("{p}.conv2"))?;
+                    t.conv_to_conv(
+                        &format!("{p}.conv1"),
+                        Some(&format!("{p}.bn1")),
+                        &format!("{p}.conv2"),
+                    )?;
                     i += 1;
                 }
             }
@@ -121,7 +128,9 @@ fn relu(x: f32) -> f32 {
 }
 
 fn gelu(x: f32) -> f32 {
-    0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2))
+    let mut v = [x];
+    super::ops::gelu(&mut v);
+    v[0]
 }
 
 struct Work {
@@ -145,7 +154,11 @@ impl Work {
     fn get(&self, name: &str, rank: usize) -> anyhow::Result<&HostTensor> {
         match self.map.get(name) {
             Some(h) if h.shape.len() == rank => Ok(h),
-            Some(h) => bail!("{}: tensor `{name}` has shape {:?}, expected {rank} dimensions", self.source, h.shape),
+            Some(h) => bail!(
+                "{}: tensor `{name}` has shape {:?}, expected {rank} dimensions",
+                self.source,
+                h.shape
+            ),
             None => bail!("{}: tensor `{name}` is missing", self.source),
         }
     }
@@ -175,19 +188,30 @@ impl Work {
 
     /// Hidden units between two burn `Linear`s (`[in, out]` weights): unit j is column j of
     /// the producer and row j of the consumer.
-    fn linear_to_linear(&mut self, prod: &str, cons: &str, act: fn(f32) -> f32) -> anyhow::Result<()> {
+    fn linear_to_linear(
+        &mut self,
+        prod: &str,
+        cons: &str,
+        act: fn(f32) -> f32,
+    ) -> anyhow::Result<()> {
         let pw = self.get(&format!("{prod}.weight"), 2)?.clone();
         let cw = self.get(&format!("{cons}.weight"), 2)?.clone();
         let (pin, units) = (pw.shape[0], pw.shape[1]);
         let outs = cw.shape[1];
         if cw.shape[0] != units {
-            bail!("{}: `{cons}.weight` has {} inputs, `{prod}` {units} outputs", self.source, cw.shape[0]);
+            bail!(
+                "{}: `{cons}.weight` has {} inputs, `{prod}` {units} outputs",
+                self.source,
+                cw.shape[0]
+            );
         }
         let pb = self.bias(prod).map(|b| b.values.clone());
         let mut fold = vec![0.0f32; outs];
         let mut keep = Vec::new();
         for j in 0..units {
-            let unused = cw.values[j * outs..(j + 1) * outs].iter().all(|v| *v == 0.0);
+            let unused = cw.values[j * outs..(j + 1) * outs]
+                .iter()
+                .all(|v| *v == 0.0);
             let constant = (0..pin).all(|i| pw.values[i * units + j] == 0.0);
             let a = act(pb.as_ref().map_or(0.0, |b| b[j]));
             let foldable = a == 0.0 || self.bias(cons).is_some();
@@ -217,7 +241,11 @@ impl Work {
         let cw = self.get(&format!("{cons}.weight"), 4)?.clone();
         let units = pw.shape[0];
         if cw.shape[1] != units {
-            bail!("{}: `{cons}.weight` has {} input channels, `{prod}` {units} outputs", self.source, cw.shape[1]);
+            bail!(
+                "{}: `{cons}.weight` has {} input channels, `{prod}` {units} outputs",
+                self.source,
+                cw.shape[1]
+            );
         }
         let per_out = pw.values.len() / units.max(1);
         let k2 = cw.shape[2] * cw.shape[3];
@@ -227,7 +255,9 @@ impl Work {
                 Some(bn) => {
                     let v = |n: &str| self.map.get(&format!("{bn}.{n}")).map(|h| h.values[j]);
                     match (v("gamma"), v("beta"), v("running_mean"), v("running_var")) {
-                        (Some(g), Some(be), Some(m), Some(var)) => relu((b - m) / (var + 1e-5).sqrt() * g + be),
+                        (Some(g), Some(be), Some(m), Some(var)) => {
+                            relu((b - m) / (var + 1e-5).sqrt() * g + be)
+                        }
                         _ => f32::NAN, // missing batch norm: never removable as constant
                     }
                 }
@@ -237,9 +267,13 @@ impl Work {
         let mut keep = Vec::new();
         for j in 0..units {
             let unused = (0..cw.shape[0]).all(|o| {
-                cw.values[(o * units + j) * k2..(o * units + j + 1) * k2].iter().all(|v| *v == 0.0)
+                cw.values[(o * units + j) * k2..(o * units + j + 1) * k2]
+                    .iter()
+                    .all(|v| *v == 0.0)
             });
-            let zero_weights = pw.values[j * per_out..(j + 1) * per_out].iter().all(|v| *v == 0.0);
+            let zero_weights = pw.values[j * per_out..(j + 1) * per_out]
+                .iter()
+                .all(|v| *v == 0.0);
             if !(unused || (zero_weights && constant_of(j) == 0.0)) {
                 keep.push(j);
             }
@@ -264,7 +298,11 @@ impl Work {
         let units = pw.shape[0];
         let outs = cw.shape[1];
         if cw.shape[0] != units * side {
-            bail!("{}: `{cons}.weight` has {} inputs, {units} channels x {side} positions expected", self.source, cw.shape[0]);
+            bail!(
+                "{}: `{cons}.weight` has {} inputs, {units} channels x {side} positions expected",
+                self.source,
+                cw.shape[0]
+            );
         }
         let per_out = pw.values.len() / units.max(1);
         let pb = self.bias(prod).map(|b| b.values.clone());
@@ -273,7 +311,9 @@ impl Work {
         for j in 0..units {
             let rows = &cw.values[j * side * outs..(j + 1) * side * outs];
             let unused = rows.iter().all(|v| *v == 0.0);
-            let constant = pw.values[j * per_out..(j + 1) * per_out].iter().all(|v| *v == 0.0);
+            let constant = pw.values[j * per_out..(j + 1) * per_out]
+                .iter()
+                .all(|v| *v == 0.0);
             let a = relu(pb.as_ref().map_or(0.0, |b| b[j]));
             let foldable = a == 0.0 || self.bias(cons).is_some();
             if unused || (constant && foldable) {
@@ -291,7 +331,10 @@ impl Work {
         if let Some(b) = self.map.get_mut(&format!("{cons}.bias")) {
             b.values.iter_mut().zip(&fold).for_each(|(b, f)| *b += f);
         }
-        let features: Vec<usize> = keep.iter().flat_map(|&j| j * side..(j + 1) * side).collect();
+        let features: Vec<usize> = keep
+            .iter()
+            .flat_map(|&j| j * side..(j + 1) * side)
+            .collect();
         self.select(&format!("{prod}.weight"), 0, &keep);
         self.select(&format!("{prod}.bias"), 0, &keep);
         self.select(&format!("{cons}.weight"), 0, &features);
@@ -314,13 +357,19 @@ impl Work {
         let heads = width / hd;
         let cols = qkv.shape[1];
         let outs = proj.shape[1];
-        let qkv_bias = self.bias(&format!("{attn}.c_attn")).map(|b| b.values.clone());
+        let qkv_bias = self
+            .bias(&format!("{attn}.c_attn"))
+            .map(|b| b.values.clone());
         let has_proj_bias = self.bias(&format!("{attn}.c_proj")).is_some();
         let mut fold = vec![0.0f32; outs];
         let mut keep = Vec::new();
         for h in 0..heads {
             let dims = h * hd..(h + 1) * hd;
-            let unused = dims.clone().all(|d| proj.values[d * outs..(d + 1) * outs].iter().all(|v| *v == 0.0));
+            let unused = dims.clone().all(|d| {
+                proj.values[d * outs..(d + 1) * outs]
+                    .iter()
+                    .all(|v| *v == 0.0)
+            });
             // value weights of this head all zero: it outputs the value bias
             let v_zero = dims
                 .clone()
@@ -343,7 +392,9 @@ impl Work {
             b.values.iter_mut().zip(&fold).for_each(|(b, f)| *b += f);
         }
         let dims: Vec<usize> = keep.iter().flat_map(|&h| h * hd..(h + 1) * hd).collect();
-        let qkv_cols: Vec<usize> = (0..3).flat_map(|part| dims.iter().map(move |d| part * width + d)).collect();
+        let qkv_cols: Vec<usize> = (0..3)
+            .flat_map(|part| dims.iter().map(move |d| part * width + d))
+            .collect();
         self.select(&format!("{attn}.c_attn.weight"), 1, &qkv_cols);
         self.select(&format!("{attn}.c_attn.bias"), 0, &qkv_cols);
         self.select(&format!("{attn}.c_proj.weight"), 0, &dims);

@@ -155,31 +155,44 @@ impl GptNet {
                 x[f * cols + col] = self.wte[e + f] + self.wpe[p + f];
             }
         }
-        for blk in &self.blocks {
+        let last_block = self.blocks.len().saturating_sub(1);
+        let mut cols = cols;
+        for (bi, blk) in self.blocks.iter().enumerate() {
             let h = blk.ln_1.apply(&x, cols);
             let qkv = blk.c_attn.forward(&h, cols);
-            let y = causal_attention(&qkv, blk.heads, self.head_dim, b, t);
+            // Only the last positions reach the head: in the last block every other position
+            // serves only as a key and value, so attention (as queries), projection and MLP
+            // run for the last column of each sequence alone.
+            let tail = last_only && bi == last_block;
+            let y = causal_attention(&qkv, blk.heads, self.head_dim, b, t, tail);
+            if tail {
+                x = last_columns(&x, c, b, t);
+                cols = b;
+            }
             add(&mut x, &blk.attn_proj.forward(&y, cols));
             let h = blk.ln_2.apply(&x, cols);
             let mut m = blk.c_fc.forward(&h, cols);
             gelu(&mut m);
             add(&mut x, &blk.mlp_proj.forward(&m, cols));
         }
-        let (x, cols) = if last_only {
-            // Only the last position of each sequence: [C, b].
-            let mut last = vec![0.0f32; c * b];
-            for f in 0..c {
-                for s in 0..b {
-                    last[f * b + s] = x[f * b * t + s * t + t - 1];
-                }
-            }
-            (last, b)
-        } else {
-            (x, cols)
-        };
+        if last_only && self.blocks.is_empty() {
+            x = last_columns(&x, c, b, t);
+            cols = b;
+        }
         let h = self.ln_f.apply(&x, cols);
         transpose(&self.lm_head.forward(&h, cols), self.vocab, cols)
     }
+}
+
+/// The last column of each sequence of `x` `[c, b·t]`: `[c, b]`.
+fn last_columns(x: &[f32], c: usize, b: usize, t: usize) -> Vec<f32> {
+    let mut last = vec![0.0f32; c * b];
+    for f in 0..c {
+        for s in 0..b {
+            last[f * b + s] = x[f * b * t + s * t + t - 1];
+        }
+    }
+    last
 }
 
 fn add(x: &mut [f32], y: &[f32]) {

@@ -10,7 +10,7 @@ use rayon::prelude::*;
 
 /// Work (multiply-adds) below which a product runs on the calling thread: handing a few
 /// microseconds of work to rayon costs more than it saves (batch-1 layers of the small models).
-const PARALLEL_MIN_WORK: usize = 1 << 15;
+pub(super) const PARALLEL_MIN_WORK: usize = 1 << 15;
 
 /// A weight matrix `[rows, cols]` in compressed sparse rows.
 #[derive(Debug, Clone, PartialEq)]
@@ -150,8 +150,9 @@ impl Csr {
     }
 }
 
+/// `y += a·x`, vectorised by the compiler.
 #[inline]
-fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+pub(super) fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
     for (y, x) in y.iter_mut().zip(x) {
         *y += a * x;
     }

@@ -7,7 +7,7 @@
 
 use rayon::prelude::*;
 
-use super::matrix::Matrix;
+use super::matrix::{axpy, Csr, Matrix, PARALLEL_MIN_WORK};
 
 /// Feature maps `[c, n, h, w]`, row-major.
 #[derive(Debug, Clone, PartialEq)]
@@ -81,10 +81,13 @@ impl Conv {
         let oh = (x.h + 2 * p - k) / s + 1;
         let ow = (x.w + 2 * p - k) / s + 1;
         let cols = x.n * oh * ow;
-        let mut out = if k == 1 && s == 1 && p == 0 {
-            self.weight.matmul(&x.data, cols)
-        } else {
-            self.weight.matmul(&im2col(x, k, s, p, oh, ow), cols)
+        let mut out = match &self.weight {
+            // A 1x1 stride-1 convolution is the product itself.
+            _ if k == 1 && s == 1 && p == 0 => self.weight.matmul(&x.data, cols),
+            // Sparse kernels run directly on the padded input: unrolling it (im2col) costs
+            // k² copies of the input, more than the few products left (`padam bench infer`).
+            Matrix::Sparse(csr) => direct_sparse_conv(csr, x, k, s, p, oh, ow),
+            Matrix::Dense(_) => self.weight.matmul(&im2col(x, k, s, p, oh, ow), cols),
         };
         if let Some(b) = &self.bias {
             add_row_bias(&mut out, b, cols);
@@ -97,6 +100,73 @@ impl Conv {
             data: out,
         }
     }
+}
+
+/// The convolution of `x` with the CSR kernel `w` `[c_out, c_in·k·k]`: for each output
+/// channel and non-zero `w[o, (c, ky, kx)]`, `out[o, ·, oy, ox] += w · x_pad[c, ·, oy·s + ky,
+/// ox·s + kx]`, a contiguous axpy along each output row at stride 1. Output `[c_out, n·oh·ow]`.
+fn direct_sparse_conv(
+    w: &Csr,
+    x: &Image,
+    k: usize,
+    s: usize,
+    p: usize,
+    oh: usize,
+    ow: usize,
+) -> Vec<f32> {
+    let (hp, wp) = (x.h + 2 * p, x.w + 2 * p);
+    let padded;
+    let src: &[f32] = if p == 0 {
+        &x.data
+    } else {
+        let mut v = vec![0.0f32; x.c * x.n * hp * wp];
+        for (plane, dst) in x
+            .data
+            .chunks_exact(x.h * x.w)
+            .zip(v.chunks_exact_mut(hp * wp))
+        {
+            for (y, line) in plane.chunks_exact(x.w).enumerate() {
+                dst[(y + p) * wp + p..(y + p) * wp + p + x.w].copy_from_slice(line);
+            }
+        }
+        padded = v;
+        &padded
+    };
+    let per_channel = x.n * oh * ow;
+    let mut out = vec![0.0f32; w.rows * per_channel];
+    let channel = |(o, dst): (usize, &mut [f32])| {
+        let entries = w.row_ptr[o] as usize..w.row_ptr[o + 1] as usize;
+        // Sample outer, weights inner: one sample's output map stays in cache.
+        for sample in 0..x.n {
+            let d = &mut dst[sample * oh * ow..(sample + 1) * oh * ow];
+            for e in entries.clone() {
+                let col = w.col_idx[e] as usize;
+                let (c, ky, kx) = (col / (k * k), (col / k) % k, col % k);
+                let v = w.values[e];
+                let plane = &src[(c * x.n + sample) * hp * wp..(c * x.n + sample + 1) * hp * wp];
+                for (oy, drow) in d.chunks_exact_mut(ow).enumerate() {
+                    let start = (oy * s + ky) * wp + kx;
+                    if s == 1 {
+                        axpy(v, &plane[start..start + ow], drow);
+                    } else {
+                        for (ox, dv) in drow.iter_mut().enumerate() {
+                            *dv += v * plane[start + ox * s];
+                        }
+                    }
+                }
+            }
+        }
+    };
+    if w.nnz() * per_channel < PARALLEL_MIN_WORK {
+        out.chunks_mut(per_channel.max(1))
+            .enumerate()
+            .for_each(channel);
+    } else {
+        out.par_chunks_mut(per_channel.max(1))
+            .enumerate()
+            .for_each(channel);
+    }
+    out
 }
 
 /// `[c·k·k, n·oh·ow]`: row `(c, ky, kx)` holds input pixel `(y·s + ky - p, x·s + kx - p)` of
@@ -229,77 +299,130 @@ pub fn layer_norm(
     out
 }
 
-/// Exact GELU, `x/2 · (1 + erf(x/√2))`, with the `erff` burn-flex uses (libm).
+/// Exact GELU, `x/2 · (1 + erf(x/√2))`.
 pub fn gelu(x: &mut [f32]) {
     for v in x {
-        *v = 0.5 * *v * (1.0 + libm::erff(*v * std::f32::consts::FRAC_1_SQRT_2));
+        *v = 0.5 * *v * (1.0 + erf(*v * std::f32::consts::FRAC_1_SQRT_2));
     }
+}
+
+/// erf in f32 as a rational function of `x` on `[-4, 4]` (±1 beyond, where f32's erf is ±1):
+/// no branches and no `exp`, so the GELU loop vectorises; libm's `erff`, which burn-flex calls,
+/// is a scalar call per value and was an eighth of nanoGPT's forward. Within 1e-6 of `erff`
+/// (tested).
+#[inline]
+pub fn erf(x: f32) -> f32 {
+    let x = x.clamp(-4.0, 4.0);
+    let x2 = x * x;
+    let p = -2.726_142_3e-10f32;
+    let p = p.mul_add(x2, 2.770_681_4e-8);
+    let p = p.mul_add(x2, -2.101_024e-6);
+    let p = p.mul_add(x2, -5.692_506_4e-5);
+    let p = p.mul_add(x2, -7.349_906e-4);
+    let p = p.mul_add(x2, -2.954_600_2e-3);
+    let p = p.mul_add(x2, -1.609_603_3e-2);
+    let q = -1.456_607_2e-5f32;
+    let q = q.mul_add(x2, -2.133_740_6e-4);
+    let q = q.mul_add(x2, -1.682_827e-3);
+    let q = q.mul_add(x2, -7.373_329e-3);
+    let q = q.mul_add(x2, -1.426_474e-2);
+    x * p / q
 }
 
 /// Causal multi-head self-attention of `qkv` `[3·heads·hd, b·t]` (rows: queries, keys, values,
 /// each head's `hd` rows together, as nanoGPT splits `c_attn`'s output); returns the heads'
-/// outputs `[heads·hd, b·t]`. Position `i` attends to `0..=i`, scores scaled by `1/√hd`.
-pub fn causal_attention(qkv: &[f32], heads: usize, hd: usize, b: usize, t: usize) -> Vec<f32> {
+/// outputs `[heads·hd, b·t]`, or with `last_only` those of each sequence's last position,
+/// `[heads·hd, b]`. Position `i` attends to `0..=i`, scores scaled by `1/√hd` (burn's order:
+/// scale, mask, softmax, then the weighted sum of the values).
+pub fn causal_attention(
+    qkv: &[f32],
+    heads: usize,
+    hd: usize,
+    b: usize,
+    t: usize,
+    last_only: bool,
+) -> Vec<f32> {
     let width = heads * hd;
     let cols = b * t;
     assert_eq!(qkv.len(), 3 * width * cols, "qkv [{}, {cols}]", 3 * width);
-    let scale = 1.0 / (hd as f64).sqrt();
-    let mut out = vec![0.0f32; width * cols];
-    // One task per (head, sequence): each writes its own `hd` rows of one sequence's columns.
-    let results: Vec<(usize, usize, Vec<f32>)> = (0..heads * b)
-        .into_par_iter()
-        .map(|task| {
-            let (h, s) = (task / b, task % b);
-            let row = |part: usize, d: usize| {
+    let scale = (1.0 / (hd as f64).sqrt()) as f32;
+    let queries = if last_only { t - 1..t } else { 0..t };
+    let nq = queries.len();
+    // One task per (head, sequence). Each gathers its queries, keys and values position-major
+    // (`[t, hd]`), so scores are contiguous dot products and the output an axpy per key.
+    let task = |task: usize| -> Vec<f32> {
+        let (h, s) = (task / b, task % b);
+        let gather = |part: usize| {
+            let mut m = vec![0.0f32; t * hd];
+            for d in 0..hd {
                 let r = part * width + h * hd + d;
-                &qkv[r * cols + s * t..r * cols + (s + 1) * t]
-            };
-            // scores[i, j] = sum_d q[d, i] k[d, j], for j <= i
-            let mut scores = vec![0.0f32; t * t];
-            for d in 0..hd {
-                let (q, k) = (row(0, d), row(1, d));
-                for i in 0..t {
-                    let qi = q[i];
-                    for (sc, kj) in scores[i * t..i * t + i + 1].iter_mut().zip(k) {
-                        *sc += qi * kj;
-                    }
-                }
-            }
-            for i in 0..t {
-                let r = &mut scores[i * t..i * t + i + 1];
-                let max = r
+                for (i, v) in qkv[r * cols + s * t..r * cols + (s + 1) * t]
                     .iter()
-                    .map(|v| v * scale as f32)
-                    .fold(f32::NEG_INFINITY, f32::max);
-                let mut sum = 0.0f32;
-                for v in r.iter_mut() {
-                    *v = (*v * scale as f32 - max).exp();
-                    sum += *v;
-                }
-                r.iter_mut().for_each(|v| *v /= sum);
-            }
-            // y[d, i] = sum_j att[i, j] v[d, j]
-            let mut y = vec![0.0f32; hd * t];
-            for d in 0..hd {
-                let v = row(2, d);
-                for i in 0..t {
-                    y[d * t + i] = scores[i * t..i * t + i + 1]
-                        .iter()
-                        .zip(v)
-                        .map(|(a, v)| a * v)
-                        .sum();
+                    .enumerate()
+                {
+                    m[i * hd + d] = *v;
                 }
             }
-            (h, s, y)
-        })
-        .collect();
-    for (h, s, y) in results {
-        for d in 0..hd {
-            let r = h * hd + d;
-            out[r * cols + s * t..r * cols + (s + 1) * t].copy_from_slice(&y[d * t..(d + 1) * t]);
+            m
+        };
+        let (q, k, v) = (gather(0), gather(1), gather(2));
+        let mut y = vec![0.0f32; nq * hd];
+        let mut p = vec![0.0f32; t];
+        for (qi, i) in queries.clone().enumerate() {
+            let qrow = &q[i * hd..(i + 1) * hd];
+            let mut max = f32::NEG_INFINITY;
+            for j in 0..=i {
+                p[j] = dot(qrow, &k[j * hd..(j + 1) * hd]) * scale;
+                max = max.max(p[j]);
+            }
+            let mut sum = 0.0f32;
+            for pj in &mut p[..=i] {
+                *pj = (*pj - max).exp();
+                sum += *pj;
+            }
+            let yrow = &mut y[qi * hd..(qi + 1) * hd];
+            for j in 0..=i {
+                axpy(p[j] / sum, &v[j * hd..(j + 1) * hd], yrow);
+            }
+        }
+        y
+    };
+    let work = heads * b * nq * t * hd;
+    let results: Vec<Vec<f32>> = if work < 4 * PARALLEL_MIN_WORK {
+        (0..heads * b).map(task).collect()
+    } else {
+        (0..heads * b).into_par_iter().map(task).collect()
+    };
+    let out_cols = b * nq;
+    let mut out = vec![0.0f32; width * out_cols];
+    for (task, y) in results.iter().enumerate() {
+        let (h, s) = (task / b, task % b);
+        for (qi, row) in y.chunks_exact(hd).enumerate() {
+            for (d, val) in row.iter().enumerate() {
+                out[(h * hd + d) * out_cols + s * nq + qi] = *val;
+            }
         }
     }
     out
+}
+
+/// `a · b` with 8 partial sums, so the compiler vectorises it.
+#[inline]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }
 
 /// `[rows, cols]` to `[cols, rows]`.
@@ -358,5 +481,21 @@ impl BatchNorm {
                 *v = (*v - m) / s * g + b;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn erf_is_within_1e6_of_libm() {
+        let mut worst = 0.0f32;
+        for i in -60_000..=60_000 {
+            let x = i as f32 * 1e-4;
+            worst = worst.max((super::erf(x) - libm::erff(x)).abs());
+        }
+        assert!(worst < 1e-6, "max |erf - erff| = {worst:e}");
+        assert!((super::erf(f32::INFINITY) - 1.0).abs() < 1e-6);
+        assert!((super::erf(-9.0) + 1.0).abs() < 1e-6);
+        assert!(super::erf(f32::NAN).is_nan());
     }
 }

@@ -1,0 +1,508 @@
+//! `padam bench infer`: inference latency and throughput of exported models on the CPU, on
+//! burn-flex's dense forward, the engine with every weight dense, the engine with each weight
+//! dense or CSR by its zero fraction (the sparse engine), and the compacted model (dense, and
+//! CSR where still sparse); bytes on disk and in memory for each. `--crossover` times CSR
+//! against dense on the layer shapes of our models, which is where the engine's per-tensor
+//! threshold comes from.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use burn::tensor::{Int, Tensor, TensorData};
+use clap::Args;
+
+use crate::data::Rng;
+use crate::infer::{
+    burn_last_logits, compact, generate, load, model_shape, zero_fraction, Engine, Matrix, Plan,
+    Sampling, Shape, Tensors,
+};
+use crate::models::fashion_cnn::FashionCnn;
+use crate::models::nanogpt::NanoGpt;
+use crate::models::resnet::ResNet;
+use crate::models::Mlp;
+
+type Cpu = crate::backend::Cpu;
+
+/// Options of `padam bench infer`.
+#[derive(Args, Debug, Clone)]
+pub struct InferBenchArgs {
+    /// Models: files written by `padam export` (dense or sparse; bytes on disk are read from
+    /// `model.safetensors` and `model.sparse.safetensors` beside them) or run directories.
+    pub models: Vec<PathBuf>,
+    /// Batch sizes (nanoGPT: sequences of `block_size` tokens).
+    #[arg(long, value_delimiter = ',', default_value = "1,64")]
+    pub batches: Vec<usize>,
+    /// Timed forward passes per row and batch (after the warm-up).
+    #[arg(long, default_value_t = 20)]
+    pub iters: usize,
+    /// Untimed forward passes first.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// nanoGPT: tokens generated per sampling row (batch 1, temperature 0.8, top-k 200).
+    #[arg(long, default_value_t = 200)]
+    pub sample_tokens: usize,
+    /// Zero the smallest-magnitude entries of every weight matrix to this fraction first, for
+    /// a model that was not trained sparse (the table then says `pruned`).
+    #[arg(long)]
+    pub prune_to: Option<f64>,
+    /// Rows: burn (burn-flex dense forward), engine-dense, sparse, compact (compacted, dense),
+    /// compact-sparse (compacted, then CSR where sparse).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "burn,engine-dense,sparse,compact,compact-sparse"
+    )]
+    pub rows: Vec<String>,
+    /// Time CSR against dense products on our layer shapes at several zero fractions instead.
+    #[arg(long)]
+    pub crossover: bool,
+    /// Append the markdown table to this file.
+    #[arg(long)]
+    pub markdown: Option<PathBuf>,
+}
+
+const ROWS: [&str; 5] = [
+    "burn",
+    "engine-dense",
+    "sparse",
+    "compact",
+    "compact-sparse",
+];
+
+/// One measured row.
+#[derive(Debug, Clone)]
+struct Row {
+    model: String,
+    row: String,
+    batch: String,
+    median_ms: f64,
+    p95_ms: f64,
+    per_s: f64,
+    unit: &'static str,
+    disk: Option<u64>,
+    memory: usize,
+}
+
+/// Median and p95 (nearest rank) of `ms`.
+fn stats(mut ms: Vec<f64>) -> (f64, f64) {
+    ms.sort_by(f64::total_cmp);
+    let at = |q: f64| ms[((q * ms.len() as f64).ceil() as usize).clamp(1, ms.len()) - 1];
+    (at(0.5), at(0.95))
+}
+
+fn time(iters: usize, warmup: usize, mut f: impl FnMut()) -> (f64, f64) {
+    for _ in 0..warmup {
+        f();
+    }
+    let ms = (0..iters.max(1))
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    stats(ms)
+}
+
+/// burn's model of a family, for the dense reference rows.
+enum BurnModel {
+    Mlp(Mlp<Cpu>),
+    Fashion(FashionCnn<Cpu>),
+    ResNet(ResNet<Cpu>),
+    Gpt(NanoGpt<Cpu>),
+}
+
+fn burn_model(shape: &Shape, tensors: &Tensors, seed: u64) -> anyhow::Result<BurnModel> {
+    let d = Default::default();
+    Ok(match shape {
+        Shape::Mlp(c) => BurnModel::Mlp(tensors.load_into(c.init::<Cpu>(seed, &d))?),
+        Shape::Fashion(c) => BurnModel::Fashion(tensors.load_into(c.init::<Cpu>(seed, &d))?),
+        Shape::ResNet(c) => BurnModel::ResNet(tensors.load_into(c.init::<Cpu>(seed, &d))?),
+        Shape::Gpt(c) => BurnModel::Gpt(tensors.load_into(c.init::<Cpu>(seed, &d))?),
+    })
+}
+
+/// Input shape of one sample of an image or feature classifier.
+fn sample_dims(shape: &Shape) -> Vec<usize> {
+    match shape {
+        Shape::Mlp(c) => vec![c.d_input],
+        Shape::Fashion(c) => vec![c.in_channels, c.image_size, c.image_size],
+        Shape::ResNet(c) => vec![c.in_channels, 32, 32],
+        Shape::Gpt(c) => vec![c.block_size],
+    }
+}
+
+/// Zero the smallest `fraction` of every weight matrix's entries by magnitude (embeddings
+/// and vectors untouched).
+fn magnitude_prune(t: &mut Tensors, fraction: f64) {
+    for (name, h) in t.map.iter_mut() {
+        if h.shape.len() < 2 || name.starts_with("wte") || name.starts_with("wpe") {
+            continue;
+        }
+        let mut mags: Vec<f32> = h.values.iter().map(|v| v.abs()).collect();
+        let k = ((fraction * mags.len() as f64) as usize).min(mags.len());
+        if k == 0 {
+            continue;
+        }
+        let (_, kth, _) = mags.select_nth_unstable_by(k - 1, f32::total_cmp);
+        let cut = *kth;
+        let mut left = k;
+        for v in h.values.iter_mut() {
+            if left > 0 && v.abs() <= cut {
+                *v = 0.0;
+                left -= 1;
+            }
+        }
+    }
+}
+
+fn sibling_size(model: &Path, name: &str) -> Option<u64> {
+    let dir = if model.is_dir() {
+        model.join("export")
+    } else {
+        model.parent()?.to_path_buf()
+    };
+    std::fs::metadata(dir.join(name)).ok().map(|m| m.len())
+}
+
+/// Bytes of `tensors` written as a dense safetensors file (no metadata).
+fn dense_file_bytes(t: &Tensors) -> anyhow::Result<u64> {
+    use safetensors::tensor::{Dtype, TensorView};
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = t
+        .map
+        .iter()
+        .map(|(n, h)| {
+            let b = h.values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            (n.clone(), h.shape.clone(), b)
+        })
+        .collect();
+    let views = bytes
+        .iter()
+        .map(|(n, s, b)| Ok((n.clone(), TensorView::new(Dtype::F32, s.clone(), b)?)))
+        .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
+    Ok(safetensors::serialize(views, None)?.len() as u64)
+}
+
+/// Run `padam bench infer`.
+pub fn run(args: &InferBenchArgs) -> anyhow::Result<()> {
+    if args.crossover {
+        return crossover(args);
+    }
+    if args.models.is_empty() {
+        bail!("give at least one model (a padam export file or a run directory)");
+    }
+    for r in &args.rows {
+        if !ROWS.contains(&r.as_str()) {
+            bail!("--rows {r:?}: expected some of {}", ROWS.join(", "));
+        }
+    }
+    if let Some(f) = args.prune_to {
+        if !(0.0..1.0).contains(&f) {
+            bail!("--prune-to {f}: must be in [0, 1)");
+        }
+    }
+    if args.batches.contains(&0) {
+        bail!("--batches {:?}: a batch of 0", args.batches);
+    }
+    println!(
+        "padam bench infer: {} rayon threads, {} timed passes (median, p95)",
+        rayon::current_num_threads(),
+        args.iters
+    );
+    let mut rows = Vec::new();
+    for path in &args.models {
+        rows.extend(bench_model(path, args).with_context(|| format!("{}", path.display()))?);
+    }
+    let mut md = String::from(
+        "| model | zeros | engine | batch | median ms | p95 ms | throughput | disk bytes | memory bytes |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in &rows {
+        md.push_str(&format!(
+            "| {} | {} | {:.3} | {:.3} | {:.1} {} | {} | {} |\n",
+            r.model,
+            format_args!("{} | {}", r.row, r.batch),
+            r.median_ms,
+            r.p95_ms,
+            r.per_s,
+            r.unit,
+            r.disk.map_or("-".to_string(), |d| d.to_string()),
+            r.memory
+        ));
+    }
+    print!("{md}");
+    if let Some(p) = &args.markdown {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .with_context(|| format!("opening {}", p.display()))?;
+        f.write_all(md.as_bytes())
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(())
+}
+
+fn bench_model(path: &Path, args: &InferBenchArgs) -> anyhow::Result<Vec<Row>> {
+    let loaded = load(path)?;
+    let mut tensors = loaded.tensors;
+    if let Some(f) = args.prune_to {
+        magnitude_prune(&mut tensors, f);
+    }
+    let shape = model_shape(&loaded.config.model, Some(&tensors))?;
+    let all: Vec<f32> = tensors
+        .map
+        .values()
+        .flat_map(|h| h.values.iter().copied())
+        .collect();
+    let name = format!(
+        "{}{}",
+        path.display(),
+        args.prune_to
+            .map_or(String::new(), |f| format!(" (pruned to {f})"))
+    );
+    let zeros = format!("{:.1}%", 100.0 * zero_fraction(&all));
+    let model_label = format!("{name} | {zeros}");
+    let (dense_disk, sparse_disk) = if args.prune_to.is_some() {
+        (None, None)
+    } else {
+        (
+            sibling_size(path, "model.safetensors"),
+            sibling_size(path, "model.sparse.safetensors"),
+        )
+    };
+    let compacted = compact(&shape, &tensors)?;
+    let removed = compacted
+        .report
+        .iter()
+        .filter(|r| r.fraction() > 0.0)
+        .map(|r| {
+            format!(
+                "{} {:?} -> {:?} ({:.1}%)",
+                r.name,
+                r.before,
+                r.after,
+                100.0 * r.fraction()
+            )
+        })
+        .collect::<Vec<_>>();
+    println!(
+        "{name}: {zeros} zeros; compaction removes: {}",
+        if removed.is_empty() {
+            "nothing".into()
+        } else {
+            removed.join(", ")
+        }
+    );
+    let compact_disk = Some(dense_file_bytes(&compacted.tensors)?);
+
+    let mut engines: Vec<(&str, Engine, Option<u64>)> = Vec::new();
+    for r in &args.rows {
+        let (t, plan, disk) = match r.as_str() {
+            "engine-dense" => (&tensors, Plan::dense(), dense_disk),
+            "sparse" => (&tensors, Plan::sparse(), sparse_disk),
+            "compact" => (&compacted.tensors, Plan::dense(), compact_disk),
+            "compact-sparse" => (&compacted.tensors, Plan::sparse(), None),
+            _ => continue,
+        };
+        engines.push((r.as_str(), Engine::build(&shape, t, plan)?, disk));
+    }
+    let burn = if args.rows.iter().any(|r| r == "burn") {
+        Some(burn_model(&shape, &tensors, loaded.config.seed)?)
+    } else {
+        None
+    };
+    let numel: usize = tensors.map.values().map(|h| h.values.len()).sum();
+
+    let mut rows = Vec::new();
+    let dims = sample_dims(&shape);
+    let mut rng = Rng::new(7);
+    for &b in &args.batches {
+        let row = |row: &str, (median_ms, p95_ms): (f64, f64), disk, memory, unit| Row {
+            model: model_label.clone(),
+            row: row.to_string(),
+            batch: b.to_string(),
+            median_ms,
+            p95_ms,
+            per_s: b as f64 * 1e3 / median_ms,
+            unit,
+            disk,
+            memory,
+        };
+        if let Shape::Gpt(c) = &shape {
+            let t = c.block_size;
+            let tokens: Vec<u32> = (0..b * t).map(|_| rng.below(c.vocab_size) as u32).collect();
+            if let Some(BurnModel::Gpt(m)) = &burn {
+                let idx: Vec<i64> = tokens.iter().map(|&v| i64::from(v)).collect();
+                let ms = time(args.iters, args.warmup, || {
+                    let x = Tensor::<Cpu, 2, Int>::from_data(
+                        TensorData::new(idx.clone(), [b, t]),
+                        &Default::default(),
+                    );
+                    let _ = m.forward(x).into_data();
+                });
+                rows.push(row("burn-flex dense", ms, dense_disk, 4 * numel, "seq/s"));
+            }
+            for (label, e, disk) in &engines {
+                let g = e.gpt().expect("nanoGPT engine");
+                let ms = time(args.iters, args.warmup, || {
+                    let _ = g.forward(&tokens, b, t, false);
+                });
+                rows.push(row(label, ms, *disk, e.memory_bytes(), "seq/s"));
+            }
+        } else {
+            let n: usize = dims.iter().product::<usize>() * b;
+            let x: Vec<f32> = (0..n).map(|_| rng.normal() as f32).collect();
+            if let Some(m) = &burn {
+                let mut shape4 = vec![b];
+                shape4.extend(&dims);
+                let ms = time(args.iters, args.warmup, || {
+                    let d = Default::default();
+                    match m {
+                        BurnModel::Mlp(m) => {
+                            let x = Tensor::<Cpu, 2>::from_data(
+                                TensorData::new(x.clone(), [b, dims[0]]),
+                                &d,
+                            );
+                            let _ = m.forward(x).into_data();
+                        }
+                        BurnModel::Fashion(m) => {
+                            let x = Tensor::<Cpu, 4>::from_data(
+                                TensorData::new(x.clone(), shape4.clone()),
+                                &d,
+                            );
+                            let _ = m.forward(x).into_data();
+                        }
+                        BurnModel::ResNet(m) => {
+                            let x = Tensor::<Cpu, 4>::from_data(
+                                TensorData::new(x.clone(), shape4.clone()),
+                                &d,
+                            );
+                            let _ = m.forward(x).into_data();
+                        }
+                        BurnModel::Gpt(_) => unreachable!("handled above"),
+                    }
+                });
+                rows.push(row("burn-flex dense", ms, dense_disk, 4 * numel, "img/s"));
+            }
+            let hw = if dims.len() == 3 {
+                [dims[1], dims[2]]
+            } else {
+                [0, 0]
+            };
+            for (label, e, disk) in &engines {
+                let ms = time(args.iters, args.warmup, || {
+                    let _ = e.classify(&x, b, hw).expect("input of the model's size");
+                });
+                rows.push(row(label, ms, *disk, e.memory_bytes(), "img/s"));
+            }
+        }
+    }
+    // nanoGPT: tokens/s while sampling, per-token latency.
+    if let Shape::Gpt(c) = &shape {
+        let s = Sampling {
+            tokens: args.sample_tokens,
+            temperature: 0.8,
+            top_k: 200,
+            seed: 1337,
+        };
+        let prompt = [0u32];
+        let mut sample_row = |label: &str,
+                              disk,
+                              memory,
+                              forward: &mut dyn FnMut(&[u32]) -> Vec<f32>|
+         -> anyhow::Result<()> {
+            let mut ms = Vec::new();
+            let start = Instant::now();
+            generate(&prompt, c.block_size, &s, |ctx| {
+                let t = Instant::now();
+                let l = forward(ctx);
+                ms.push(t.elapsed().as_secs_f64() * 1e3);
+                l
+            })?;
+            let secs = start.elapsed().as_secs_f64();
+            let (median_ms, p95_ms) = stats(ms);
+            rows.push(Row {
+                model: model_label.clone(),
+                row: label.to_string(),
+                batch: format!("sample {}", s.tokens),
+                median_ms,
+                p95_ms,
+                per_s: s.tokens as f64 / secs,
+                unit: "tok/s",
+                disk,
+                memory,
+            });
+            Ok(())
+        };
+        if let Some(BurnModel::Gpt(m)) = &burn {
+            sample_row("burn-flex dense", dense_disk, 4 * numel, &mut |ctx| {
+                burn_last_logits(m, ctx)
+            })?;
+        }
+        for (label, e, disk) in &engines {
+            let g = e.gpt().expect("nanoGPT engine");
+            sample_row(label, *disk, e.memory_bytes(), &mut |ctx| {
+                g.forward(ctx, 1, ctx.len(), true)
+            })?;
+        }
+    }
+    Ok(rows)
+}
+
+/// CSR against dense on our layer shapes.
+fn crossover(args: &InferBenchArgs) -> anyhow::Result<()> {
+    // (what, rows, cols, columns of the activation matrix)
+    let shapes: [(&str, usize, usize, usize); 8] = [
+        ("fashion fc1, batch 1", 128, 3136, 1),
+        ("fashion fc1, batch 64", 128, 3136, 64),
+        ("fashion conv2, batch 1", 64, 288, 196),
+        ("fashion conv2, batch 64", 64, 288, 196 * 64),
+        ("nanoGPT-short c_fc, 64 tokens", 512, 128, 64),
+        ("nanoGPT c_fc, 1 token", 1536, 384, 1),
+        ("ResNet18 layer4 conv, batch 1", 512, 4608, 16),
+        ("ResNet18 layer2 conv, batch 1", 128, 1152, 256),
+    ];
+    let zeros = [0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98];
+    let mut md = String::from("| layer (rows x cols x activation columns) |");
+    for z in zeros {
+        md.push_str(&format!(" {:.0}% |", 100.0 * z));
+    }
+    md.push_str("\n|---|");
+    md.push_str(&"---|".repeat(zeros.len()));
+    md.push('\n');
+    let mut rng = Rng::new(11);
+    for (what, m, k, p) in shapes {
+        md.push_str(&format!("| {what} ({m}x{k}x{p}) |"));
+        let x: Vec<f32> = (0..k * p).map(|_| rng.normal() as f32).collect();
+        for z in zeros {
+            let w: Vec<f32> = (0..m * k)
+                .map(|_| {
+                    if rng.next_f64() < z {
+                        0.0
+                    } else {
+                        rng.normal() as f32
+                    }
+                })
+                .collect();
+            let dense = Matrix::choose(m, k, w.clone(), f64::INFINITY);
+            let csr = Matrix::choose(m, k, w, 0.0);
+            let (d, _) = time(args.iters, args.warmup, || {
+                let _ = dense.matmul(&x, p);
+            });
+            let (s, _) = time(args.iters, args.warmup, || {
+                let _ = csr.matmul(&x, p);
+            });
+            md.push_str(&format!(" {:.2}x |", d / s));
+        }
+        md.push('\n');
+    }
+    println!(
+        "dense time / CSR time (above 1: CSR faster), median of {} runs:",
+        args.iters
+    );
+    print!("{md}");
+    Ok(())
+}
