@@ -1,5 +1,5 @@
-//! Criterion bench of the sparse inference engine at CI size: the CSR and dense products on
-//! the Fashion CNN's fc1 shape, and the whole Fashion CNN forward at batch 1 on burn-flex and on
+//! Criterion bench of the sparse inference engine at CI size: the dense (gemm), our CSR and
+//! sprs's CSR products on two layer shapes, and the whole Fashion CNN forward at batch 1 on burn-flex and on
 //! the engine (dense and sparse plans), with 95% of each weight matrix exactly 0.
 //! Run: `cargo bench -p padam-lab --bench infer`. The full-model table is `padam bench infer`
 //! (docs/BENCHMARKS.md).
@@ -26,18 +26,34 @@ fn sparse_values(n: usize, zeros: f64, rng: &mut Rng) -> Vec<f32> {
 
 fn products(c: &mut Criterion) {
     let mut rng = Rng::new(1);
-    let (m, k) = (128, 3136);
-    let w = sparse_values(m * k, 0.95, &mut rng);
-    let dense = Matrix::choose(m, k, w.clone(), f64::INFINITY);
-    let csr = Matrix::choose(m, k, w, 0.0);
-    for p in [1, 64] {
-        let x = sparse_values(k * p, 0.0, &mut rng);
-        c.bench_function(&format!("fc1_95pct/dense_p{p}"), |b| {
-            b.iter(|| dense.matmul(&x, p))
-        });
-        c.bench_function(&format!("fc1_95pct/csr_p{p}"), |b| {
-            b.iter(|| csr.matmul(&x, p))
-        });
+    // The Fashion CNN's fc1 and the ResNet18 layer-4 convolution's kernel matrix (at batch 1:
+    // 16 output pixels), at 95% zeros.
+    for (name, m, k, ps) in [
+        ("fc1", 128, 3136, [1, 64]),
+        ("layer4conv", 512, 4608, [16, 1024]),
+    ] {
+        let w = sparse_values(m * k, 0.95, &mut rng);
+        let dense = Matrix::choose(m, k, w.clone(), f64::INFINITY);
+        let csr = Matrix::choose(m, k, w, 0.0);
+        let Matrix::Sparse(ours) = &csr else {
+            unreachable!("threshold 0 stores CSR")
+        };
+        let theirs = sprs::CsMat::new(
+            (m, k),
+            ours.row_ptr.iter().map(|&v| v as usize).collect(),
+            ours.col_idx.iter().map(|&v| v as usize).collect(),
+            ours.values.clone(),
+        );
+        for p in ps {
+            let x = sparse_values(k * p, 0.0, &mut rng);
+            let xa = ndarray::Array2::from_shape_vec((k, p), x.clone()).unwrap();
+            let id = format!("{name}_95pct_p{p}");
+            c.bench_function(&format!("{id}/dense_gemm"), |b| {
+                b.iter(|| dense.matmul(&x, p))
+            });
+            c.bench_function(&format!("{id}/csr_ours"), |b| b.iter(|| csr.matmul(&x, p)));
+            c.bench_function(&format!("{id}/csr_sprs"), |b| b.iter(|| &theirs * &xa));
+        }
     }
 }
 

@@ -75,10 +75,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Export(args) => export::export(&args).map(|_| ()),
         Command::Eval(args) => export::eval(&args).map(|_| ()),
         Command::Sample(args) => infer::sample(&args).map(|s| {
-            println!("{}", s.text);
+            println!("{}{}", args.prompt, s.text);
+            let engine = match args.engine {
+                infer::EngineKind::Sparse => "sparse engine",
+                infer::EngineKind::Dense => "burn-flex dense",
+            };
             eprintln!(
-                "{} tokens, {:.1} tokens/s ({:?} engine)",
-                args.tokens, s.tokens_per_s, args.engine
+                "{} tokens, {:.1} tokens/s ({engine})",
+                args.tokens, s.tokens_per_s
             );
         }),
     }

@@ -86,12 +86,7 @@ fn plans() -> [(&'static str, Plan); 3] {
         ("sparse", Plan::sparse()),
         ("dense", Plan::dense()),
         // every matrix CSR, however dense
-        (
-            "all-csr",
-            Plan {
-                sparse_threshold: 0.0,
-            },
-        ),
+        ("all-csr", Plan::all_sparse()),
     ]
 }
 

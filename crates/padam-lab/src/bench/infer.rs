@@ -14,8 +14,8 @@ use clap::Args;
 
 use crate::data::Rng;
 use crate::infer::{
-    burn_last_logits, compact, generate, load, model_shape, zero_fraction, Engine, Matrix, Plan,
-    Sampling, Shape, Tensors,
+    burn_last_logits, compact, generate, load, model_shape, zero_fraction, Engine, Plan, Sampling,
+    Shape, Tensors,
 };
 use crate::models::fashion_cnn::FashionCnn;
 use crate::models::nanogpt::NanoGpt;
@@ -91,18 +91,31 @@ fn stats(mut ms: Vec<f64>) -> (f64, f64) {
     (at(0.5), at(0.95))
 }
 
-fn time(iters: usize, warmup: usize, mut f: impl FnMut()) -> (f64, f64) {
+/// A row to time: label, bytes on disk, bytes in memory, one forward pass.
+type Run<'a> = (&'a str, Option<u64>, usize, Box<dyn FnMut() + 'a>);
+
+/// Time every run `iters` times, taking turns (one pass of each, then again), so load from
+/// elsewhere on the machine falls on all rows alike; median and p95 per run.
+fn interleaved(
+    mut runs: Vec<Run<'_>>,
+    iters: usize,
+    warmup: usize,
+) -> Vec<(&str, Option<u64>, usize, (f64, f64))> {
     for _ in 0..warmup {
-        f();
+        runs.iter_mut().for_each(|r| (r.3)());
     }
-    let ms = (0..iters.max(1))
-        .map(|_| {
+    let mut ms = vec![Vec::with_capacity(iters); runs.len()];
+    for _ in 0..iters.max(1) {
+        for (i, r) in runs.iter_mut().enumerate() {
             let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    stats(ms)
+            (r.3)();
+            ms[i].push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    runs.into_iter()
+        .zip(ms)
+        .map(|((label, disk, memory, _), ms)| (label, disk, memory, stats(ms)))
+        .collect()
 }
 
 /// burn's model of a family, for the dense reference rows.
@@ -319,38 +332,43 @@ fn bench_model(path: &Path, args: &InferBenchArgs) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
     let dims = sample_dims(&shape);
     let mut rng = Rng::new(7);
+    let unit = if matches!(shape, Shape::Gpt(_)) {
+        "seq/s"
+    } else {
+        "img/s"
+    };
     for &b in &args.batches {
-        let row = |row: &str, (median_ms, p95_ms): (f64, f64), disk, memory, unit| Row {
-            model: model_label.clone(),
-            row: row.to_string(),
-            batch: b.to_string(),
-            median_ms,
-            p95_ms,
-            per_s: b as f64 * 1e3 / median_ms,
-            unit,
-            disk,
-            memory,
-        };
+        // (label, disk, memory, one forward pass)
+        let mut runs: Vec<Run<'_>> = Vec::new();
         if let Shape::Gpt(c) = &shape {
             let t = c.block_size;
             let tokens: Vec<u32> = (0..b * t).map(|_| rng.below(c.vocab_size) as u32).collect();
             if let Some(BurnModel::Gpt(m)) = &burn {
                 let idx: Vec<i64> = tokens.iter().map(|&v| i64::from(v)).collect();
-                let ms = time(args.iters, args.warmup, || {
-                    let x = Tensor::<Cpu, 2, Int>::from_data(
-                        TensorData::new(idx.clone(), [b, t]),
-                        &Default::default(),
-                    );
-                    let _ = m.forward(x).into_data();
-                });
-                rows.push(row("burn-flex dense", ms, dense_disk, 4 * numel, "seq/s"));
+                runs.push((
+                    "burn-flex dense",
+                    dense_disk,
+                    4 * numel,
+                    Box::new(move || {
+                        let x = Tensor::<Cpu, 2, Int>::from_data(
+                            TensorData::new(idx.clone(), [b, t]),
+                            &Default::default(),
+                        );
+                        let _ = m.forward(x).into_data();
+                    }),
+                ));
             }
             for (label, e, disk) in &engines {
                 let g = e.gpt().expect("nanoGPT engine");
-                let ms = time(args.iters, args.warmup, || {
-                    let _ = g.forward(&tokens, b, t, false);
-                });
-                rows.push(row(label, ms, *disk, e.memory_bytes(), "seq/s"));
+                let tokens = tokens.clone();
+                runs.push((
+                    label,
+                    *disk,
+                    e.memory_bytes(),
+                    Box::new(move || {
+                        let _ = g.forward(&tokens, b, t, false);
+                    }),
+                ));
             }
         } else {
             let n: usize = dims.iter().product::<usize>() * b;
@@ -358,34 +376,30 @@ fn bench_model(path: &Path, args: &InferBenchArgs) -> anyhow::Result<Vec<Row>> {
             if let Some(m) = &burn {
                 let mut shape4 = vec![b];
                 shape4.extend(&dims);
-                let ms = time(args.iters, args.warmup, || {
-                    let d = Default::default();
-                    match m {
-                        BurnModel::Mlp(m) => {
-                            let x = Tensor::<Cpu, 2>::from_data(
-                                TensorData::new(x.clone(), [b, dims[0]]),
-                                &d,
-                            );
-                            let _ = m.forward(x).into_data();
+                let (x, d0) = (x.clone(), dims[0]);
+                runs.push((
+                    "burn-flex dense",
+                    dense_disk,
+                    4 * numel,
+                    Box::new(move || {
+                        let d = Default::default();
+                        match m {
+                            BurnModel::Mlp(m) => {
+                                let x = TensorData::new(x.clone(), [b, d0]);
+                                let _ = m.forward(Tensor::<Cpu, 2>::from_data(x, &d)).into_data();
+                            }
+                            BurnModel::Fashion(m) => {
+                                let x = TensorData::new(x.clone(), shape4.clone());
+                                let _ = m.forward(Tensor::<Cpu, 4>::from_data(x, &d)).into_data();
+                            }
+                            BurnModel::ResNet(m) => {
+                                let x = TensorData::new(x.clone(), shape4.clone());
+                                let _ = m.forward(Tensor::<Cpu, 4>::from_data(x, &d)).into_data();
+                            }
+                            BurnModel::Gpt(_) => unreachable!("nanoGPT is timed above"),
                         }
-                        BurnModel::Fashion(m) => {
-                            let x = Tensor::<Cpu, 4>::from_data(
-                                TensorData::new(x.clone(), shape4.clone()),
-                                &d,
-                            );
-                            let _ = m.forward(x).into_data();
-                        }
-                        BurnModel::ResNet(m) => {
-                            let x = Tensor::<Cpu, 4>::from_data(
-                                TensorData::new(x.clone(), shape4.clone()),
-                                &d,
-                            );
-                            let _ = m.forward(x).into_data();
-                        }
-                        BurnModel::Gpt(_) => unreachable!("handled above"),
-                    }
-                });
-                rows.push(row("burn-flex dense", ms, dense_disk, 4 * numel, "img/s"));
+                    }),
+                ));
             }
             let hw = if dims.len() == 3 {
                 [dims[1], dims[2]]
@@ -393,14 +407,34 @@ fn bench_model(path: &Path, args: &InferBenchArgs) -> anyhow::Result<Vec<Row>> {
                 [0, 0]
             };
             for (label, e, disk) in &engines {
-                let ms = time(args.iters, args.warmup, || {
-                    let _ = e.classify(&x, b, hw).expect("input of the model's size");
-                });
-                rows.push(row(label, ms, *disk, e.memory_bytes(), "img/s"));
+                let x = x.clone();
+                runs.push((
+                    label,
+                    *disk,
+                    e.memory_bytes(),
+                    Box::new(move || {
+                        let _ = e.classify(&x, b, hw).expect("input of the model's size");
+                    }),
+                ));
             }
         }
+        for (label, disk, memory, (median_ms, p95_ms)) in interleaved(runs, args.iters, args.warmup)
+        {
+            rows.push(Row {
+                model: model_label.clone(),
+                row: label.to_string(),
+                batch: b.to_string(),
+                median_ms,
+                p95_ms,
+                per_s: b as f64 * 1e3 / median_ms,
+                unit,
+                disk,
+                memory,
+            });
+        }
     }
-    // nanoGPT: tokens/s while sampling, per-token latency.
+    // nanoGPT: tokens/s while sampling, per-token latency; rows take turns in rounds, so a
+    // machine busy with something else slows all of them alike.
     if let Shape::Gpt(c) = &shape {
         let s = Sampling {
             tokens: args.sample_tokens,
@@ -409,100 +443,65 @@ fn bench_model(path: &Path, args: &InferBenchArgs) -> anyhow::Result<Vec<Row>> {
             seed: 1337,
         };
         let prompt = [0u32];
-        let mut sample_row = |label: &str,
-                              disk,
-                              memory,
-                              forward: &mut dyn FnMut(&[u32]) -> Vec<f32>|
-         -> anyhow::Result<()> {
-            let mut ms = Vec::new();
-            let start = Instant::now();
-            generate(&prompt, c.block_size, &s, |ctx| {
-                let t = Instant::now();
-                let l = forward(ctx);
-                ms.push(t.elapsed().as_secs_f64() * 1e3);
-                l
-            })?;
-            let secs = start.elapsed().as_secs_f64();
-            let (median_ms, p95_ms) = stats(ms);
+        type Forward<'a> = Box<dyn FnMut(&[u32]) -> Vec<f32> + 'a>;
+        let mut samplers: Vec<(&str, Option<u64>, usize, Forward<'_>)> = Vec::new();
+        if let Some(BurnModel::Gpt(m)) = &burn {
+            samplers.push((
+                "burn-flex dense",
+                dense_disk,
+                4 * numel,
+                Box::new(|ctx: &[u32]| burn_last_logits(m, ctx)),
+            ));
+        }
+        for (label, e, disk) in &engines {
+            let g = e.gpt().expect("nanoGPT engine");
+            samplers.push((
+                label,
+                *disk,
+                e.memory_bytes(),
+                Box::new(move |ctx: &[u32]| g.forward(ctx, 1, ctx.len(), true)),
+            ));
+        }
+        let rounds = 3;
+        let mut ms: Vec<Vec<f64>> = vec![Vec::new(); samplers.len()];
+        let mut secs = vec![0.0f64; samplers.len()];
+        for _ in 0..rounds {
+            for (i, (_, _, _, forward)) in samplers.iter_mut().enumerate() {
+                let start = Instant::now();
+                generate(&prompt, c.block_size, &s, |ctx| {
+                    let t = Instant::now();
+                    let l = forward(ctx);
+                    ms[i].push(t.elapsed().as_secs_f64() * 1e3);
+                    l
+                })?;
+                secs[i] += start.elapsed().as_secs_f64();
+            }
+        }
+        for (i, (label, disk, memory, _)) in samplers.into_iter().enumerate() {
+            let (median_ms, p95_ms) = stats(std::mem::take(&mut ms[i]));
             rows.push(Row {
                 model: model_label.clone(),
                 row: label.to_string(),
                 batch: format!("sample {}", s.tokens),
                 median_ms,
                 p95_ms,
-                per_s: s.tokens as f64 / secs,
+                per_s: (rounds * s.tokens) as f64 / secs[i],
                 unit: "tok/s",
                 disk,
                 memory,
             });
-            Ok(())
-        };
-        if let Some(BurnModel::Gpt(m)) = &burn {
-            sample_row("burn-flex dense", dense_disk, 4 * numel, &mut |ctx| {
-                burn_last_logits(m, ctx)
-            })?;
-        }
-        for (label, e, disk) in &engines {
-            let g = e.gpt().expect("nanoGPT engine");
-            sample_row(label, *disk, e.memory_bytes(), &mut |ctx| {
-                g.forward(ctx, 1, ctx.len(), true)
-            })?;
         }
     }
     Ok(rows)
 }
 
-/// CSR against dense on our layer shapes.
+/// CSR against dense on our layer shapes (the `infer` wing's table).
 fn crossover(args: &InferBenchArgs) -> anyhow::Result<()> {
-    // (what, rows, cols, columns of the activation matrix)
-    let shapes: [(&str, usize, usize, usize); 8] = [
-        ("fashion fc1, batch 1", 128, 3136, 1),
-        ("fashion fc1, batch 64", 128, 3136, 64),
-        ("fashion conv2, batch 1", 64, 288, 196),
-        ("fashion conv2, batch 64", 64, 288, 196 * 64),
-        ("nanoGPT-short c_fc, 64 tokens", 512, 128, 64),
-        ("nanoGPT c_fc, 1 token", 1536, 384, 1),
-        ("ResNet18 layer4 conv, batch 1", 512, 4608, 16),
-        ("ResNet18 layer2 conv, batch 1", 128, 1152, 256),
-    ];
-    let zeros = [0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98];
-    let mut md = String::from("| layer (rows x cols x activation columns) |");
-    for z in zeros {
-        md.push_str(&format!(" {:.0}% |", 100.0 * z));
-    }
-    md.push_str("\n|---|");
-    md.push_str(&"---|".repeat(zeros.len()));
-    md.push('\n');
-    let mut rng = Rng::new(11);
-    for (what, m, k, p) in shapes {
-        md.push_str(&format!("| {what} ({m}x{k}x{p}) |"));
-        let x: Vec<f32> = (0..k * p).map(|_| rng.normal() as f32).collect();
-        for z in zeros {
-            let w: Vec<f32> = (0..m * k)
-                .map(|_| {
-                    if rng.next_f64() < z {
-                        0.0
-                    } else {
-                        rng.normal() as f32
-                    }
-                })
-                .collect();
-            let dense = Matrix::choose(m, k, w.clone(), f64::INFINITY);
-            let csr = Matrix::choose(m, k, w, 0.0);
-            let (d, _) = time(args.iters, args.warmup, || {
-                let _ = dense.matmul(&x, p);
-            });
-            let (s, _) = time(args.iters, args.warmup, || {
-                let _ = csr.matmul(&x, p);
-            });
-            md.push_str(&format!(" {:.2}x |", d / s));
-        }
-        md.push('\n');
-    }
     println!(
-        "dense time / CSR time (above 1: CSR faster), median of {} runs:",
-        args.iters
+        "dense time / CSR time (above 1: CSR faster), medians of {} runs, {} rayon threads:",
+        args.iters,
+        rayon::current_num_threads()
     );
-    print!("{md}");
+    print!("{}", crate::infer::crossover_table(args.iters));
     Ok(())
 }

@@ -76,6 +76,9 @@ impl Engine {
             Net::ResNet(r) => n * r.in_channels * hw[0] * hw[1],
             Net::Gpt(_) => bail!("nanoGPT is not a classifier: sample from it instead"),
         };
+        if matches!(self.net, Net::ResNet(_)) && (hw[0] == 0 || hw[1] == 0) {
+            bail!("image size {hw:?}: ResNet needs images of at least 1x1");
+        }
         if x.len() != want {
             bail!(
                 "{} input values for {n} samples, the model takes {want}",

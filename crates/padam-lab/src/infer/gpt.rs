@@ -149,10 +149,11 @@ impl GptNet {
         let cols = b * t;
         // x [C, b·t]
         let mut x = vec![0.0f32; c * cols];
-        for (col, &tok) in tokens.iter().enumerate() {
-            let (e, p) = (tok as usize * c, (col % t) * c);
-            for f in 0..c {
-                x[f * cols + col] = self.wte[e + f] + self.wpe[p + f];
+        // Feature-major writes (the tables are small and stay in cache while they are read
+        // across).
+        for (f, row) in x.chunks_exact_mut(cols).enumerate() {
+            for (col, (v, &tok)) in row.iter_mut().zip(tokens).enumerate() {
+                *v = self.wte[tok as usize * c + f] + self.wpe[(col % t) * c + f];
             }
         }
         let last_block = self.blocks.len().saturating_sub(1);

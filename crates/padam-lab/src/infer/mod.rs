@@ -9,6 +9,7 @@
 
 mod cnn;
 mod compact;
+mod crossover;
 mod engine;
 mod gpt;
 mod matrix;
@@ -20,9 +21,10 @@ mod sample;
 mod tensors;
 
 pub use compact::{compact, Compacted, Removed};
+pub use crossover::crossover_table;
 pub use engine::{Engine, Net};
 pub use matrix::{zero_fraction, Csr, Dense, Matrix};
-pub use plan::{LayerInfo, Plan, DEFAULT_SPARSE_THRESHOLD};
+pub use plan::{LayerInfo, Plan, DEFAULT_CONV_THRESHOLD, DEFAULT_SPARSE_THRESHOLD};
 pub use sample::{
     burn_last_logits, generate, next_token, run as sample, EngineKind, SampleArgs, Sampled,
     Sampling,

@@ -1,5 +1,6 @@
 //! Which weights the engine stores as CSR: every matrix whose exact-zero fraction reaches the
-//! plan's threshold (measured, docs/BENCHMARKS.md); all others, and every vector, stay dense.
+//! plan's threshold for its kind (linear or convolution; measured, docs/BENCHMARKS.md); all
+//! others, and every vector, stay dense.
 //! Also the builders that turn named tensors into the engine's layers, and the per-layer
 //! report of what was chosen.
 
@@ -9,22 +10,37 @@ use super::matrix::{zero_fraction, Matrix};
 use super::ops::{BatchNorm, Conv, Linear};
 use super::tensors::Tensors;
 
-/// The zero fraction from which CSR beats the dense `gemm` kernel on every layer shape we
-/// measured at batch 1 and 64 (`padam bench infer --crossover`, docs/BENCHMARKS.md).
+/// The zero fraction from which a CSR linear layer beats the dense `gemm` product on the layer
+/// shapes we measured at batch 1 and 64 (`padam bench infer --crossover`, docs/BENCHMARKS.md).
 pub const DEFAULT_SPARSE_THRESHOLD: f64 = 0.7;
+
+/// The same for convolutions: the direct sparse convolution against im2col + `gemm`.
+pub const DEFAULT_CONV_THRESHOLD: f64 = 0.9;
 
 /// How the engine stores its weights.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Plan {
-    /// Matrices with at least this fraction of exact zeros are stored as CSR.
+    /// Linear layers with at least this fraction of exact zeros are stored as CSR.
     pub sparse_threshold: f64,
+    /// Convolution kernels with at least this fraction of exact zeros are stored as CSR.
+    pub conv_threshold: f64,
 }
 
 impl Plan {
-    /// CSR from [`DEFAULT_SPARSE_THRESHOLD`] zeros.
+    /// CSR from [`DEFAULT_SPARSE_THRESHOLD`] (linear) and [`DEFAULT_CONV_THRESHOLD`]
+    /// (convolutions) zeros.
     pub fn sparse() -> Self {
         Self {
             sparse_threshold: DEFAULT_SPARSE_THRESHOLD,
+            conv_threshold: DEFAULT_CONV_THRESHOLD,
+        }
+    }
+
+    /// Every matrix CSR, however dense (for tests of the sparse kernels).
+    pub fn all_sparse() -> Self {
+        Self {
+            sparse_threshold: 0.0,
+            conv_threshold: 0.0,
         }
     }
 
@@ -32,6 +48,7 @@ impl Plan {
     pub fn dense() -> Self {
         Self {
             sparse_threshold: f64::INFINITY,
+            conv_threshold: f64::INFINITY,
         }
     }
 }
@@ -75,9 +92,16 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn matrix(&mut self, name: &str, rows: usize, cols: usize, values: Vec<f32>) -> Matrix {
+    fn matrix(
+        &mut self,
+        name: &str,
+        rows: usize,
+        cols: usize,
+        values: Vec<f32>,
+        threshold: f64,
+    ) -> Matrix {
         let zf = zero_fraction(&values);
-        let m = Matrix::choose(rows, cols, values, self.plan.sparse_threshold);
+        let m = Matrix::choose(rows, cols, values, threshold);
         self.layers.push(LayerInfo {
             name: name.to_string(),
             shape: [rows, cols],
@@ -133,7 +157,7 @@ impl<'a> Builder<'a> {
                 t[c * i + r] = w.values[r * o + c];
             }
         }
-        let weight = self.matrix(&name, o, i, t);
+        let weight = self.matrix(&name, o, i, t, self.plan.sparse_threshold);
         let bias = self.optional_vector(&format!("{prefix}.bias"), o)?;
         Ok(Linear { weight, bias })
     }
@@ -158,7 +182,7 @@ impl<'a> Builder<'a> {
             );
         }
         let values = w.values.clone();
-        let weight = self.matrix(&name, o, i * kh * kw, values);
+        let weight = self.matrix(&name, o, i * kh * kw, values, self.plan.conv_threshold);
         let bias = self.optional_vector(&format!("{prefix}.bias"), o)?;
         Ok(Conv {
             weight,
