@@ -84,10 +84,13 @@ impl Conv {
         let mut out = match &self.weight {
             // A 1x1 stride-1 convolution is the product itself.
             _ if k == 1 && s == 1 && p == 0 => self.weight.matmul(&x.data, cols),
-            // Sparse kernels run directly on the padded input: unrolling it (im2col) costs
-            // k² copies of the input, more than the few products left (`padam bench infer`).
-            Matrix::Sparse(csr) => direct_sparse_conv(csr, x, k, s, p, oh, ow),
-            Matrix::Dense(_) => self.weight.matmul(&im2col(x, k, s, p, oh, ow), cols),
+            // Sparse kernels run directly on the padded input where output rows are long and
+            // contiguous: unrolling it (im2col) costs k² copies of the input, more than the few
+            // products left. Strided or tiny maps (ResNet's later stages) make the direct
+            // loops short and scalar, so there CSR multiplies the unrolled input
+            // (`padam bench infer --crossover`).
+            Matrix::Sparse(csr) if s == 1 && ow >= 8 => direct_sparse_conv(csr, x, k, s, p, oh, ow),
+            _ => self.weight.matmul(&im2col(x, k, s, p, oh, ow), cols),
         };
         if let Some(b) = &self.bias {
             add_row_bias(&mut out, b, cols);
