@@ -184,7 +184,9 @@ impl Dense {
             out.fill(0.0);
             return;
         }
-        let parallelism = if m * k * n >= 4 * PARALLEL_MIN_WORK {
+        // burn-flex's threshold for a parallel gemm (192³ multiply-adds), so the dense rows of
+        // the engine and burn split work alike.
+        let parallelism = if m * k * n >= 192 * 192 * 192 {
             gemm::Parallelism::Rayon(0)
         } else {
             gemm::Parallelism::None
