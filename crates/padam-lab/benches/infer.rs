@@ -1,6 +1,6 @@
-//! Criterion bench of the sparse inference engine at CI size: the dense (gemm), our CSR and
-//! sprs's CSR products on two layer shapes, and the whole Fashion CNN forward at batch 1 on burn-flex and on
-//! the engine (dense and sparse plans), with 95% of each weight matrix exactly 0.
+//! Criterion bench of the sparse inference engine at CI size: dense (gemm), our CSR and sprs's
+//! CSR products on two layer shapes, and the whole Fashion CNN forward at batch 1 on burn-flex
+//! and on the engine (dense and sparse plans), with 95% of each weight matrix exactly 0.
 //! Run: `cargo bench -p padam-lab --bench infer`. The full-model table is `padam bench infer`
 //! (docs/BENCHMARKS.md).
 

@@ -14,8 +14,8 @@ use clap::Args;
 
 use crate::data::Rng;
 use crate::infer::{
-    burn_last_logits, compact, generate, load, model_shape, zero_fraction, Engine, Plan, Sampling,
-    Shape, Tensors,
+    burn_last_logits, compact, generate, load, model_shape, zero_fraction, Engine, Forward, Plan,
+    Sampling, Shape, Tensors,
 };
 use crate::models::fashion_cnn::FashionCnn;
 use crate::models::nanogpt::NanoGpt;
@@ -94,13 +94,12 @@ fn stats(mut ms: Vec<f64>) -> (f64, f64) {
 /// A row to time: label, bytes on disk, bytes in memory, one forward pass.
 type Run<'a> = (&'a str, Option<u64>, usize, Box<dyn FnMut() + 'a>);
 
+/// A timed row: label, bytes on disk, bytes in memory, (median, p95) ms.
+type Timed<'a> = (&'a str, Option<u64>, usize, (f64, f64));
+
 /// Time every run `iters` times, taking turns (one pass of each, then again), so load from
 /// elsewhere on the machine falls on all rows alike; median and p95 per run.
-fn interleaved(
-    mut runs: Vec<Run<'_>>,
-    iters: usize,
-    warmup: usize,
-) -> Vec<(&str, Option<u64>, usize, (f64, f64))> {
+fn interleaved(mut runs: Vec<Run<'_>>, iters: usize, warmup: usize) -> Vec<Timed<'_>> {
     for _ in 0..warmup {
         runs.iter_mut().for_each(|r| (r.3)());
     }
@@ -120,19 +119,23 @@ fn interleaved(
 
 /// burn's model of a family, for the dense reference rows.
 enum BurnModel {
-    Mlp(Mlp<Cpu>),
-    Fashion(FashionCnn<Cpu>),
-    ResNet(ResNet<Cpu>),
-    Gpt(NanoGpt<Cpu>),
+    Mlp(Box<Mlp<Cpu>>),
+    Fashion(Box<FashionCnn<Cpu>>),
+    ResNet(Box<ResNet<Cpu>>),
+    Gpt(Box<NanoGpt<Cpu>>),
 }
 
 fn burn_model(shape: &Shape, tensors: &Tensors, seed: u64) -> anyhow::Result<BurnModel> {
     let d = Default::default();
     Ok(match shape {
-        Shape::Mlp(c) => BurnModel::Mlp(tensors.load_into(c.init::<Cpu>(seed, &d))?),
-        Shape::Fashion(c) => BurnModel::Fashion(tensors.load_into(c.init::<Cpu>(seed, &d))?),
-        Shape::ResNet(c) => BurnModel::ResNet(tensors.load_into(c.init::<Cpu>(seed, &d))?),
-        Shape::Gpt(c) => BurnModel::Gpt(tensors.load_into(c.init::<Cpu>(seed, &d))?),
+        Shape::Mlp(c) => BurnModel::Mlp(Box::new(tensors.load_into(c.init::<Cpu>(seed, &d))?)),
+        Shape::Fashion(c) => {
+            BurnModel::Fashion(Box::new(tensors.load_into(c.init::<Cpu>(seed, &d))?))
+        }
+        Shape::ResNet(c) => {
+            BurnModel::ResNet(Box::new(tensors.load_into(c.init::<Cpu>(seed, &d))?))
+        }
+        Shape::Gpt(c) => BurnModel::Gpt(Box::new(tensors.load_into(c.init::<Cpu>(seed, &d))?)),
     })
 }
 
@@ -443,7 +446,6 @@ fn bench_model(path: &Path, args: &InferBenchArgs) -> anyhow::Result<Vec<Row>> {
             seed: 1337,
         };
         let prompt = [0u32];
-        type Forward<'a> = Box<dyn FnMut(&[u32]) -> Vec<f32> + 'a>;
         let mut samplers: Vec<(&str, Option<u64>, usize, Forward<'_>)> = Vec::new();
         if let Some(BurnModel::Gpt(m)) = &burn {
             samplers.push((

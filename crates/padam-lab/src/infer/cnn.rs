@@ -23,14 +23,14 @@ pub struct CnnNet {
 impl CnnNet {
     /// The CNN for `input` `[channels, h, w]` images from `b`.
     pub fn build(b: &mut Builder<'_>, input: [usize; 3]) -> anyhow::Result<Self> {
+        if !input[1].is_multiple_of(4) || !input[2].is_multiple_of(4) {
+            bail!("image size {input:?} is not divisible by 4");
+        }
         let conv1 = b.conv("conv1", input[0], 1, 1)?;
         let conv2 = b.conv("conv2", conv1.weight.rows(), 1, 1)?;
         let side = (input[1] / 4) * (input[2] / 4);
         let fc1 = b.linear("fc1", Some(conv2.weight.rows() * side))?;
         let fc2 = b.linear("fc2", Some(fc1.weight.rows()))?;
-        if input[1] % 4 != 0 || input[2] % 4 != 0 {
-            bail!("image size {input:?} is not divisible by 4");
-        }
         Ok(Self {
             conv1,
             conv2,

@@ -26,7 +26,7 @@ pub use engine::{Engine, Net};
 pub use matrix::{zero_fraction, Csr, Dense, Matrix};
 pub use plan::{LayerInfo, Plan, DEFAULT_CONV_THRESHOLD, DEFAULT_SPARSE_THRESHOLD};
 pub use sample::{
-    burn_last_logits, generate, next_token, run as sample, EngineKind, SampleArgs, Sampled,
-    Sampling,
+    burn_last_logits, generate, next_token, run as sample, EngineKind, Forward, SampleArgs,
+    Sampled, Sampling,
 };
 pub use tensors::{load, model_shape, HostTensor, Loaded, Shape, Tensors};

@@ -175,6 +175,9 @@ pub fn burn_last_logits(model: &NanoGpt<Cpu>, context: &[u32]) -> Vec<f32> {
         .expect("f32 logits")
 }
 
+/// A model's last-position logits for a context (one forward pass).
+pub type Forward<'a> = Box<dyn FnMut(&[u32]) -> Vec<f32> + 'a>;
+
 /// What `padam sample` produced.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sampled {
@@ -224,7 +227,7 @@ pub fn run(args: &SampleArgs) -> anyhow::Result<Sampled> {
     // The model is built before the clock starts: tokens/s is the generation alone.
     let engine;
     let model;
-    let mut forward: Box<dyn FnMut(&[u32]) -> Vec<f32> + '_> = match args.engine {
+    let mut forward: Forward<'_> = match args.engine {
         EngineKind::Sparse => {
             engine = Engine::build(&Shape::Gpt(gpt.clone()), &loaded.tensors, Plan::sparse())?;
             let net = engine.gpt().expect("a nanoGPT engine");
