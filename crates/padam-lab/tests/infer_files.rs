@@ -159,3 +159,182 @@ fn engine_on_a_real_exported_run() {
     .to_string();
     assert!(e.contains("needs a nanoGPT model"), "{e}");
 }
+
+/// A nanoGPT export file over a small text of our own: its config (data.path = the text) and
+/// 95%-zero weights, written as `padam export` writes a dense file.
+fn nanogpt_export(root: &std::path::Path) -> std::path::PathBuf {
+    use padam_lab::data::shakespeare::CharVocab;
+    use padam_lab::data::Rng;
+    use padam_lab::infer::Tensors;
+    use padam_lab::models::nanogpt::NanoGptConfig;
+    use safetensors::tensor::{Dtype, TensorView};
+
+    std::fs::create_dir_all(root).unwrap();
+    let text = "to be, or not to be: that is the question.\n".repeat(30);
+    std::fs::write(root.join("input.txt"), &text).unwrap();
+    let base = std::fs::read_to_string("../../configs/nanogpt-padam-short.toml").unwrap();
+    let cfg = config::parse(
+        &base,
+        &[
+            "model.n_layer=1".into(),
+            "model.n_embd=16".into(),
+            "model.n_head=2".into(),
+            "model.block_size=16".into(),
+            format!("data.path=\"{}\"", root.display()),
+        ],
+    )
+    .unwrap();
+    let gpt = NanoGptConfig {
+        vocab_size: CharVocab::from_text(&text).len(),
+        block_size: 16,
+        n_layer: 1,
+        n_head: 2,
+        n_embd: 16,
+        dropout: 0.1,
+        bias: true,
+    };
+    let mut tensors = Tensors::from_module(&gpt.init::<Flex>(1, &Default::default()), "gpt");
+    let mut rng = Rng::new(4);
+    for h in tensors.map.values_mut() {
+        if h.shape.len() == 2 {
+            for v in h.values.iter_mut() {
+                let w = rng.normal() as f32;
+                *v = if rng.next_f64() < 0.95 { 0.0 } else { w };
+            }
+        }
+    }
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .map
+        .iter()
+        .map(|(n, h)| {
+            let b = h.values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            (n.clone(), h.shape.clone(), b)
+        })
+        .collect();
+    let views: Vec<(String, TensorView<'_>)> = bytes
+        .iter()
+        .map(|(n, s, b)| {
+            (
+                n.clone(),
+                TensorView::new(Dtype::F32, s.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    let meta = [
+        ("config".to_string(), cfg.to_toml()),
+        ("format".to_string(), "padam-dense-v1".to_string()),
+    ]
+    .into_iter()
+    .collect();
+    let file = root.join("model.safetensors");
+    std::fs::write(&file, safetensors::serialize(views, Some(meta)).unwrap()).unwrap();
+    file
+}
+
+#[test]
+fn padam_sample_gives_the_same_text_on_both_engines() {
+    use padam_lab::infer::{sample, EngineKind};
+    let root = tmp("infer-sample");
+    let file = nanogpt_export(&root);
+    let args = SampleArgs {
+        model: file.clone(),
+        prompt: "to be".into(),
+        tokens: 40,
+        temperature: 1.0,
+        top_k: 0,
+        seed: 5,
+        engine: EngineKind::Sparse,
+        data: None,
+    };
+    let sparse = sample(&args).unwrap();
+    let dense = sample(&SampleArgs {
+        engine: EngineKind::Dense,
+        ..args.clone()
+    })
+    .unwrap();
+    assert_eq!(sparse.text, dense.text);
+    assert_eq!(sparse.text.chars().count(), 40);
+    assert!(
+        sparse
+            .text
+            .chars()
+            .all(|c| "to be,rnhaisqu:.\n".contains(c)),
+        "{:?}",
+        sparse.text
+    );
+    assert!(sparse.tokens_per_s > 0.0);
+    let other = sample(&SampleArgs {
+        seed: 6,
+        ..args.clone()
+    })
+    .unwrap();
+    assert_ne!(other.text, sparse.text);
+
+    // A prompt character outside the text, and a text with another character set.
+    let e = sample(&SampleArgs {
+        prompt: "Zebra".into(),
+        ..args.clone()
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("--prompt \"Zebra\"") && e.contains("'Z'"), "{e}");
+    let other_text = root.join("other");
+    std::fs::create_dir_all(&other_text).unwrap();
+    std::fs::write(other_text.join("input.txt"), "abc abc abc\n").unwrap();
+    let e = sample(&SampleArgs {
+        data: Some(other_text),
+        ..args.clone()
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("5 characters") && e.contains("vocabulary of 17"),
+        "{e}"
+    );
+    let e = sample(&SampleArgs {
+        temperature: f64::NAN,
+        ..args
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("--temperature NaN"), "{e}");
+}
+
+#[test]
+fn a_corrupt_sparse_shape_is_an_error_naming_the_file_and_key() {
+    use safetensors::tensor::{Dtype, TensorView};
+    let root = tmp("infer-corrupt");
+    std::fs::create_dir_all(&root).unwrap();
+    let idx: Vec<u8> = [0u32, 3].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let val: Vec<u8> = [1.0f32, 2.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+    for (shape, want) in [
+        ("[4294967296, 4294967296]", "more entries than u32 indices"),
+        ("[2, x]", "is not a shape like"),
+        ("[1, 2]", "past the 2 entries"),
+    ] {
+        let views = vec![
+            (
+                "w.indices".to_string(),
+                TensorView::new(Dtype::U32, vec![2], &idx).unwrap(),
+            ),
+            (
+                "w.values".to_string(),
+                TensorView::new(Dtype::F32, vec![2], &val).unwrap(),
+            ),
+        ];
+        let meta = [
+            ("config".to_string(), DIGITS.to_string()),
+            ("format".to_string(), "padam-sparse-v1".to_string()),
+            ("shape.w".to_string(), shape.to_string()),
+        ]
+        .into_iter()
+        .collect();
+        let file = root.join("bad.safetensors");
+        std::fs::write(&file, safetensors::serialize(views, Some(meta)).unwrap()).unwrap();
+        let e = format!("{:#}", load(&file).unwrap_err());
+        assert!(
+            e.contains("bad.safetensors") && e.contains(want),
+            "{shape}: {e}"
+        );
+    }
+}
