@@ -3,8 +3,8 @@
 //!
 //! One wing per group of subcommands, each behind its `mod.rs` face: `train` (`padam train`),
 //! `bench` (`padam bench ...`), `runs` (`plot`, `report`, `sweep`, `export`, `eval`: whatever
-//! reads run directories), `infer` (`sample`, and the sparse inference engine behind `bench
-//! infer`) and `demo` (`demo`, `toy`). The shared rooms `backend`, `data` and
+//! reads run directories), `infer` (`sample`, `compact`, and the sparse inference engine behind
+//! `bench infer`) and `demo` (`demo`, `toy`). The shared rooms `backend`, `data` and
 //! `models` import no wing. A wing imports its own files, the shared rooms, the `padam` library
 //! and other wings' faces only (docs/ARCHITECTURE.md).
 

@@ -338,3 +338,71 @@ fn a_corrupt_sparse_shape_is_an_error_naming_the_file_and_key() {
         );
     }
 }
+
+#[test]
+fn padam_compact_writes_a_smaller_model_with_the_same_outputs() {
+    use padam_lab::infer::{compact_run, CompactArgs};
+    let root = tmp("infer-compact");
+    let run = root.join("run");
+    let cfg = config::parse(DIGITS, &[]).unwrap();
+    train::run_config(
+        &cfg,
+        &TrainArgs {
+            out: Some(run.clone()),
+            quiet: true,
+            ..TrainArgs::default()
+        },
+    )
+    .unwrap();
+    let files = export::export(&ExportArgs {
+        run: run.clone(),
+        format: "safetensors".into(),
+        out: None,
+    })
+    .unwrap();
+    let (out, report) = compact_run(&CompactArgs {
+        model: files.sparse.0.clone(),
+        out: None,
+    })
+    .unwrap();
+    assert_eq!(out, run.join("export").join("model.compact.safetensors"));
+    let hidden = report
+        .report
+        .iter()
+        .find(|r| r.name == "layers.0.weight")
+        .unwrap();
+    assert!(hidden.fraction() > 0.0, "{hidden:?}");
+    assert!(std::fs::metadata(&out).unwrap().len() < files.dense.1);
+
+    let original = load(&files.sparse.0).unwrap();
+    let small = load(&out).unwrap();
+    let shape = model_shape(&small.config.model, Some(&small.tensors)).unwrap();
+    let x = padam_lab::data::digits::load(None)
+        .unwrap()
+        .to_split()
+        .features[..50 * 64]
+        .to_vec();
+    let logits = |t: &padam_lab::infer::Tensors| {
+        Engine::build(&shape, t, Plan::dense())
+            .unwrap()
+            .classify(&x, 50, [0, 0])
+            .unwrap()
+    };
+    let (want, got) = (logits(&original.tensors), logits(&small.tensors));
+    let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let worst = want
+        .iter()
+        .zip(&got)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst <= 1e-5 * scale, "{worst} of {scale}");
+
+    // padam eval refuses it, saying what it is.
+    let e = export::eval(&padam_lab::runs::export::EvalArgs {
+        file: out,
+        data: None,
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("a compacted model"), "{e}");
+}

@@ -16,11 +16,14 @@
 //! the head then outputs its value bias, since attention weights sum to 1, folded into
 //! `c_proj`'s bias). The residual stream of nanoGPT stays.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 
-use anyhow::bail;
+use anyhow::{bail, Context};
+use clap::Args;
+use safetensors::tensor::{Dtype, TensorView};
 
-use super::tensors::{HostTensor, Shape, Tensors};
+use super::tensors::{load, model_shape, HostTensor, Shape, Tensors};
 
 /// What compaction did to one tensor.
 #[derive(Debug, Clone, PartialEq)]
@@ -121,6 +124,82 @@ pub fn compact(shape: &Shape, tensors: &Tensors) -> anyhow::Result<Compacted> {
         },
         report,
     })
+}
+
+/// Options of `padam compact`.
+#[derive(Args, Debug, Clone)]
+pub struct CompactArgs {
+    /// A run directory (its newest checkpoint) or a file written by `padam export`.
+    pub model: PathBuf,
+    /// Output file (default: `model.compact.safetensors` beside the input file, or in
+    /// `<run>/export/`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// `format` of a compacted file: dense tensors whose shapes differ from the config's model, so
+/// only the `infer` engine (which reads shapes from the tensors) runs it.
+pub const COMPACT_FORMAT: &str = "padam-compact-v1";
+
+/// Run `padam compact`: the per-tensor report on stdout, the compacted model written as a dense
+/// safetensors (format [`COMPACT_FORMAT`], the run's config embedded).
+pub fn run(args: &CompactArgs) -> anyhow::Result<(PathBuf, Compacted)> {
+    let loaded = load(&args.model)?;
+    let shape = model_shape(&loaded.config.model, Some(&loaded.tensors))?;
+    let c = compact(&shape, &loaded.tensors)?;
+    println!("| tensor | shape | compacted | removed |");
+    println!("|---|---|---|---|");
+    for r in &c.report {
+        println!(
+            "| {} | {:?} | {:?} | {:.1}% |",
+            r.name,
+            r.before,
+            r.after,
+            100.0 * r.fraction()
+        );
+    }
+    let count =
+        |t: &BTreeMap<String, HostTensor>| t.values().map(|h| h.values.len()).sum::<usize>();
+    let (before, after) = (count(&loaded.tensors.map), count(&c.tensors.map));
+    println!(
+        "{before} -> {after} parameters ({:.1}% structurally removable)",
+        100.0 * (1.0 - after as f64 / before.max(1) as f64)
+    );
+    let out = match &args.out {
+        Some(o) => o.clone(),
+        None if args.model.is_dir() => args.model.join("export").join("model.compact.safetensors"),
+        None => args.model.with_file_name("model.compact.safetensors"),
+    };
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = c
+        .tensors
+        .map
+        .iter()
+        .map(|(n, h)| {
+            let b = h.values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            (n.clone(), h.shape.clone(), b)
+        })
+        .collect();
+    let views = bytes
+        .iter()
+        .map(|(n, s, b)| Ok((n.clone(), TensorView::new(Dtype::F32, s.clone(), b)?)))
+        .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
+    let meta: HashMap<String, String> = [
+        ("config".to_string(), loaded.config.to_toml()),
+        ("format".to_string(), COMPACT_FORMAT.to_string()),
+        (
+            "compacted_from".to_string(),
+            args.model.display().to_string(),
+        ),
+    ]
+    .into_iter()
+    .collect();
+    let file = safetensors::serialize(views, Some(meta))?;
+    std::fs::write(&out, &file).with_context(|| format!("writing {}", out.display()))?;
+    println!("{} {} bytes", out.display(), file.len());
+    Ok((out, c))
 }
 
 fn relu(x: f32) -> f32 {

@@ -5,7 +5,7 @@
 //! Files: `matrix` (the dense and CSR formats and their products), `plan` (the choice per
 //! tensor and the layer builders), `ops` (convolution, pooling, norms, attention), one file per
 //! family (`mlp`, `cnn`, `resnet`, `gpt`), `engine` (the family behind one type), `tensors`
-//! (weights from export files, run directories and burn modules), `sample` (`padam sample`), `compact` (structurally zero units cut out).
+//! (weights from export files, run directories and burn modules), `sample` (`padam sample`), `compact` (structurally zero units cut out, `padam compact`).
 
 mod cnn;
 mod compact;
@@ -20,7 +20,7 @@ mod resnet;
 mod sample;
 mod tensors;
 
-pub use compact::{compact, Compacted, Removed};
+pub use compact::{compact, run as compact_run, CompactArgs, Compacted, Removed, COMPACT_FORMAT};
 pub use crossover::crossover_table;
 pub use engine::{Engine, Net};
 pub use matrix::{zero_fraction, Csr, Dense, Matrix};

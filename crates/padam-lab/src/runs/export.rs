@@ -251,6 +251,12 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<Evaluated> {
         .metadata()
         .clone()
         .with_context(|| format!("{file}: no __metadata__ (not written by padam export)"))?;
+    if meta.get("format").map(String::as_str) == Some("padam-compact-v1") {
+        bail!(
+            "{file}: a compacted model (padam compact): its shapes differ from the config's \
+             model, so only the infer engine runs it (padam bench infer --rows sparse, padam sample)"
+        );
+    }
     let text = meta
         .get("config")
         .with_context(|| format!("{file}: metadata has no `config`"))?;
@@ -315,8 +321,13 @@ pub fn read_export(path: &Path) -> anyhow::Result<ExportFile> {
         .with_context(|| format!("{file}: metadata has no `config`"))?;
     let config = config::parse(text, &[]).with_context(|| format!("{file}: embedded config"))?;
     let format = meta.get("format").cloned().unwrap_or_default();
-    if format != "padam-dense-v1" && format != "padam-sparse-v1" {
-        bail!("{file}: metadata `format` = {format:?}, expected padam-dense-v1 or padam-sparse-v1");
+    // padam-compact-v1 (`padam compact`) is laid out as dense; its shapes are checked by the
+    // reader that runs it.
+    if !["padam-dense-v1", "padam-sparse-v1", "padam-compact-v1"].contains(&format.as_str()) {
+        bail!(
+            "{file}: metadata `format` = {format:?}, expected padam-dense-v1, padam-sparse-v1 or \
+             padam-compact-v1"
+        );
     }
     let source = Source {
         file: &file,
