@@ -281,13 +281,20 @@ fn bench_model(path: &Path, args: &InferBenchArgs) -> anyhow::Result<Vec<Row>> {
     );
     let zeros = format!("{:.1}%", 100.0 * zero_fraction(&all));
     let model_label = format!("{name} | {zeros}");
+    let export_file = path.is_dir()
+        || path
+            .file_name()
+            .is_some_and(|n| n == "model.safetensors" || n == "model.sparse.safetensors");
     let (dense_disk, sparse_disk) = if args.prune_to.is_some() {
         (None, None)
-    } else {
+    } else if export_file {
         (
             sibling_size(path, "model.safetensors"),
             sibling_size(path, "model.sparse.safetensors"),
         )
+    } else {
+        // Another file (a compacted model, say): the engine rows run from it.
+        (Some(loaded.file_bytes), Some(loaded.file_bytes))
     };
     let compacted = compact(&shape, &tensors)?;
     let removed = compacted
