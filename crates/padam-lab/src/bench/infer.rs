@@ -39,7 +39,8 @@ pub struct InferBenchArgs {
     /// Untimed forward passes first.
     #[arg(long, default_value_t = 2)]
     pub warmup: usize,
-    /// nanoGPT: tokens generated per sampling row (batch 1, temperature 0.8, top-k 200).
+    /// nanoGPT: tokens generated per sampling row (batch 1, temperature 0.8, top-k 200; 0: no
+    /// sampling rows).
     #[arg(long, default_value_t = 200)]
     pub sample_tokens: usize,
     /// Zero the smallest-magnitude entries of every weight matrix to this fraction first, for
@@ -445,7 +446,7 @@ fn bench_model(path: &Path, args: &InferBenchArgs) -> anyhow::Result<Vec<Row>> {
     }
     // nanoGPT: tokens/s while sampling, per-token latency; rows take turns in rounds, so a
     // machine busy with something else slows all of them alike.
-    if let Shape::Gpt(c) = &shape {
+    if let (Shape::Gpt(c), true) = (&shape, args.sample_tokens > 0) {
         let s = Sampling {
             tokens: args.sample_tokens,
             temperature: 0.8,
