@@ -1,6 +1,7 @@
-//! The weightless operations of the three model families, on the engine's feature-major
-//! activations: images as `[C, N, H, W]` (channel first, so a convolution's output is the
-//! `[c_out, N·H·W]` product itself), token streams as `[C, tokens]`.
+//! The layers and operations of the model families (convolution, linear, batch and layer norm,
+//! pooling, GELU, causal attention) on the engine's feature-major activations: images as
+//! `[C, N, H, W]` (channel first, so a convolution's output is the `[c_out, N·H·W]` product
+//! itself), token streams as `[C, tokens]`.
 //!
 //! Each follows the formula of the burn-flex operation it replaces (noted per function), so
 //! the engine's outputs match burn's dense forward to rounding.
