@@ -340,6 +340,9 @@ fn bench_model(path: &Path, args: &InferBenchArgs) -> anyhow::Result<Vec<Row>> {
     };
     let numel: usize = tensors.map.values().map(|h| h.values.len()).sum();
 
+    if let Some(m) = &burn {
+        agreement(m, &shape, &engines, &name)?;
+    }
     let mut rows = Vec::new();
     let dims = sample_dims(&shape);
     let mut rng = Rng::new(7);
@@ -503,6 +506,101 @@ fn bench_model(path: &Path, args: &InferBenchArgs) -> anyhow::Result<Vec<Row>> {
         }
     }
     Ok(rows)
+}
+
+/// One engine's outputs on the inputs the reference was given.
+type EngineRun<'a> = Box<dyn Fn(&Engine) -> anyhow::Result<Vec<f32>> + 'a>;
+
+/// Every engine row's outputs against burn-flex's on 8 random inputs of this model: the
+/// largest difference relative to the largest output, and how many argmaxes (classes, or
+/// greedy next tokens at every position) agree. Printed before the timings.
+fn agreement(
+    burn: &BurnModel,
+    shape: &Shape,
+    engines: &[(&str, Engine, Option<u64>)],
+    name: &str,
+) -> anyhow::Result<()> {
+    let d = Default::default();
+    let mut rng = Rng::new(3);
+    let n = 8;
+    let (want, per_row, run): (Vec<f32>, usize, EngineRun<'_>) = match (burn, shape) {
+        (BurnModel::Gpt(m), Shape::Gpt(c)) => {
+            let t = c.block_size;
+            let tokens: Vec<u32> = (0..n * t).map(|_| rng.below(c.vocab_size) as u32).collect();
+            let idx: Vec<i64> = tokens.iter().map(|&v| i64::from(v)).collect();
+            let x = Tensor::<Cpu, 2, Int>::from_data(TensorData::new(idx, [n, t]), &d);
+            let want = m.forward(x).into_data().to_vec().expect("f32 logits");
+            let run = move |e: &Engine| {
+                let g = e.gpt().context("not a nanoGPT engine")?;
+                Ok(g.forward(&tokens, n, t, false))
+            };
+            (want, c.vocab_size, Box::new(run))
+        }
+        (m, shape) => {
+            let dims = sample_dims(shape);
+            let x: Vec<f32> = (0..n * dims.iter().product::<usize>())
+                .map(|_| rng.normal() as f32)
+                .collect();
+            let mut full = vec![n];
+            full.extend(&dims);
+            let data = || TensorData::new(x.clone(), full.clone());
+            let want: Vec<f32> = match m {
+                BurnModel::Mlp(m) => m
+                    .forward(Tensor::<Cpu, 2>::from_data(
+                        TensorData::new(x.clone(), [n, dims[0]]),
+                        &d,
+                    ))
+                    .into_data()
+                    .to_vec(),
+                BurnModel::Fashion(m) => m
+                    .forward(Tensor::<Cpu, 4>::from_data(data(), &d))
+                    .into_data()
+                    .to_vec(),
+                BurnModel::ResNet(m) => m
+                    .forward(Tensor::<Cpu, 4>::from_data(data(), &d))
+                    .into_data()
+                    .to_vec(),
+                BurnModel::Gpt(_) => bail!("a nanoGPT model with a classifier's config"),
+            }
+            .expect("f32 logits");
+            let classes = want.len() / n;
+            let hw = if dims.len() == 3 {
+                [dims[1], dims[2]]
+            } else {
+                [0, 0]
+            };
+            (
+                want,
+                classes,
+                Box::new(move |e: &Engine| e.classify(&x, n, hw)),
+            )
+        }
+    };
+    let argmax = |v: &[f32]| -> Vec<usize> {
+        v.chunks(per_row)
+            .map(|r| (0..r.len()).fold(0, |b, i| if r[i] > r[b] { i } else { b }))
+            .collect()
+    };
+    let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    for (label, e, _) in engines {
+        let got = run(e)?;
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        let same = argmax(&got)
+            .iter()
+            .zip(argmax(&want))
+            .filter(|(a, b)| **a == *b)
+            .count();
+        println!(
+            "{name} {label}: max |engine - burn-flex| = {:.1e} of the output scale, argmax {same}/{} the same",
+            worst / scale.max(f32::MIN_POSITIVE),
+            want.len() / per_row
+        );
+    }
+    Ok(())
 }
 
 /// CSR against dense on our layer shapes (the `infer` wing's table).
