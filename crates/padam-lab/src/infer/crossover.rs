@@ -10,7 +10,7 @@ use super::ops::{Conv, Image};
 use crate::data::Rng;
 
 /// Zero fractions the table covers.
-pub const ZEROS: [f64; 8] = [0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98];
+pub const ZEROS: [f64; 8] = [0.3, 0.5, 0.7, 0.8, 0.9, 0.93, 0.95, 0.98];
 
 fn random(n: usize, zeros: f64, rng: &mut Rng) -> Vec<f32> {
     (0..n)

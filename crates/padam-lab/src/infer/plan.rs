@@ -11,13 +11,14 @@ use super::ops::{BatchNorm, Conv, Linear};
 use super::tensors::Tensors;
 
 /// The zero fraction from which a CSR linear layer beat the dense `gemm` product on every layer
-/// shape we measured (batch 1 and 64, 1.04x to 2.03x at 90%; below 80% dense won on most:
-/// `padam bench infer --crossover`, docs/BENCHMARKS.md).
-pub const DEFAULT_SPARSE_THRESHOLD: f64 = 0.9;
+/// shape we measured (batch 1 and 64: 1.17x to 2.56x at 93%; at 90% one shape of eleven was
+/// still behind, and below 80% dense won on most: `padam bench infer --crossover`,
+/// docs/BENCHMARKS.md).
+pub const DEFAULT_SPARSE_THRESHOLD: f64 = 0.93;
 
 /// The same for convolutions, the sparse convolution (direct, or CSR x im2col on strided and
-/// tiny maps) against im2col + `gemm`: 1.26x to 3.78x at 90%.
-pub const DEFAULT_CONV_THRESHOLD: f64 = 0.9;
+/// tiny maps) against im2col + `gemm`: 1.15x to 4.52x at 93%.
+pub const DEFAULT_CONV_THRESHOLD: f64 = 0.93;
 
 /// How the engine stores its weights.
 #[derive(Debug, Clone, Copy, PartialEq)]
