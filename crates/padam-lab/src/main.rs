@@ -4,7 +4,7 @@ use clap::{Parser, Subcommand};
 
 use padam_lab::demo::toy;
 use padam_lab::runs::{export, plot, report, sweep};
-use padam_lab::{bench, demo, train};
+use padam_lab::{bench, demo, infer, train};
 
 /// padam: p-norm decoupled weight decay (pWD) for burn.
 #[derive(Parser, Debug)]
@@ -34,6 +34,12 @@ enum Command {
     Export(export::ExportArgs),
     /// Reload a `padam export` file (either form), evaluate it, compare with the run.
     Eval(export::EvalArgs),
+    /// Cut a model's structurally zero units (neurons, channels, heads) out, print what
+    /// fraction of each tensor went, write the smaller dense model for the `infer` engine.
+    Compact(infer::CompactArgs),
+    /// Text from a trained nanoGPT (run directory or export), on the sparse engine or
+    /// burn-flex's dense forward: prompt, tokens, temperature, top-k, seed.
+    Sample(infer::SampleArgs),
     /// Benchmarks (optimizer step over real model shapes).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -71,5 +77,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Report(args) => report::run(&args).map(|_| ()),
         Command::Export(args) => export::export(&args).map(|_| ()),
         Command::Eval(args) => export::eval(&args).map(|_| ()),
+        Command::Compact(args) => infer::compact_run(&args).map(|_| ()),
+        Command::Sample(args) => infer::sample(&args).map(|s| {
+            println!("{}{}", args.prompt, s.text);
+            let engine = match args.engine {
+                infer::EngineKind::Sparse => "sparse engine",
+                infer::EngineKind::Dense => "burn-flex dense",
+            };
+            eprintln!(
+                "{} tokens, {:.1} tokens/s ({engine})",
+                args.tokens, s.tokens_per_s
+            );
+        }),
     }
 }

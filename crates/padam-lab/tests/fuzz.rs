@@ -9,6 +9,7 @@ use std::path::Path;
 use burn::backend::{Autodiff, Flex};
 use burn::module::Module;
 use padam_lab::data::{cifar10, fashion_mnist, Rng};
+use padam_lab::infer;
 use padam_lab::models::Mlp;
 use padam_lab::runs::export;
 use padam_lab::train::{self, checkpoint, config};
@@ -226,8 +227,9 @@ fn fuzz_checkpoint() {
     });
 }
 
-/// `padam eval` on mutated exports of a digits MLP, dense and sparse: the safetensors header,
-/// the metadata (embedded config, shapes), the sparse indices and values.
+/// `padam eval`, the inference engine and compaction on mutated exports of a digits MLP, dense
+/// and sparse: the safetensors header, the metadata (embedded config, shapes), the sparse
+/// indices and values.
 #[test]
 fn fuzz_safetensors_export() {
     let tmp = TempDir::new("fuzz-st");
@@ -255,6 +257,15 @@ fn fuzz_safetensors_export() {
             file: file.clone(),
             data: None,
         });
+        // The inference engine and compaction on whatever the reader accepts.
+        if let Ok(l) = infer::load(&file) {
+            if let Ok(shape) = infer::model_shape(&l.config.model, Some(&l.tensors)) {
+                if let Ok(e) = infer::Engine::build(&shape, &l.tensors, infer::Plan::sparse()) {
+                    let _ = e.classify(&[0.5; 2 * 64], 2, [0, 0]);
+                }
+                let _ = infer::compact(&shape, &l.tensors);
+            }
+        }
     });
 }
 

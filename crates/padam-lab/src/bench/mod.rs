@@ -6,13 +6,17 @@
 //!   optimizer must move at the measured copy bandwidth of the device).
 //! - `bench verify`: the step of every optimizer on this backend against the float64 reference
 //!   on random tensors with exact zeros and tiny values (the GPU correctness check).
+//! - `bench infer`: inference of exported models on the CPU, burn-flex dense against the
+//!   `infer` wing's sparse engine and compacted models.
 
 mod host_profile;
+mod infer;
 mod step;
 mod train;
 mod verify;
 
 pub use host_profile::{SpanTimes, SpanTotal};
+pub use infer::InferBenchArgs;
 pub use step::{gpt2_shapes, resnet18_shapes, StepRow};
 pub use train::TrainBenchArgs;
 
@@ -31,6 +35,9 @@ pub enum BenchCommand {
     Verify(VerifyArgs),
     /// Training-step throughput of the three workloads on random data (vs PyTorch's script).
     Train(TrainBenchArgs),
+    /// Inference latency and throughput of exported models on the CPU: burn-flex dense, the
+    /// sparse engine, the compacted model; bytes on disk and in memory.
+    Infer(InferBenchArgs),
 }
 
 /// Options of `padam bench step`.
@@ -106,6 +113,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             BackendKind::Cuda => anyhow::bail!(crate::backend::CUDA_MISSING),
         },
         BenchCommand::Train(args) => train::run(&args),
+        BenchCommand::Infer(args) => infer::run(&args),
         BenchCommand::Verify(args) => match args.backend {
             BackendKind::Cpu => verify::<burn::backend::Autodiff<crate::backend::Cpu>>(&args),
             #[cfg(feature = "cuda")]

@@ -251,6 +251,12 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<Evaluated> {
         .metadata()
         .clone()
         .with_context(|| format!("{file}: no __metadata__ (not written by padam export)"))?;
+    if meta.get("format").map(String::as_str) == Some("padam-compact-v1") {
+        bail!(
+            "{file}: a compacted model (padam compact): its shapes differ from the config's \
+             model, so only the infer engine runs it (padam bench infer --rows sparse, padam sample)"
+        );
+    }
     let text = meta
         .get("config")
         .with_context(|| format!("{file}: metadata has no `config`"))?;
@@ -282,6 +288,94 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<Evaluated> {
         out.recorded_loss, out.recorded_accuracy
     );
     Ok(out)
+}
+
+/// A `padam export` file read back: its embedded config and every tensor by module path
+/// (sparse ones expanded to dense values), each checked as `padam eval` checks them.
+#[derive(Debug, Clone)]
+pub struct ExportFile {
+    /// The run's config, embedded in the file.
+    pub config: TrainConfig,
+    /// `padam-dense-v1` or `padam-sparse-v1`.
+    pub format: String,
+    /// `(path, shape, values)` of every tensor, in name order.
+    pub tensors: Vec<(String, Vec<usize>, Vec<f32>)>,
+    /// Size of the file.
+    pub bytes: u64,
+}
+
+/// Read a file written by `padam export` (either form).
+pub fn read_export(path: &Path) -> anyhow::Result<ExportFile> {
+    let file = path.display().to_string();
+    let bytes = fs::read(path).with_context(|| format!("reading {file}"))?;
+    let st = SafeTensors::deserialize(&bytes)
+        .map_err(|e| anyhow::anyhow!("{file}: not a safetensors file ({e})"))?;
+    let (_, header) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| anyhow::anyhow!("{file}: unreadable header ({e})"))?;
+    let meta = header
+        .metadata()
+        .clone()
+        .with_context(|| format!("{file}: no __metadata__ (not written by padam export)"))?;
+    let text = meta
+        .get("config")
+        .with_context(|| format!("{file}: metadata has no `config`"))?;
+    let config = config::parse(text, &[]).with_context(|| format!("{file}: embedded config"))?;
+    let format = meta.get("format").cloned().unwrap_or_default();
+    // padam-compact-v1 (`padam compact`) is laid out as dense; its shapes are checked by the
+    // reader that runs it.
+    if !["padam-dense-v1", "padam-sparse-v1", "padam-compact-v1"].contains(&format.as_str()) {
+        bail!(
+            "{file}: metadata `format` = {format:?}, expected padam-dense-v1, padam-sparse-v1 or \
+             padam-compact-v1"
+        );
+    }
+    let source = Source {
+        file: &file,
+        st: &st,
+        meta: &meta,
+    };
+    let mut names = st.names();
+    names.sort();
+    let mut tensors = Vec::new();
+    for name in names {
+        let sparse_base = name
+            .strip_suffix(".indices")
+            .or_else(|| name.strip_suffix(".values"))
+            .filter(|base| meta.contains_key(&format!("shape.{base}")));
+        let (base, shape) = match sparse_base {
+            // A sparse tensor is read once, at its `.indices` entry.
+            Some(_) if name.ends_with(".values") => continue,
+            Some(base) => {
+                let raw = &meta[&format!("shape.{base}")];
+                let shape: Vec<usize> = serde_json::from_str(raw).map_err(|e| {
+                    anyhow::anyhow!(
+                        "{file}: metadata `shape.{base}` = {raw:?} is not a shape like [64, 10] ({e})"
+                    )
+                })?;
+                // Indices are u32, so no sparse tensor holds more entries; this also keeps a
+                // corrupt shape from asking for an absurd allocation.
+                let numel = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+                if numel.is_none_or(|n| n > u32::MAX as usize) {
+                    bail!("{file}: metadata `shape.{base}` = {raw:?} has more entries than u32 indices address");
+                }
+                (base.to_string(), shape)
+            }
+            None => {
+                let t = st
+                    .tensor(name)
+                    .map_err(|e| anyhow::anyhow!("{file}: `{name}`: {e}"))?;
+                (name.to_string(), t.shape().to_vec())
+            }
+        };
+        let values = source.values(&base, &shape)?;
+        tensors.push((base, shape, values));
+    }
+    Ok(ExportFile {
+        config,
+        format,
+        tensors,
+        bytes: bytes.len() as u64,
+    })
 }
 
 /// Where `padam eval` reads tensors from.
