@@ -167,7 +167,6 @@ fn nanogpt_export(root: &std::path::Path) -> std::path::PathBuf {
     use padam_lab::data::Rng;
     use padam_lab::infer::Tensors;
     use padam_lab::models::nanogpt::NanoGptConfig;
-    use safetensors::tensor::{Dtype, TensorView};
 
     std::fs::create_dir_all(root).unwrap();
     let text = "to be, or not to be: that is the question.\n".repeat(30);
@@ -205,23 +204,6 @@ fn nanogpt_export(root: &std::path::Path) -> std::path::PathBuf {
             }
         }
     }
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
-        .map
-        .iter()
-        .map(|(n, h)| {
-            let b = h.values.iter().flat_map(|v| v.to_le_bytes()).collect();
-            (n.clone(), h.shape.clone(), b)
-        })
-        .collect();
-    let views: Vec<(String, TensorView<'_>)> = bytes
-        .iter()
-        .map(|(n, s, b)| {
-            (
-                n.clone(),
-                TensorView::new(Dtype::F32, s.clone(), b).unwrap(),
-            )
-        })
-        .collect();
     let meta = [
         ("config".to_string(), cfg.to_toml()),
         ("format".to_string(), "padam-dense-v1".to_string()),
@@ -229,7 +211,7 @@ fn nanogpt_export(root: &std::path::Path) -> std::path::PathBuf {
     .into_iter()
     .collect();
     let file = root.join("model.safetensors");
-    std::fs::write(&file, safetensors::serialize(views, Some(meta)).unwrap()).unwrap();
+    std::fs::write(&file, tensors.to_safetensors(Some(meta)).unwrap()).unwrap();
     file
 }
 

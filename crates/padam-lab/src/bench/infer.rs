@@ -185,20 +185,7 @@ fn sibling_size(model: &Path, name: &str) -> Option<u64> {
 
 /// Bytes of `tensors` written as a dense safetensors file (no metadata).
 fn dense_file_bytes(t: &Tensors) -> anyhow::Result<u64> {
-    use safetensors::tensor::{Dtype, TensorView};
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = t
-        .map
-        .iter()
-        .map(|(n, h)| {
-            let b = h.values.iter().flat_map(|v| v.to_le_bytes()).collect();
-            (n.clone(), h.shape.clone(), b)
-        })
-        .collect();
-    let views = bytes
-        .iter()
-        .map(|(n, s, b)| Ok((n.clone(), TensorView::new(Dtype::F32, s.clone(), b)?)))
-        .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
-    Ok(safetensors::serialize(views, None)?.len() as u64)
+    Ok(t.to_safetensors(None)?.len() as u64)
 }
 
 /// Run `padam bench infer`.

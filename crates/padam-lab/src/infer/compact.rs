@@ -21,7 +21,6 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use safetensors::tensor::{Dtype, TensorView};
 
 use super::tensors::{load, model_shape, HostTensor, Shape, Tensors};
 
@@ -173,19 +172,6 @@ pub fn run(args: &CompactArgs) -> anyhow::Result<(PathBuf, Compacted)> {
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = c
-        .tensors
-        .map
-        .iter()
-        .map(|(n, h)| {
-            let b = h.values.iter().flat_map(|v| v.to_le_bytes()).collect();
-            (n.clone(), h.shape.clone(), b)
-        })
-        .collect();
-    let views = bytes
-        .iter()
-        .map(|(n, s, b)| Ok((n.clone(), TensorView::new(Dtype::F32, s.clone(), b)?)))
-        .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
     let meta: HashMap<String, String> = [
         ("config".to_string(), loaded.config.to_toml()),
         ("format".to_string(), COMPACT_FORMAT.to_string()),
@@ -196,7 +182,7 @@ pub fn run(args: &CompactArgs) -> anyhow::Result<(PathBuf, Compacted)> {
     ]
     .into_iter()
     .collect();
-    let file = safetensors::serialize(views, Some(meta))?;
+    let file = c.tensors.to_safetensors(Some(meta))?;
     std::fs::write(&out, &file).with_context(|| format!("writing {}", out.display()))?;
     println!("{} {} bytes", out.display(), file.len());
     Ok((out, c))

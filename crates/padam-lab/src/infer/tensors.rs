@@ -38,6 +38,35 @@ pub struct Tensors {
 }
 
 impl Tensors {
+    /// The tensors as a dense f32 safetensors file, with `meta` as its metadata.
+    pub fn to_safetensors(
+        &self,
+        meta: Option<std::collections::HashMap<String, String>>,
+    ) -> anyhow::Result<Vec<u8>> {
+        use safetensors::tensor::{Dtype, TensorView};
+        let bytes: Vec<(&String, &HostTensor, Vec<u8>)> = self
+            .map
+            .iter()
+            .map(|(n, h)| {
+                (
+                    n,
+                    h,
+                    h.values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                )
+            })
+            .collect();
+        let views = bytes
+            .iter()
+            .map(|(n, h, b)| {
+                Ok((
+                    (*n).clone(),
+                    TensorView::new(Dtype::F32, h.shape.clone(), b)?,
+                ))
+            })
+            .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
+        Ok(safetensors::serialize(views, meta)?)
+    }
+
     /// The tensor `name`, which must have `rank` dimensions.
     pub fn get(&self, name: &str, rank: usize) -> anyhow::Result<&HostTensor> {
         let t = self
@@ -245,29 +274,12 @@ pub fn model_shape(model: &ModelConfig, tensors: Option<&Tensors>) -> anyhow::Re
             ..FashionCnnConfig::default()
         }),
         ModelConfig::Resnet18 {} => Shape::ResNet(ResNetConfig::resnet18(10)),
-        ModelConfig::Nanogpt {
-            block_size,
-            n_layer,
-            n_head,
-            n_embd,
-            dropout,
-            bias,
-            tie_embeddings,
-        } => {
+        ModelConfig::Nanogpt { .. } => {
             let vocab_size = match tensors {
                 Some(t) => t.get("wte.weight", 2)?.shape[0],
                 None => 65,
             };
-            Shape::Gpt(NanoGptConfig {
-                vocab_size,
-                block_size: *block_size,
-                n_layer: *n_layer,
-                n_head: *n_head,
-                n_embd: *n_embd,
-                dropout: *dropout,
-                bias: *bias,
-                tie_embeddings: *tie_embeddings,
-            })
+            Shape::Gpt(model.nanogpt(vocab_size).expect("a nanogpt model"))
         }
     })
 }

@@ -171,6 +171,31 @@ fn default_true() -> bool {
 }
 
 impl ModelConfig {
+    /// nanoGPT's shape for a vocabulary of `vocab_size` (the data's), `None` for other models.
+    pub fn nanogpt(&self, vocab_size: usize) -> Option<crate::models::nanogpt::NanoGptConfig> {
+        match *self {
+            ModelConfig::Nanogpt {
+                block_size,
+                n_layer,
+                n_head,
+                n_embd,
+                dropout,
+                bias,
+                tie_embeddings,
+            } => Some(crate::models::nanogpt::NanoGptConfig {
+                vocab_size,
+                block_size,
+                n_layer,
+                n_head,
+                n_embd,
+                dropout,
+                bias,
+                tie_embeddings,
+            }),
+            _ => None,
+        }
+    }
+
     /// The kind as written in the config.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -411,15 +411,7 @@ pub fn load(config: &TrainConfig) -> anyhow::Result<AnyTask> {
                 config: ResNetConfig::resnet18(cifar10::N_CLASSES),
             })
         }
-        ModelConfig::Nanogpt {
-            block_size,
-            n_layer,
-            n_head,
-            n_embd,
-            dropout,
-            bias,
-            tie_embeddings,
-        } => {
+        ModelConfig::Nanogpt { block_size, .. } => {
             let path = path.expect("shakespeare needs a path");
             let mut data = crate::data::shakespeare::load(&path)
                 .with_context(|| format!("loading Tiny Shakespeare from {}", path.display()))?;
@@ -435,16 +427,10 @@ pub fn load(config: &TrainConfig) -> anyhow::Result<AnyTask> {
                 block_size
             );
             AnyTask::Shakespeare(ShakespeareTask {
-                config: NanoGptConfig {
-                    vocab_size: data.vocab.len(),
-                    block_size: *block_size,
-                    n_layer: *n_layer,
-                    n_head: *n_head,
-                    n_embd: *n_embd,
-                    dropout: *dropout,
-                    bias: *bias,
-                    tie_embeddings: *tie_embeddings,
-                },
+                config: config
+                    .model
+                    .nanogpt(data.vocab.len())
+                    .expect("a nanogpt model"),
                 data,
                 eval_batches: d.eval_batches,
                 eval_full: d.eval_full,
