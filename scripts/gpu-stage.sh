@@ -28,9 +28,13 @@ bin=target-cuda/release/padam
 mkdir -p gpu
 # ../shared is read-only and cp keeps its modes: make the old copies writable to replace them.
 chmod -R u+w gpu
-rm -rf gpu/data gpu/padam gpu/padam.gz
-cp "$bin" gpu/padam && strip gpu/padam
-xz -T2 -9 -f gpu/padam
+rm -rf gpu/data gpu/padam gpu/padam.gz gpu/ckpt
+# xz -9 takes a minute: keep the staged binary when it is newer than the build (a second
+# staging between chained calls must fit the machine's 30 s idle window).
+if [ ! gpu/padam.xz -nt "$bin" ]; then
+  cp "$bin" gpu/padam && strip gpu/padam
+  xz -T2 -9 -f gpu/padam
+fi
 for f in cuda-env.sh torch_step_bench.py torch_train_bench.py; do
   cp "$SHARED/bench/$f" gpu/ || { echo "error: $SHARED/bench/$f missing" >&2; exit 1; }
 done
@@ -40,7 +44,9 @@ for d in ${DATA:-}; do
 done
 
 # What travels: the tracked files (and untracked ones git does not ignore) plus gpu/.
-tree_bytes=$(git ls-files -co --exclude-standard -z | xargs -0 stat -c %s 2>/dev/null | awk '{s+=$1} END {print s+0}')
+# (files deleted from the work tree but still tracked are not carried: skip them)
+tree_bytes=$(git ls-files -co --exclude-standard -z |
+  while IFS= read -r -d '' f; do [ -f "$f" ] && stat -c %s "$f"; done | awk '{s+=$1} END {print s+0}')
 gpu_bytes=$(find gpu -type f -printf '%s\n' | awk '{s+=$1} END {print s+0}')
 total=$((tree_bytes + gpu_bytes))
 mib() { awk -v b="$1" 'BEGIN {printf "%.1f MiB", b / 1048576}'; }
