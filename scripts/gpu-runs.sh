@@ -72,5 +72,18 @@ for dir in "$RUNS"/*/; do
       "$name/train.log" "$name/$(basename "$newest")" 2>/dev/null
   fi
 done
+# EXPORT_BACK=1: each finished run's sparse export (`padam export`, model.sparse.safetensors:
+# 5 MB for a 95%-sparse ResNet18, where its checkpoints are 130 MB) comes back in
+# $OUT/exports.tgz, for `padam bench infer`, `padam sample` and `padam eval` here.
+if [ -n "${EXPORT_BACK:-}" ]; then
+  mkdir -p "$STAGE/exports"
+  for dir in "$RUNS"/*/; do
+    name=$(basename "$dir"); [ -f "$dir/final.json" ] || continue
+    /tmp/padam export "$dir" --out "$STAGE/export-tmp/$name" > /dev/null 2>> "$STAGE/export-errors.txt" &&
+      mkdir -p "$STAGE/exports/$name" &&
+      cp "$STAGE/export-tmp/$name"/*sparse* "$STAGE/exports/$name/" && echo "$name: exported"
+  done
+  tar czf "$OUT/exports.tgz" -C "$STAGE" exports
+fi
 tar czf "$OUT/runs.tgz" -C "$STAGE" runs
 tar czf "$OUT/cubecl-cache.tgz" target 2>/dev/null || true
