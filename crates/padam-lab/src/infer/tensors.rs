@@ -7,8 +7,8 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 use burn::module::{AutodiffModule, Module, Param};
-use burn::tensor::{backend::Backend, Tensor, TensorData};
-use padam::paths::{map_with_paths, visit_with_paths, PathMapper, PathVisitor};
+use burn::tensor::{backend::Backend, Tensor};
+use padam::paths::{visit_with_paths, PathVisitor};
 
 use crate::models::fashion_cnn::FashionCnnConfig;
 use crate::models::nanogpt::NanoGptConfig;
@@ -128,50 +128,15 @@ impl Tensors {
     /// `module` with every tensor replaced by the one of the same path here (names and shapes
     /// checked, every tensor here used).
     pub fn load_into<B: Backend, M: Module<B>>(&self, module: M) -> anyhow::Result<M> {
-        struct Load<'a> {
-            tensors: &'a Tensors,
-            used: usize,
-            error: Option<anyhow::Error>,
-        }
-        impl<B: Backend> PathMapper<B> for Load<'_> {
-            fn map<const D: usize>(
-                &mut self,
-                path: &str,
-                param: Param<Tensor<B, D>>,
-            ) -> Param<Tensor<B, D>> {
-                let (id, t, mapper) = param.consume();
-                let shape = t.shape().dims::<D>().to_vec();
-                let t = match self.tensors.get_shaped(path, &shape) {
-                    Ok(h) => {
-                        self.used += 1;
-                        Tensor::<B, D>::from_data(
-                            TensorData::new(h.values.clone(), shape),
-                            &t.device(),
-                        )
-                    }
-                    Err(e) => {
-                        self.error.get_or_insert(e);
-                        t
-                    }
-                };
-                Param::from_mapped_value(id, t, mapper)
-            }
-        }
-        let mut load = Load {
-            tensors: self,
-            used: 0,
-            error: None,
-        };
-        let module = map_with_paths(module, &mut load);
-        if let Some(e) = load.error {
-            return Err(e);
-        }
-        if load.used != self.map.len() {
+        let (module, used) = crate::runs::export::load_by_path(module, |path, shape| {
+            self.get_shaped(path, shape).map(|h| h.values.clone())
+        })?;
+        if used != self.map.len() {
             bail!(
                 "{}: {} tensors, the model has {}",
                 self.source,
                 self.map.len(),
-                load.used
+                used
             );
         }
         Ok(module)

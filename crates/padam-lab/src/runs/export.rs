@@ -463,17 +463,18 @@ fn le_f32(bytes: &[u8]) -> Vec<f32> {
         .collect()
 }
 
-/// Load every tensor of the model from `source`, then evaluate as the training loop does.
-fn evaluate<T: Task<Ad>>(
-    task: &T,
-    config: &TrainConfig,
-    source: &Source<'_>,
-) -> anyhow::Result<(f64, f64)> {
-    struct Load<'a, 'b> {
-        source: &'a Source<'b>,
+/// `module` with every float parameter replaced by `values(path, shape)` (trainability kept),
+/// and the number replaced; the first error, if any, instead.
+pub fn load_by_path<B: Backend, M: Module<B>>(
+    module: M,
+    values: impl FnMut(&str, &[usize]) -> anyhow::Result<Vec<f32>>,
+) -> anyhow::Result<(M, usize)> {
+    struct Load<F> {
+        values: F,
+        loaded: usize,
         error: Option<anyhow::Error>,
     }
-    impl<B: Backend> PathMapper<B> for Load<'_, '_> {
+    impl<B: Backend, F: FnMut(&str, &[usize]) -> anyhow::Result<Vec<f32>>> PathMapper<B> for Load<F> {
         fn map<const D: usize>(
             &mut self,
             path: &str,
@@ -481,8 +482,9 @@ fn evaluate<T: Task<Ad>>(
         ) -> Param<Tensor<B, D>> {
             let (id, t, mapper) = param.consume();
             let shape = t.shape().dims::<D>().to_vec();
-            let t = match self.source.values(path, &shape) {
+            let t = match (self.values)(path, &shape) {
                 Ok(values) => {
+                    self.loaded += 1;
                     let rg = t.is_require_grad();
                     Tensor::<B, D>::from_data(TensorData::new(values, shape), &t.device())
                         .set_require_grad(rg)
@@ -495,15 +497,28 @@ fn evaluate<T: Task<Ad>>(
             Param::from_mapped_value(id, t, mapper)
         }
     }
-    let device = Default::default();
     let mut load = Load {
-        source,
+        values,
+        loaded: 0,
         error: None,
     };
-    let model = map_with_paths(task.init(config.seed, &device), &mut load);
-    if let Some(e) = load.error {
-        return Err(e);
+    let module = map_with_paths(module, &mut load);
+    match load.error {
+        Some(e) => Err(e),
+        None => Ok((module, load.loaded)),
     }
+}
+
+/// Load every tensor of the model from `source`, then evaluate as the training loop does.
+fn evaluate<T: Task<Ad>>(
+    task: &T,
+    config: &TrainConfig,
+    source: &Source<'_>,
+) -> anyhow::Result<(f64, f64)> {
+    let device = Default::default();
+    let (model, _) = load_by_path(task.init(config.seed, &device), |path, shape| {
+        source.values(path, shape)
+    })?;
     let eval_bs = config
         .train
         .eval_batch_size
