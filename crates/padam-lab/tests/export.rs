@@ -9,27 +9,7 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 mod common;
 use common::tmp;
 
-/// A digits MLP made sparse by PAdam.
-const DIGITS: &str = r#"
-seed = 6
-[model]
-kind = "mlp"
-hidden = [128]
-[data]
-dataset = "digits"
-test_limit = 200
-[optimizer]
-kind = "padam"
-p = 0.8
-lambda = 6e-2
-[lr]
-peak = 3e-2
-schedule = "constant"
-[train]
-batch_size = 32
-epochs = 8
-eval_every = 45
-"#;
+use common::SPARSE_DIGITS as DIGITS;
 
 #[test]
 fn exported_weights_reproduce_the_run_exactly_in_both_forms() {

@@ -7,52 +7,31 @@ use burn::tensor::{Tensor, TensorData};
 use padam_lab::bench::{self, BenchCommand, InferBenchArgs};
 use padam_lab::infer::{compact, load, model_shape, Engine, Plan, SampleArgs, Shape};
 use padam_lab::runs::export::{self, ExportArgs};
-use padam_lab::train::{self, config, TrainArgs};
+use padam_lab::train::{self, config};
 
 mod common;
 use common::tmp;
 
-const DIGITS: &str = r#"
-seed = 6
-[model]
-kind = "mlp"
-hidden = [128]
-[data]
-dataset = "digits"
-test_limit = 200
-[optimizer]
-kind = "padam"
-p = 0.8
-lambda = 6e-2
-[lr]
-peak = 3e-2
-schedule = "constant"
-[train]
-batch_size = 32
-epochs = 8
-eval_every = 45
-"#;
+use common::SPARSE_DIGITS as DIGITS;
 
-#[test]
-fn engine_on_a_real_exported_run() {
-    let root = tmp("infer-files");
+/// The digits run trained quietly into `root/run` and exported: the run directory and its files.
+fn exported_run(root: &std::path::Path) -> (std::path::PathBuf, export::Exported) {
     let run = root.join("run");
     let cfg = config::parse(DIGITS, &[]).unwrap();
-    train::run_config(
-        &cfg,
-        &TrainArgs {
-            out: Some(run.clone()),
-            quiet: true,
-            ..TrainArgs::default()
-        },
-    )
-    .unwrap();
+    train::run_config(&cfg, &common::quiet_args(run.clone(), false)).unwrap();
     let files = export::export(&ExportArgs {
         run: run.clone(),
         format: "safetensors".into(),
         out: None,
     })
     .unwrap();
+    (run, files)
+}
+
+#[test]
+fn engine_on_a_real_exported_run() {
+    let root = tmp("infer-files");
+    let (run, files) = exported_run(&root);
 
     // The three sources hold the same tensors.
     let sparse = load(&files.sparse.0).unwrap();
@@ -327,23 +306,7 @@ fn a_corrupt_sparse_shape_is_an_error_naming_the_file_and_key() {
 fn padam_compact_writes_a_smaller_model_with_the_same_outputs() {
     use padam_lab::infer::{compact_run, CompactArgs};
     let root = tmp("infer-compact");
-    let run = root.join("run");
-    let cfg = config::parse(DIGITS, &[]).unwrap();
-    train::run_config(
-        &cfg,
-        &TrainArgs {
-            out: Some(run.clone()),
-            quiet: true,
-            ..TrainArgs::default()
-        },
-    )
-    .unwrap();
-    let files = export::export(&ExportArgs {
-        run: run.clone(),
-        format: "safetensors".into(),
-        out: None,
-    })
-    .unwrap();
+    let (run, files) = exported_run(&root);
     let (out, report) = compact_run(&CompactArgs {
         model: files.sparse.0.clone(),
         out: None,

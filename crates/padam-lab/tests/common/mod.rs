@@ -4,6 +4,28 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+/// A digits MLP made sparse by PAdam (a few seconds of training): the export tests' run.
+pub const SPARSE_DIGITS: &str = r#"
+seed = 6
+[model]
+kind = "mlp"
+hidden = [128]
+[data]
+dataset = "digits"
+test_limit = 200
+[optimizer]
+kind = "padam"
+p = 0.8
+lambda = 6e-2
+[lr]
+peak = 3e-2
+schedule = "constant"
+[train]
+batch_size = 32
+epochs = 8
+eval_every = 45
+"#;
+
 /// `padam train`'s arguments for a quiet run into `out` (resumed from its checkpoint or not).
 pub fn quiet_args(out: impl Into<PathBuf>, resume: bool) -> padam_lab::train::TrainArgs {
     padam_lab::train::TrainArgs {
