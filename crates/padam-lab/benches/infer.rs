@@ -8,21 +8,8 @@ use burn::backend::Flex;
 use burn::tensor::{Tensor, TensorData};
 use criterion::{criterion_group, criterion_main, Criterion};
 use padam_lab::data::Rng;
-use padam_lab::infer::{Engine, Matrix, Plan, Shape, Tensors};
+use padam_lab::infer::{sparse_normal, Engine, Matrix, Plan, Shape, Tensors};
 use padam_lab::models::fashion_cnn::FashionCnnConfig;
-
-fn sparse_values(n: usize, zeros: f64, rng: &mut Rng) -> Vec<f32> {
-    (0..n)
-        .map(|_| {
-            let v = rng.normal() as f32;
-            if rng.next_f64() < zeros {
-                0.0
-            } else {
-                v
-            }
-        })
-        .collect()
-}
 
 fn products(c: &mut Criterion) {
     let mut rng = Rng::new(1);
@@ -32,7 +19,7 @@ fn products(c: &mut Criterion) {
         ("fc1", 128, 3136, [1, 64]),
         ("layer4conv", 512, 4608, [16, 1024]),
     ] {
-        let w = sparse_values(m * k, 0.95, &mut rng);
+        let w = sparse_normal(m * k, 0.95, &mut rng);
         let dense = Matrix::choose(m, k, w.clone(), f64::INFINITY);
         let csr = Matrix::choose(m, k, w, 0.0);
         let Matrix::Sparse(ours) = &csr else {
@@ -45,7 +32,7 @@ fn products(c: &mut Criterion) {
             ours.values.clone(),
         );
         for p in ps {
-            let x = sparse_values(k * p, 0.0, &mut rng);
+            let x = sparse_normal(k * p, 0.0, &mut rng);
             let xa = ndarray::Array2::from_shape_vec((k, p), x.clone()).unwrap();
             let id = format!("{name}_95pct_p{p}");
             c.bench_function(&format!("{id}/dense_gemm"), |b| {
@@ -71,7 +58,7 @@ fn fashion(c: &mut Criterion) {
     }
     let model = tensors.load_into(config.init::<Flex>(1, &device)).unwrap();
     let shape = Shape::Fashion(config);
-    let x = sparse_values(28 * 28, 0.0, &mut rng);
+    let x = sparse_normal(28 * 28, 0.0, &mut rng);
     c.bench_function("fashion_95pct_b1/burn_flex", |b| {
         b.iter(|| {
             let t =

@@ -12,7 +12,9 @@ use crate::data::Rng;
 /// Zero fractions the table covers.
 pub const ZEROS: [f64; 8] = [0.3, 0.5, 0.7, 0.8, 0.9, 0.93, 0.95, 0.98];
 
-fn random(n: usize, zeros: f64, rng: &mut Rng) -> Vec<f32> {
+/// `n` standard normal values, each zeroed with probability `zeros`: the random weights (and,
+/// with `zeros = 0`, activations) of the crossover table and the inference benches.
+pub fn sparse_normal(n: usize, zeros: f64, rng: &mut Rng) -> Vec<f32> {
     (0..n)
         .map(|_| {
             let v = rng.normal() as f32;
@@ -72,9 +74,9 @@ pub fn crossover_table(iters: usize) -> String {
     ];
     for (what, m, k, p) in linear {
         md.push_str(&format!("| {what} |"));
-        let x = random(k * p, 0.0, &mut rng);
+        let x = sparse_normal(k * p, 0.0, &mut rng);
         for z in ZEROS {
-            let w = random(m * k, z, &mut rng);
+            let w = sparse_normal(m * k, z, &mut rng);
             let dense = Matrix::choose(m, k, w.clone(), f64::INFINITY);
             let csr = Matrix::choose(m, k, w, 0.0);
             let (d, s) = race(
@@ -141,10 +143,10 @@ pub fn crossover_table(iters: usize) -> String {
             n,
             h: side,
             w: side,
-            data: random(ci * n * side * side, 0.0, &mut rng),
+            data: sparse_normal(ci * n * side * side, 0.0, &mut rng),
         };
         for z in ZEROS {
-            let w = random(co * ci * k * k, z, &mut rng);
+            let w = sparse_normal(co * ci * k * k, z, &mut rng);
             let conv = |threshold| Conv {
                 weight: Matrix::choose(co, ci * k * k, w.clone(), threshold),
                 bias: None,

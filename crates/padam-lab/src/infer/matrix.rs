@@ -297,18 +297,7 @@ mod tests {
     use super::*;
     use crate::data::Rng;
 
-    fn random(n: usize, zeros: f64, rng: &mut Rng) -> Vec<f32> {
-        (0..n)
-            .map(|_| {
-                let v = rng.normal() as f32;
-                if rng.uniform(0.0, 1.0) < zeros {
-                    0.0
-                } else {
-                    v
-                }
-            })
-            .collect()
-    }
+    use crate::infer::sparse_normal as random;
 
     fn naive(a: &[f32], m: usize, k: usize, x: &[f32], p: usize) -> Vec<f32> {
         let mut out = vec![0.0f32; m * p];

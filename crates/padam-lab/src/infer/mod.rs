@@ -21,7 +21,7 @@ mod sample;
 mod tensors;
 
 pub use compact::{compact, run as compact_run, CompactArgs, Compacted, Removed, COMPACT_FORMAT};
-pub use crossover::crossover_table;
+pub use crossover::{crossover_table, sparse_normal};
 pub use engine::{Engine, Net};
 pub use matrix::{zero_fraction, Csr, Dense, Matrix};
 pub use plan::{LayerInfo, Plan, DEFAULT_CONV_THRESHOLD, DEFAULT_SPARSE_THRESHOLD};
