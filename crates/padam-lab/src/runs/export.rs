@@ -239,29 +239,43 @@ fn trained_entries<T: Task<Ad>>(
     Ok((ckpt.state.step, entries(&model.valid())))
 }
 
-/// Run `padam eval`.
-pub fn eval(args: &EvalArgs) -> anyhow::Result<Evaluated> {
-    let file = args.file.display().to_string();
-    let bytes = fs::read(&args.file).with_context(|| format!("reading {file}"))?;
-    let st = SafeTensors::deserialize(&bytes)
+/// The tensors and the metadata of a safetensors file written by padam (`file` names it in
+/// errors).
+fn open<'a>(
+    file: &str,
+    bytes: &'a [u8],
+) -> anyhow::Result<(SafeTensors<'a>, HashMap<String, String>)> {
+    let st = SafeTensors::deserialize(bytes)
         .map_err(|e| anyhow::anyhow!("{file}: not a safetensors file ({e})"))?;
-    let (_, header) = SafeTensors::read_metadata(&bytes)
+    let (_, header) = SafeTensors::read_metadata(bytes)
         .map_err(|e| anyhow::anyhow!("{file}: unreadable header ({e})"))?;
     let meta = header
         .metadata()
         .clone()
         .with_context(|| format!("{file}: no __metadata__ (not written by padam export)"))?;
+    Ok((st, meta))
+}
+
+/// The run's config embedded in the metadata.
+fn embedded_config(file: &str, meta: &HashMap<String, String>) -> anyhow::Result<TrainConfig> {
+    let text = meta
+        .get("config")
+        .with_context(|| format!("{file}: metadata has no `config`"))?;
+    config::parse(text, &[]).with_context(|| format!("{file}: embedded config"))
+}
+
+/// Run `padam eval`.
+pub fn eval(args: &EvalArgs) -> anyhow::Result<Evaluated> {
+    let file = args.file.display().to_string();
+    let bytes = fs::read(&args.file).with_context(|| format!("reading {file}"))?;
+    let (st, meta) = open(&file, &bytes)?;
     if meta.get("format").map(String::as_str) == Some("padam-compact-v1") {
         bail!(
             "{file}: a compacted model (padam compact): its shapes differ from the config's \
              model, so only the infer engine runs it (padam bench infer --rows sparse, padam sample)"
         );
     }
-    let text = meta
-        .get("config")
-        .with_context(|| format!("{file}: metadata has no `config`"))?;
-    let mut config =
-        config::parse(text, &[]).with_context(|| format!("{file}: embedded config"))?;
+    let mut config = embedded_config(&file, &meta)?;
     if let Some(d) = &args.data {
         config.data.path = Some(d.clone());
     }
@@ -308,18 +322,8 @@ pub struct ExportFile {
 pub fn read_export(path: &Path) -> anyhow::Result<ExportFile> {
     let file = path.display().to_string();
     let bytes = fs::read(path).with_context(|| format!("reading {file}"))?;
-    let st = SafeTensors::deserialize(&bytes)
-        .map_err(|e| anyhow::anyhow!("{file}: not a safetensors file ({e})"))?;
-    let (_, header) = SafeTensors::read_metadata(&bytes)
-        .map_err(|e| anyhow::anyhow!("{file}: unreadable header ({e})"))?;
-    let meta = header
-        .metadata()
-        .clone()
-        .with_context(|| format!("{file}: no __metadata__ (not written by padam export)"))?;
-    let text = meta
-        .get("config")
-        .with_context(|| format!("{file}: metadata has no `config`"))?;
-    let config = config::parse(text, &[]).with_context(|| format!("{file}: embedded config"))?;
+    let (st, meta) = open(&file, &bytes)?;
+    let config = embedded_config(&file, &meta)?;
     let format = meta.get("format").cloned().unwrap_or_default();
     // padam-compact-v1 (`padam compact`) is laid out as dense; its shapes are checked by the
     // reader that runs it.
