@@ -11,20 +11,29 @@
 # out torch_train_bench.py); STEP_OPTIMIZERS and TRAIN_OPTIMIZERS pick the rows; HOST_PROFILE=1 adds
 # `padam bench step --host-profile` on PROFILE_OPTIMIZERS (where each step's host time goes); the compiled-kernel
 # cache comes back as $OUT/cubecl-cache.tgz for the next call (carry it as gpu/cubecl-cache.tgz).
+# BACKENDS (default "cuda") runs each padam part on every backend named: "cuda tch" also runs the
+# `--features tch` binary (staged with `TCH=1 bash scripts/gpu-stage.sh`).
 set -uo pipefail
 source "$(dirname "$0")/gpu-setup.sh"
 OUT=${OUT:-/tmp/out}; FINAL=$OUT; OUT=/tmp/bench-out; rm -rf "$OUT"; mkdir -p "$OUT" "$FINAL"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv,noheader | tee "$OUT/device.txt"
 date -u +%Y-%m-%dT%H:%MZ >> "$OUT/device.txt"
 t0=$(date +%s)
+BACKENDS=${BACKENDS:-cuda}
+bin() { if [ "$1" = tch ]; then echo /tmp/padam-tch; else echo /tmp/padam; fi; }
 {
-  timeout "${VERIFY_S:-120}" /tmp/padam bench verify --backend cuda
-  echo "verify rc=$? after $(( $(date +%s) - t0 )) s"
+  for b in $BACKENDS; do
+    timeout "${VERIFY_S:-120}" "$(bin "$b")" bench verify --backend "$b"
+    echo "verify $b rc=$? after $(( $(date +%s) - t0 )) s"
+  done
 } 2>&1 | tee "$OUT/verify.txt"
+if [ "${STEP_S:-150}" != 0 ]; then
 {
-  timeout "${STEP_S:-150}" /tmp/padam bench step --backend cuda --iters "${ITERS:-30}" --json "$OUT/step.json" \
-    ${STEP_OPTIMIZERS:+--optimizers "$STEP_OPTIMIZERS"}
-  echo "step rc=$? after $(( $(date +%s) - t0 )) s"
+  for b in $BACKENDS; do
+    timeout "${STEP_S:-150}" "$(bin "$b")" bench step --backend "$b" --iters "${ITERS:-30}" --json "$OUT/step-$b.json" \
+      ${STEP_OPTIMIZERS:+--optimizers "$STEP_OPTIMIZERS"}
+    echo "step $b rc=$? after $(( $(date +%s) - t0 )) s"
+  done
   if [ "${STEP_REPEAT:-1}" = 1 ]; then
     timeout "${STEP_S:-150}" /tmp/padam bench step --backend cuda --iters "${ITERS:-30}" \
       --optimizers burn_adamw,padam,padam_deferred,padam_unchecked,padam_tensor_ops
@@ -38,13 +47,16 @@ t0=$(date +%s)
   fi
   PYTHONUNBUFFERED=1 timeout "${TORCH_STEP_S:-90}" python3 gpu/torch_step_bench.py
 } 2>&1 | tee "$OUT/step.txt"
+fi
 if [ -n "${TRAIN_S:-}" ]; then
   {
     [ "${TORCH_TRAIN:-1}" = 1 ] && PYTHONUNBUFFERED=1 timeout 120 python3 gpu/torch_train_bench.py
-    timeout "$TRAIN_S" /tmp/padam bench train --backend cuda --workloads "${WORKLOADS:-fashion_cnn_128,nanogpt_64x256,resnet18_128}" \
-      --iters "${TRAIN_ITERS:-20}" --warmup 5 --json "$OUT/train.json" \
-      ${TRAIN_OPTIMIZERS:+--optimizers "$TRAIN_OPTIMIZERS"}
-    echo "bench train rc=$? after $(( $(date +%s) - t0 )) s"
+    for b in $BACKENDS; do
+      timeout "$TRAIN_S" "$(bin "$b")" bench train --backend "$b" --workloads "${WORKLOADS:-fashion_cnn_128,nanogpt_64x256,resnet18_128}" \
+        --iters "${TRAIN_ITERS:-20}" --warmup 5 --json "$OUT/train-$b.json" \
+        ${TRAIN_OPTIMIZERS:+--optimizers "$TRAIN_OPTIMIZERS"}
+      echo "bench train $b rc=$? after $(( $(date +%s) - t0 )) s"
+    done
   } 2>&1 | tee "$OUT/train.txt"
 fi
 # One archive of the outputs (the device tool brings back at most 8 files per call).

@@ -6,15 +6,26 @@ source gpu/cuda-env.sh
 # room for more data in a 64 MiB call) or gpu/padam.gz; xz falls back to Python's lzma. A warm
 # machine keeps /tmp/padam between calls; it is unpacked again whenever the carried archive
 # differs from the one it came from (a new build), so no call runs a stale binary.
+# gpu/padam-tch.xz, when staged (`TCH=1 bash scripts/gpu-stage.sh`), is the `--features tch`
+# binary: unpacked to /tmp/padam-tch, and run against the host's own PyTorch install.
+unpack() {  # unpack <archive> <binary>
+  local archive=$1 bin=$2 stamp
+  stamp=$(cksum < "$archive")
+  if [ ! -x "$bin" ] || [ "$(cat "$bin.src" 2>/dev/null)" != "$stamp" ]; then
+    case "$archive" in
+      *.xz) xz -dc "$archive" > "$bin.new" 2>/dev/null \
+              || python3 -c 'import lzma,sys; sys.stdout.buffer.write(lzma.open(sys.argv[1]).read())' "$archive" > "$bin.new" ;;
+      *) gunzip -c "$archive" > "$bin.new" ;;
+    esac
+    chmod +x "$bin.new" && mv "$bin.new" "$bin" && echo "$stamp" > "$bin.src"
+  fi
+}
 archive=gpu/padam.xz; [ -f "$archive" ] || archive=gpu/padam.gz
-stamp=$(cksum < "$archive")
-if [ ! -x /tmp/padam ] || [ "$(cat /tmp/padam.src 2>/dev/null)" != "$stamp" ]; then
-  case "$archive" in
-    *.xz) xz -dc "$archive" > /tmp/padam.new 2>/dev/null \
-            || python3 -c 'import lzma,sys; sys.stdout.buffer.write(lzma.open(sys.argv[1]).read())' "$archive" > /tmp/padam.new ;;
-    *) gunzip -c "$archive" > /tmp/padam.new ;;
-  esac
-  chmod +x /tmp/padam.new && mv /tmp/padam.new /tmp/padam && echo "$stamp" > /tmp/padam.src
+[ -f "$archive" ] && unpack "$archive" /tmp/padam
+if [ -f gpu/padam-tch.xz ]; then
+  unpack gpu/padam-tch.xz /tmp/padam-tch
+  torch_lib=$(python3 -c 'import torch, os; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
+  export LD_LIBRARY_PATH=$torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 fi
 # cubecl keeps autotune results under ./target; reuse the last call's (gpu/cubecl-cache.tgz).
 [ -f gpu/cubecl-cache.tgz ] && [ ! -d target ] && tar xzf gpu/cubecl-cache.tgz

@@ -9,6 +9,8 @@
 # Usage:
 #   bash scripts/gpu-stage.sh                                # binary + bench scripts
 #   DATA="fashion-mnist" bash scripts/gpu-stage.sh           # ... and one dataset
+#   TCH=1 bash scripts/gpu-stage.sh                          # ... and the `--features tch` binary
+#                                                            #     (gpu/padam-tch.xz, scripts/build-tch.sh)
 # A call carries at most 64 MiB, the repository's tracked files included; the script adds them
 # up and fails when the total is over. gpu/ holds only what the last staging asked for: data
 # left from an earlier staging is removed. BUILD=0 skips the build (uses target-cuda as is).
@@ -34,6 +36,16 @@ rm -rf gpu/data gpu/padam gpu/padam.gz gpu/ckpt
 if [ ! gpu/padam.xz -nt "$bin" ]; then
   cp "$bin" gpu/padam && strip gpu/padam
   xz -T2 -9 -f gpu/padam
+fi
+if [ "${TCH:-0}" = 1 ]; then
+  [ "${BUILD:-1}" != 0 ] && bash scripts/build-tch.sh
+  tbin=target-tch/release/padam
+  [ -x "$tbin" ] || { echo "error: $tbin missing (run scripts/build-tch.sh)" >&2; exit 1; }
+  if [ ! gpu/padam-tch.xz -nt "$tbin" ]; then
+    cp "$tbin" gpu/padam-tch && strip gpu/padam-tch && xz -T2 -9 -f gpu/padam-tch
+  fi
+else
+  rm -f gpu/padam-tch.xz
 fi
 for f in cuda-env.sh torch_step_bench.py torch_train_bench.py; do
   cp "$SHARED/bench/$f" gpu/ || { echo "error: $SHARED/bench/$f missing" >&2; exit 1; }

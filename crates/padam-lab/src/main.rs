@@ -46,6 +46,8 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    #[cfg(all(feature = "tch", unix))]
+    padam_lab::backend::prepare_libtorch();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,

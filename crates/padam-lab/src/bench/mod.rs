@@ -101,25 +101,13 @@ pub struct VerifyArgs {
 /// Run a benchmark.
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
-        BenchCommand::Step(args) => match args.backend {
-            BackendKind::Cpu => {
-                step_bench::<burn::backend::Autodiff<crate::backend::Cpu>>(&args, "cpu (burn-flex)")
-            }
-            #[cfg(feature = "cuda")]
-            BackendKind::Cuda => {
-                step_bench::<burn::backend::Autodiff<crate::backend::Cuda>>(&args, "cuda")
-            }
-            #[cfg(not(feature = "cuda"))]
-            BackendKind::Cuda => anyhow::bail!(crate::backend::CUDA_MISSING),
-        },
+        BenchCommand::Step(args) => {
+            crate::with_backend!(args.backend, |B, name| step_bench::<B>(&args, name))
+        }
         BenchCommand::Train(args) => train::run(&args),
         BenchCommand::Infer(args) => infer::run(&args),
-        BenchCommand::Verify(args) => match args.backend {
-            BackendKind::Cpu => verify::<burn::backend::Autodiff<crate::backend::Cpu>>(&args),
-            #[cfg(feature = "cuda")]
-            BackendKind::Cuda => verify::<burn::backend::Autodiff<crate::backend::Cuda>>(&args),
-            #[cfg(not(feature = "cuda"))]
-            BackendKind::Cuda => anyhow::bail!(crate::backend::CUDA_MISSING),
-        },
+        BenchCommand::Verify(args) => {
+            crate::with_backend!(args.backend, |B, _name| verify::<B>(&args))
+        }
     }
 }

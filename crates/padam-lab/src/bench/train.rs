@@ -76,18 +76,7 @@ pub struct TrainRow {
 
 /// Run `padam bench train`.
 pub fn run(args: &TrainBenchArgs) -> anyhow::Result<()> {
-    let rows = match args.backend {
-        BackendKind::Cpu => {
-            bench_all::<burn::backend::Autodiff<crate::backend::Cpu>>(args, "cpu (burn-flex)")?
-        }
-        #[cfg(feature = "cuda")]
-        BackendKind::Cuda => bench_all::<burn::backend::Autodiff<crate::backend::Cuda>>(
-            args,
-            "cuda (fusion, autotune)",
-        )?,
-        #[cfg(not(feature = "cuda"))]
-        BackendKind::Cuda => anyhow::bail!(crate::backend::CUDA_MISSING),
-    };
+    let rows = crate::with_backend!(args.backend, |B, name| bench_all::<B>(args, name)?);
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&rows)?)
             .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
@@ -163,7 +152,7 @@ fn bench_all<B: AutodiffBackend>(
         );
     }
     anyhow::ensure!(args.iters > 0, "--iters must be at least 1");
-    let device = B::Device::default();
+    let device = crate::backend::default_device::<B>();
     println!(
         "padam bench train: backend {backend}, {} warm-up + {} timed steps (mean), random data",
         args.warmup, args.iters

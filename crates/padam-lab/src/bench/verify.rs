@@ -116,7 +116,7 @@ fn run_case<B: AutodiffBackend>(
 }
 
 pub(super) fn verify<B: AutodiffBackend>(args: &VerifyArgs) -> anyhow::Result<()> {
-    let device = B::Device::default();
+    let device = crate::backend::default_device::<B>();
     let n = args.numel;
     let w0 = tricky_values(n, args.seed);
     let grads: Vec<Vec<f32>> = (0..args.steps)

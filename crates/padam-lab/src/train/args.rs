@@ -156,7 +156,7 @@ pub(super) fn devices_of<B: Backend>(args: &TrainArgs) -> anyhow::Result<Vec<B::
     let Some(spec) = &args.devices else {
         return Ok(Vec::new());
     };
-    let type_id = B::Device::default().to_id().type_id;
+    let type_id = crate::backend::default_device::<B>().to_id().type_id;
     DeviceList::parse(spec)?
         .indices
         .iter()

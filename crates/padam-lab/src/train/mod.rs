@@ -27,7 +27,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use anyhow::{bail, Context};
-use burn::backend::Autodiff;
 use burn::tensor::backend::AutodiffBackend;
 
 pub use args::{resolve, TrainArgs};
@@ -40,7 +39,7 @@ pub use optimizers::TrainOptimizer;
 pub use task::{AnyTask, Task};
 
 use self::args::{check_devices, devices_of};
-use self::config::{BackendKind, DeviceList};
+use self::config::DeviceList;
 use self::metrics::append_line;
 use self::optimizers::with_optimizer;
 
@@ -118,19 +117,16 @@ pub fn run_config(config: &TrainConfig, args: &TrainArgs) -> anyhow::Result<Summ
         .finish();
     tracing::subscriber::with_default(subscriber, || {
         tracing::info!(resume = args.resume, dir = %run_dir.display(), "padam train");
-        match config.backend {
-            BackendKind::Cpu => run_on::<Autodiff<crate::backend::Cpu>>(config, args, &run_dir),
+        match (config.backend, config.precision) {
             #[cfg(feature = "cuda")]
-            BackendKind::Cuda => match config.precision {
-                config::Precision::F32 => {
-                    run_on::<Autodiff<crate::backend::Cuda>>(config, args, &run_dir)
-                }
-                config::Precision::Bf16 => run_on::<
-                    Autodiff<burn::backend::Cuda<burn::tensor::bf16, i32>>,
-                >(config, args, &run_dir),
-            },
-            #[cfg(not(feature = "cuda"))]
-            BackendKind::Cuda => bail!(crate::backend::CUDA_MISSING),
+            (crate::backend::BackendKind::Cuda, config::Precision::Bf16) => {
+                run_on::<burn::backend::Autodiff<burn::backend::Cuda<burn::tensor::bf16, i32>>>(
+                    config, args, &run_dir,
+                )
+            }
+            (backend, _) => {
+                crate::with_backend!(backend, |B, _name| run_on::<B>(config, args, &run_dir))
+            }
         }
     })
     .inspect_err(|e| {
@@ -235,7 +231,7 @@ fn run_on<B: AutodiffBackend>(
     let device = devices_of::<B>(args)?
         .into_iter()
         .next()
-        .unwrap_or_default();
+        .unwrap_or_else(crate::backend::default_device::<B>);
     match task::load(config)? {
         AnyTask::Digits(t) => with_optimizer::<B, _>(config, args, dir, &t, &device),
         AnyTask::Fashion(t) => with_optimizer::<B, _>(config, args, dir, &t, &device),
