@@ -19,7 +19,7 @@ use cubecl::cuda::CudaRuntime;
 use cubecl::prelude::*;
 use cubecl::{calculate_cube_count_elemwise, CubeDim};
 
-use super::multi::{self, MultiInput, MultiOutput};
+use super::multi::{self, MultiInput, MultiOutput, Stepped};
 use super::{downcast, DecayMode, FusedInputs, FusedOutput, StepScalars};
 
 /// burn's CUDA backend without fusion (f32 floats, as `burn::backend::Cuda` with defaults).
@@ -429,7 +429,7 @@ fn launch_multi_cube<R: CubeRuntime>(
     tensors: Vec<CubeStep<R>>,
     flags: CubeTensor<R>,
     check: bool,
-) -> (Vec<MultiOutput<CubeTensor<R>>>, CubeTensor<R>) {
+) -> Stepped<CubeTensor<R>> {
     let alloc = tracing::trace_span!("fused.alloc").entered();
     let flags = if flags.can_mut() { flags } else { flags.copy() };
     // Parameters and their gradients are contiguous: `into_contiguous` hands them back as they are.
@@ -636,10 +636,7 @@ fn launch_multi_fusion(
     tensors: Vec<MultiInput<FusionTensor<FusionRt>>>,
     flags: FusionTensor<FusionRt>,
     check: bool,
-) -> (
-    Vec<MultiOutput<FusionTensor<FusionRt>>>,
-    FusionTensor<FusionRt>,
-) {
+) -> Stepped<FusionTensor<FusionRt>> {
     let _queue = tracing::trace_span!("fused.queue").entered();
     let client = flags.client.clone();
     let streams = OperationStreams::with_inputs(
@@ -726,10 +723,7 @@ pub(super) fn steps<B: Backend>(
     inputs: Vec<MultiInput<B::FloatTensorPrimitive>>,
     flags: B::FloatTensorPrimitive,
     check: bool,
-) -> (
-    Vec<MultiOutput<B::FloatTensorPrimitive>>,
-    B::FloatTensorPrimitive,
-) {
+) -> Stepped<B::FloatTensorPrimitive> {
     fn cast<A: 'static, T: 'static>(inputs: Vec<MultiInput<A>>) -> Vec<MultiInput<T>> {
         let cast = |p| {
             downcast::<A, T>(p)
@@ -747,9 +741,7 @@ pub(super) fn steps<B: Backend>(
             })
             .collect()
     }
-    fn back<T: 'static, P: 'static>(
-        (outs, flags): (Vec<MultiOutput<T>>, T),
-    ) -> (Vec<MultiOutput<P>>, P) {
+    fn back<T: 'static, P: 'static>((outs, flags): Stepped<T>) -> Stepped<P> {
         let cast = |t| downcast::<T, P>(t).ok().expect("same type");
         let outs = (outs.into_iter())
             .map(|o| MultiOutput {

@@ -48,6 +48,13 @@ mod multi;
 
 pub use multi::{plan_launches, MultiInput, MultiOutput, MAX_TENSORS_PER_LAUNCH};
 
+/// What [`adam_pwd_steps`] returns: each tensor's `w', m', v'` (in the inputs' order) and the
+/// updated flags.
+pub type MultiStepped<B> = (
+    Vec<MultiOutput<burn::tensor::ops::FloatTensor<B>>>,
+    Tensor<B, 1>,
+);
+
 use burn::tensor::{backend::Backend, DType, Tensor, TensorPrimitive};
 
 use crate::decay::DecayStep;
@@ -282,7 +289,7 @@ pub fn adam_pwd_steps<B: Backend>(
     inputs: Vec<MultiInput<B::FloatTensorPrimitive>>,
     flags: Tensor<B, 1>,
     check: bool,
-) -> Option<(Vec<MultiOutput<B::FloatTensorPrimitive>>, Tensor<B, 1>)> {
+) -> Option<MultiStepped<B>> {
     if !supports_multi::<B>(DType::F32) {
         return None;
     }

@@ -37,6 +37,12 @@ pub struct MultiInput<P> {
     pub scalars: StepScalars,
 }
 
+/// Items with their positions among a step's tensors.
+pub type Positioned<T> = Vec<(usize, T)>;
+
+/// The outputs of a multi-tensor step (in the inputs' order) and the updated flags.
+pub type Stepped<P> = (Vec<MultiOutput<P>>, P);
+
 /// One tensor's outputs of a multi-tensor step: `w', m', v'`, of its input's shape.
 pub struct MultiOutput<P> {
     /// `w'`.
@@ -102,10 +108,7 @@ fn locate(starts: &[usize], i: usize) -> Option<(usize, usize)> {
 
 /// `items` (one per tensor, consumed) split by the plan: each launch's, in order, with their
 /// positions; then the rest (the empty tensors), with theirs.
-pub fn split_by_plan<T>(
-    items: Vec<T>,
-    plan: &[Vec<usize>],
-) -> (Vec<Vec<(usize, T)>>, Vec<(usize, T)>) {
+pub fn split_by_plan<T>(items: Vec<T>, plan: &[Vec<usize>]) -> (Vec<Positioned<T>>, Positioned<T>) {
     let mut slots: Vec<Option<T>> = items.into_iter().map(Some).collect();
     let launches = plan
         .iter()
