@@ -36,7 +36,7 @@ if [ "${STEP_S:-150}" != 0 ]; then
   done
   if [ "${STEP_REPEAT:-1}" = 1 ]; then
     timeout "${STEP_S:-150}" /tmp/padam bench step --backend cuda --iters "${ITERS:-30}" \
-      --optimizers burn_adamw,padam,padam_deferred,padam_unchecked,padam_tensor_ops
+      --optimizers burn_adamw,padam,padam_deferred,padam_unchecked,padam_per_tensor,padam_deferred_per_tensor,padam_tensor_ops
     echo "step (repeat) rc=$? after $(( $(date +%s) - t0 )) s"
   fi
   if [ "${HOST_PROFILE:-0}" = 1 ]; then

@@ -382,11 +382,35 @@ impl Case {
         B: AutodiffBackend,
         M: AutodiffModule<B> + 'static,
     {
+        self.build_with::<B, M>(fused, true)
+    }
+
+    /// [`Case::build`] with the fused step held to one kernel per tensor where the backend has
+    /// the multi-tensor kernel (`PAdamConfig::with_multi_tensor(false)`): the oracle of the
+    /// multi-tensor kernel.
+    pub fn build_per_tensor<B, M>(&self) -> Result<Box<dyn Stepper<M, B>>, ConfigError>
+    where
+        B: AutodiffBackend,
+        M: AutodiffModule<B> + 'static,
+    {
+        self.build_with::<B, M>(true, false)
+    }
+
+    fn build_with<B, M>(
+        &self,
+        fused: bool,
+        multi_tensor: bool,
+    ) -> Result<Box<dyn Stepper<M, B>>, ConfigError>
+    where
+        B: AutodiffBackend,
+        M: AutodiffModule<B> + 'static,
+    {
         Ok(match self.optimizer {
             CaseOptimizer::PAdam { .. } => Box::new(
                 self.padam_config()
                     .expect("a PAdam case")
                     .with_fused_kernel(fused)
+                    .with_multi_tensor(multi_tensor)
                     .init::<B, M>()?,
             ),
             CaseOptimizer::PSgd { .. } => {
@@ -449,6 +473,11 @@ pub trait Stepper<M, B> {
     fn settle(&mut self, module: M) -> Result<M, StepError<M>>;
     /// True when steps run the fused kernel ([`PWdOptimizer::uses_fused_kernel`]).
     fn uses_fused_kernel(&self) -> bool;
+    /// True when they run it as the multi-tensor kernel
+    /// ([`PWdOptimizer::uses_multi_tensor_kernel`]).
+    fn uses_multi_tensor_kernel(&self) -> bool {
+        false
+    }
     /// Steps taken ([`PWdOptimizer::steps`]).
     fn steps(&self) -> usize;
 }
@@ -474,6 +503,10 @@ where
 
     fn uses_fused_kernel(&self) -> bool {
         PWdOptimizer::uses_fused_kernel(self)
+    }
+
+    fn uses_multi_tensor_kernel(&self) -> bool {
+        PWdOptimizer::uses_multi_tensor_kernel(self)
     }
 
     fn steps(&self) -> usize {

@@ -41,6 +41,10 @@ pub struct PAdamConfig {
     /// with padam's `cuda` feature, burn's CPU backend `Flex` with the default `flex` feature;
     /// see [`fused`](crate::fused)); `false` keeps the tensor-op path everywhere. Default `true`.
     pub fused_kernel: bool,
+    /// Where the fused step runs on burn's CUDA backend: all tensors of a step in one
+    /// operation, one kernel launch per group of tensors (`true`, the default), or one kernel
+    /// per tensor (`false`); the same arithmetic. Other backends ignore it.
+    pub multi_tensor: bool,
 }
 
 impl Default for PAdamConfig {
@@ -52,6 +56,7 @@ impl Default for PAdamConfig {
             decay: DecayConfig::default(),
             grad_clipping: None,
             fused_kernel: true,
+            multi_tensor: true,
         }
     }
 }
@@ -93,6 +98,13 @@ impl PAdamConfig {
         self
     }
 
+    /// Step all tensors in one multi-tensor operation on burn's CUDA backend (`true`, the
+    /// default) or launch one kernel per tensor (`false`).
+    pub fn with_multi_tensor(mut self, multi_tensor: bool) -> Self {
+        self.multi_tensor = multi_tensor;
+        self
+    }
+
     /// Check every field; the error names the field and value.
     pub fn validate(&self) -> Result<(), ConfigError> {
         validate_adam("PAdam", self.beta_1, self.beta_2, self.epsilon)?;
@@ -115,11 +127,13 @@ impl PAdamConfig {
         self.validate()?;
         let optim = PWdOptimizer::build(self.base(), &self.decay, self.grad_clipping.as_ref())?;
         Ok(if self.fused_kernel {
-            optim.with_fused_adam(AdamHyper {
-                beta_1: self.beta_1 as f32,
-                beta_2: self.beta_2 as f32,
-                epsilon: self.epsilon as f32,
-            })
+            optim
+                .with_fused_adam(AdamHyper {
+                    beta_1: self.beta_1 as f32,
+                    beta_2: self.beta_2 as f32,
+                    epsilon: self.epsilon as f32,
+                })
+                .with_multi_tensor(self.multi_tensor)
         } else {
             optim
         })

@@ -50,8 +50,10 @@ pub struct StepArgs {
     #[arg(long, value_delimiter = ',', default_value = "resnet18,gpt2")]
     pub shapes: Vec<String>,
     /// Optimizers to time: burn_adamw, burn_adam, padam (the fused kernel where the backend
-    /// has it), padam_deferred (the non-finite check read every 10 steps), padam_unchecked
-    /// (no non-finite check), padam_tensor_ops and
+    /// has it: on CUDA the multi-tensor kernel), padam_deferred (the non-finite check read every
+    /// 10 steps), padam_unchecked (no non-finite check), padam_per_tensor,
+    /// padam_deferred_per_tensor and padam_unchecked_per_tensor (the same with one kernel per
+    /// tensor), padam_tensor_ops and
     /// padam_tensor_ops_unchecked (the portable tensor-op path), padam_lambda0 (Adam + check,
     /// no decay math), psgd_momentum. Two rows that split the per-tensor cost, not in the
     /// default list: burn_sgd (plain SGD, `w - lr g`: one element-wise kernel per tensor after
@@ -61,7 +63,7 @@ pub struct StepArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "burn_adamw,burn_adam,padam,padam_deferred,padam_unchecked,padam_tensor_ops,padam_tensor_ops_unchecked,padam_lambda0,psgd_momentum"
+        default_value = "burn_adamw,burn_adam,padam,padam_deferred,padam_unchecked,padam_per_tensor,padam_deferred_per_tensor,padam_unchecked_per_tensor,padam_tensor_ops,padam_tensor_ops_unchecked,padam_lambda0,psgd_momentum"
     )]
     pub optimizers: Vec<String>,
     /// Timed steps per optimizer (after warm-up); the median is reported.

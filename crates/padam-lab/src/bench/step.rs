@@ -326,10 +326,14 @@ pub(super) fn step_bench<B: AutodiffBackend>(
                     let o = AdamConfig::new().with_epsilon(1e-8).init();
                     (28, time_steps(o, m, &grads, args, &device)?)
                 }
-                "padam" | "padam_deferred" | "padam_unchecked" | "padam_tensor_ops"
+                "padam" | "padam_deferred" | "padam_unchecked" | "padam_per_tensor"
+                | "padam_deferred_per_tensor" | "padam_unchecked_per_tensor" | "padam_tensor_ops"
                 | "padam_tensor_ops_unchecked" | "padam_lambda0" => {
-                    let lambda = if name == "padam_lambda0" { 0.0 } else { 1e-2 };
-                    let policy = if name.ends_with("unchecked") {
+                    // `_per_tensor`: the fused step with one kernel per tensor (the default on
+                    // CUDA is the multi-tensor kernel).
+                    let base = name.trim_end_matches("_per_tensor");
+                    let lambda = if base == "padam_lambda0" { 0.0 } else { 1e-2 };
+                    let policy = if base.ends_with("unchecked") {
                         NonFinitePolicy::Unchecked
                     } else {
                         NonFinitePolicy::Error
@@ -338,10 +342,17 @@ pub(super) fn step_bench<B: AutodiffBackend>(
                         .with_p(0.8)
                         .with_lambda(lambda)
                         .with_non_finite(policy)
-                        .with_check_every(if name == "padam_deferred" { 10 } else { 1 })
-                        .with_fused_kernel(!name.starts_with("padam_tensor_ops"))
+                        .with_check_every(if base == "padam_deferred" { 10 } else { 1 })
+                        .with_fused_kernel(!base.starts_with("padam_tensor_ops"))
+                        .with_multi_tensor(!name.ends_with("_per_tensor"))
                         .init()?;
-                    path = if o.uses_fused_kernel() { "fused kernel" } else { "tensor ops" };
+                    path = if o.uses_multi_tensor_kernel() {
+                        "multi-tensor"
+                    } else if o.uses_fused_kernel() {
+                        "fused kernel"
+                    } else {
+                        "tensor ops"
+                    };
                     (28, time_steps(o, m, &grads, args, &device)?)
                 }
                 "psgd_momentum" => {
@@ -354,7 +365,7 @@ pub(super) fn step_bench<B: AutodiffBackend>(
                     (0, time_steps(o, m, &grads, args, &device)?)
                 }
                 other => anyhow::bail!(
-                    "--optimizers: unknown optimizer `{other}` (expected burn_adamw, burn_adam, padam, padam_deferred, padam_unchecked, padam_tensor_ops, padam_tensor_ops_unchecked, padam_lambda0, psgd_momentum, burn_sgd or walk_only)"
+                    "--optimizers: unknown optimizer `{other}` (expected burn_adamw, burn_adam, padam, padam_deferred, padam_unchecked, padam_per_tensor, padam_deferred_per_tensor, padam_unchecked_per_tensor, padam_tensor_ops, padam_tensor_ops_unchecked, padam_lambda0, psgd_momentum, burn_sgd or walk_only)"
                 ),
             };
             if name.starts_with("psgd") {

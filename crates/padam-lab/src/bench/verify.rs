@@ -1,12 +1,14 @@
 //! `padam bench verify`: every case of the library's case table (`padam::cases::cases()`, the
-//! cases the CPU tests run) on this backend against the float64 reference.
+//! cases the CPU tests run) on this backend against the float64 reference; then a module of
+//! many tensors, several launches of the multi-tensor kernel where the backend has it, against
+//! the per-tensor kernel and the tensor ops, and its non-finite refusals.
 
 use burn::module::{Module, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 use padam::cases::{cases, Case, Probe, Stepper};
-use padam::reference;
+use padam::{reference, NonFinitePolicy, PAdamConfig, ParamSelection};
 
 use super::VerifyArgs;
 
@@ -87,14 +89,21 @@ fn compare(name: String, got: &[f32], want: &[f64]) -> VerifyCase {
     }
 }
 
-/// "fused kernel" or "tensor ops": which implementation `optim` runs.
-fn path_name<B: AutodiffBackend>(optim: &dyn Stepper<One<B>, B>) -> &'static str {
-    if optim.uses_fused_kernel() {
-        "fused kernel"
+/// "multi-tensor kernel", "fused kernel" (one kernel per tensor) or "tensor ops": which
+/// implementation `optim` runs.
+fn path_name<M, B: AutodiffBackend>(optim: &dyn Stepper<M, B>) -> &'static str {
+    if optim.uses_multi_tensor_kernel() {
+        MULTI
+    } else if optim.uses_fused_kernel() {
+        PER_TENSOR
     } else {
-        "tensor ops"
+        TENSOR_OPS
     }
 }
+
+const MULTI: &str = "multi-tensor kernel";
+const PER_TENSOR: &str = "fused kernel";
+const TENSOR_OPS: &str = "tensor ops";
 
 /// `optim` from `w0` through `grads` (step `k` at the case's learning rate), the deferred check
 /// settled at the end; the final weights.
@@ -157,6 +166,8 @@ pub(super) fn verify<B: AutodiffBackend>(args: &VerifyArgs) -> anyhow::Result<()
         }
     }
 
+    rows.extend(verify_many_tensors::<B>(args, &device)?);
+
     let width = rows.iter().map(|c| c.name.len()).max().unwrap_or(0).max(42);
     println!(
         "{:width$} {:>12} {:>14}  result",
@@ -180,9 +191,11 @@ pub(super) fn verify<B: AutodiffBackend>(args: &VerifyArgs) -> anyhow::Result<()
     Ok(())
 }
 
-/// `case` on this backend through both implementations (where they differ: only PAdam has
-/// the fused kernel), each against the float64 result `want`, and the two against each other
-/// (the fused kernel must compute what the tensor ops compute). The row names say which
+/// `case` on this backend through each implementation it has (only PAdam has the fused
+/// kernels: the multi-tensor one where the backend has it, one kernel per tensor, the tensor
+/// ops), each against the float64 result `want`, and against each other: the multi-tensor
+/// kernel against the per-tensor kernel (the same arithmetic: a line says how many weights
+/// differ in their bits), the per-tensor kernel against the tensor ops. The row names say which
 /// implementation actually ran.
 fn verify_paths<B: AutodiffBackend>(
     case: &Case,
@@ -192,26 +205,50 @@ fn verify_paths<B: AutodiffBackend>(
     device: &B::Device,
 ) -> anyhow::Result<Vec<VerifyCase>> {
     let mut results = Vec::new();
-    let mut runs = Vec::new();
-    for fused in [true, false] {
-        let optim = case.build::<B, One<B>>(fused)?;
+    let mut runs: Vec<(&str, Vec<f32>)> = Vec::new();
+    for build in [0, 1, 2] {
+        let optim = match build {
+            0 => case.build::<B, One<B>>(true)?,
+            1 => case.build_per_tensor::<B, One<B>>()?,
+            _ => case.build::<B, One<B>>(false)?,
+        };
         let path = path_name(optim.as_ref());
         if runs.iter().any(|(p, _)| *p == path) {
-            continue; // no kernel on this backend or for this case: the tensor path already ran
+            continue; // this path already ran (no such kernel on this backend or for this case)
         }
         let got = run_case::<B>(optim, case, w0, grads, device)?;
         results.push(compare(format!("{} [{path}]", case.name), &got, want));
         runs.push((path, got));
     }
-    if runs.len() == 2 {
-        let tensor_ops: Vec<f64> = runs[1].1.iter().map(|&x| x as f64).collect();
-        results.push(compare(
-            format!("{} [fused vs tensor ops]", case.name),
-            &runs[0].1,
-            &tensor_ops,
+    let run = |path: &str| runs.iter().find(|(p, _)| *p == path).map(|(_, w)| w);
+    if let (Some(multi), Some(per_tensor)) = (run(MULTI), run(PER_TENSOR)) {
+        results.push(against(
+            case,
+            "multi vs per-tensor kernel",
+            multi,
+            per_tensor,
         ));
     }
+    if let (Some(fused), Some(ops)) = (run(PER_TENSOR).or(run(MULTI)), run(TENSOR_OPS)) {
+        results.push(against(case, "fused vs tensor ops", fused, ops));
+    }
     Ok(results)
+}
+
+/// The row comparing two implementations' weights, and a line with how many differ in their bits.
+fn against(case: &Case, what: &str, got: &[f32], oracle: &[f32]) -> VerifyCase {
+    let name = format!("{} [{what}]", case.name);
+    let differ = got
+        .iter()
+        .zip(oracle)
+        .filter(|(a, b)| a.to_bits() != b.to_bits())
+        .count();
+    println!(
+        "{name}: {differ} of {} weights differ in their bits",
+        got.len()
+    );
+    let oracle: Vec<f64> = oracle.iter().map(|&x| x as f64).collect();
+    compare(name, got, &oracle)
 }
 
 /// After up to two normal steps, a gradient with a NaN and an inf: the case's policy (`Error`)
@@ -385,6 +422,215 @@ fn verify_wrapped<B: AutodiffBackend>(
         nonzero_at_zero: broken,
         ok: rel < 1e-5 && broken == 0,
     })
+}
+
+/// Many parameters: 30 vectors (not decayed under `matrices_only`) and 15 matrices (decayed),
+/// 45 tensors of assorted lengths, so the multi-tensor kernel takes them in several launches
+/// that mix decay modes.
+#[derive(Module, Debug)]
+struct Many<B: Backend> {
+    vectors: Vec<Param<Tensor<B, 1>>>,
+    matrices: Vec<Param<Tensor<B, 2>>>,
+}
+
+const VECTORS: usize = 30;
+const MATRICES: usize = 15;
+
+impl<B: AutodiffBackend> Many<B> {
+    fn new(seed: u64, device: &B::Device) -> Self {
+        let vector = |k: usize| {
+            let n = (k * 37) % 500 + 1;
+            let data = TensorData::new(tricky_values(n, seed + k as u64), [n]);
+            Param::from_tensor(Tensor::from_data(data, device))
+        };
+        let matrix = |k: usize| {
+            let shape = [k % 7 + 1, 33];
+            let data = TensorData::new(tricky_values(shape[0] * 33, seed + 50 + k as u64), shape);
+            Param::from_tensor(Tensor::from_data(data, device))
+        };
+        Many {
+            vectors: (0..VECTORS).map(vector).collect(),
+            matrices: (0..MATRICES).map(matrix).collect(),
+        }
+    }
+
+    /// Gradients of step `step` for every parameter; `bad`: (vector index, value) written into
+    /// entry 0 of that vector's gradient, and (matrix index, value) into that matrix's.
+    fn grads(&self, step: u64, bad: &[(bool, usize, f32)], device: &B::Device) -> GradientsParams {
+        let mut gp = GradientsParams::new();
+        let values = |n: usize, k: usize, matrix: bool| {
+            let mut g: Vec<f32> =
+                tricky_values(n, 1000 * step + k as u64 + 500 * u64::from(matrix))
+                    .iter()
+                    .map(|g| g * 0.1)
+                    .collect();
+            for &(m, i, x) in bad {
+                if m == matrix && i == k {
+                    g[0] = x;
+                }
+            }
+            g
+        };
+        for (k, p) in self.vectors.iter().enumerate() {
+            let shape = p.val().dims();
+            let data = TensorData::new(values(shape[0], k, false), shape);
+            gp.register(p.id, Tensor::<B::InnerBackend, 1>::from_data(data, device));
+        }
+        for (k, p) in self.matrices.iter().enumerate() {
+            let shape = p.val().dims();
+            let data = TensorData::new(values(shape[0] * shape[1], k, true), shape);
+            gp.register(p.id, Tensor::<B::InnerBackend, 2>::from_data(data, device));
+        }
+        gp
+    }
+
+    /// Every weight, parameter after parameter.
+    fn weights(&self) -> Vec<f32> {
+        let mut out = Vec::new();
+        for p in &self.vectors {
+            out.extend(to_vec(p.val()));
+        }
+        for p in &self.matrices {
+            out.extend(to_vec(p.val()));
+        }
+        out
+    }
+}
+
+/// [`Many`] through each implementation for `--steps` steps (PAdam, p 0.8, λ 1e-2 on the
+/// matrices, the per-step check): the multi-tensor kernel (where the backend has it) against
+/// the per-tensor kernel and the tensor ops; then its refusals, a NaN and an inf in tensors of
+/// different launches, per step (both named with their counts, weights unchanged) and deferred
+/// (`check_every` 2: the window refused, the weights from its start back). Rows only where the
+/// backend has the multi-tensor kernel.
+fn verify_many_tensors<B: AutodiffBackend>(
+    args: &VerifyArgs,
+    device: &B::Device,
+) -> anyhow::Result<Vec<VerifyCase>> {
+    let config = |policy: NonFinitePolicy, every: usize| {
+        PAdamConfig::new()
+            .with_p(0.8)
+            .with_lambda(1e-2)
+            .with_selection(ParamSelection::matrices_only())
+            .with_non_finite(policy)
+            .with_check_every(every)
+    };
+    let multi = config(NonFinitePolicy::Error, 1).init::<B, Many<B>>()?;
+    if !multi.uses_multi_tensor_kernel() {
+        return Ok(Vec::new());
+    }
+    let name = format!("multi-tensor, {} tensors", VECTORS + MATRICES);
+    let model = Many::<B>::new(args.seed, device);
+    let steps = args.steps.max(1) as u64;
+    let lr = 1e-2;
+    let run = |mut optim: Box<dyn Stepper<Many<B>, B>>| -> anyhow::Result<Vec<f32>> {
+        let mut m = model.clone();
+        for k in 0..steps {
+            let gp = m.grads(k, &[], device);
+            m = optim
+                .try_step(lr, m, gp)
+                .map_err(|e| anyhow::anyhow!("{name}: {}", e.error))?;
+        }
+        Ok(m.weights())
+    };
+    let multi_w = run(Box::new(multi))?;
+    let per_tensor = run(Box::new(
+        config(NonFinitePolicy::Error, 1)
+            .with_multi_tensor(false)
+            .init::<B, Many<B>>()?,
+    ))?;
+    let ops = run(Box::new(
+        config(NonFinitePolicy::Error, 1)
+            .with_fused_kernel(false)
+            .init::<B, Many<B>>()?,
+    ))?;
+    let mut rows = Vec::new();
+    for (what, oracle) in [("per-tensor kernel", &per_tensor), ("tensor ops", &ops)] {
+        let row = format!("{name} [{MULTI} vs {what}]");
+        let differ = (multi_w.iter().zip(oracle))
+            .filter(|(a, b)| a.to_bits() != b.to_bits())
+            .count();
+        println!(
+            "{row}: {differ} of {} weights differ in their bits",
+            multi_w.len()
+        );
+        let oracle: Vec<f64> = oracle.iter().map(|&x| x as f64).collect();
+        rows.push(compare(row, &multi_w, &oracle));
+    }
+    // Vector 25 is in the second launch, matrix 10 (tensor 40) in the third.
+    let bad = [(false, 25, f32::NAN), (true, 10, f32::INFINITY)];
+    let mut optim = config(NonFinitePolicy::Error, 1).init::<B, Many<B>>()?;
+    let m = model.clone();
+    let gp = m.grads(0, &[], device);
+    let m = optim
+        .try_step(lr, m, gp)
+        .map_err(|e| anyhow::anyhow!("{name}: {}", e.error))?;
+    let before = m.weights();
+    let gp = m.grads(1, &bad, device);
+    let (ok, detail) = match optim.try_step(lr, m, gp) {
+        Ok(_) => (false, "step taken".to_string()),
+        Err(e) => {
+            let unchanged = bit_equal(&e.module.weights(), &before);
+            let named = matches!(
+                &e.error,
+                padam::StepFailure::NonFiniteGradient(g)
+                    if g.params.len() == 2
+                        && g.params.iter().all(|p| p.count == Some(1))
+                        && g.params.iter().any(|p| p.path == "vectors.25")
+                        && g.params.iter().any(|p| p.path == "matrices.10")
+            );
+            (
+                unchanged && named,
+                format!("{}; weights unchanged: {unchanged}", e.error),
+            )
+        }
+    };
+    rows.push(many_refusal_row(
+        &format!("{name}, NaN and inf refused [{MULTI}]"),
+        ok,
+        &detail,
+    ));
+    let mut optim = config(NonFinitePolicy::Error, 2).init::<B, Many<B>>()?;
+    let m = model.clone();
+    let gp = m.grads(0, &[], device);
+    let mut result = optim.try_step(lr, m, gp);
+    if let Ok(m) = result {
+        let gp = m.grads(1, &bad[..1], device);
+        result = optim.try_step(lr, m, gp);
+    }
+    let (ok, detail) = match result {
+        Ok(_) => (false, "not refused".to_string()),
+        Err(e) => {
+            let restored = bit_equal(&e.module.weights(), &model.weights());
+            let named = matches!(
+                &e.error,
+                padam::StepFailure::NonFiniteGradient(g)
+                    if g.step == 0 && g.through == 1 && g.params.len() == 1
+                        && g.params[0].path == "vectors.25" && g.params[0].count.is_none()
+            );
+            (
+                restored && named,
+                format!("{}; w0 restored: {restored}", e.error),
+            )
+        }
+    };
+    rows.push(many_refusal_row(
+        &format!("{name}, deferred window refused [{MULTI}]"),
+        ok,
+        &detail,
+    ));
+    Ok(rows)
+}
+
+/// A refusal row of [`verify_many_tensors`].
+fn many_refusal_row(name: &str, ok: bool, detail: &str) -> VerifyCase {
+    println!("{name}: {detail}");
+    VerifyCase {
+        name: name.to_string(),
+        max_rel_err: 0.0,
+        nonzero_at_zero: usize::from(!ok),
+        ok,
+    }
 }
 
 fn to_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {

@@ -1,5 +1,6 @@
-//! The fused step on burn's CUDA backend: the CubeCL kernel, its launch on `CubeBackend`
-//! tensors, and the custom operation that queues it in burn's fusion stream.
+//! The fused step on burn's CUDA backend: the CubeCL kernels (one tensor per launch, and many
+//! tensors per launch), their launch on `CubeBackend` tensors, and the custom operations that
+//! queue them in burn's fusion stream.
 //!
 //! The optimizer is generic over the backend; this file recognises burn's CUDA backend types at
 //! run time (`TypeId`) and moves the tensor primitives to and from the concrete types with
@@ -18,6 +19,7 @@ use cubecl::cuda::CudaRuntime;
 use cubecl::prelude::*;
 use cubecl::{calculate_cube_count_elemwise, CubeDim};
 
+use super::multi::{self, MultiInput, MultiOutput, Stepped};
 use super::{downcast, DecayMode, FusedInputs, FusedOutput, StepScalars};
 
 /// burn's CUDA backend without fusion (f32 floats, as `burn::backend::Cuda` with defaults).
@@ -85,6 +87,130 @@ fn adam_pwd_kernel(
         w_new = w_hat * uniform_factor;
     }
     if comptime![mode == MODE_PNORM] {
+        let s = f32::powf(f32::abs(w_old), p_minus_2);
+        w_new = w_hat / (s * c + base);
+    }
+    w_out[i] = w_new;
+    m_out[i] = m_new;
+    v_out[i] = v_new;
+}
+
+/// The multi-tensor kernel: the tensors of one launch (a group of at most
+/// `multi::MAX_TENSORS_PER_LAUNCH`, their count fixed at compile time) as sequences of buffers,
+/// one unit per element of the whole group. Unit `i` belongs to tensor `t` when
+/// `starts[t] <= i < starts[t + 1]`; a sequence is indexed by compile-time positions only, so an
+/// unrolled loop tests every tensor of the group and the matching one does the step. The
+/// per-tensor constants are sequences of scalars; the decay mode is a run-time value here (one
+/// launch mixes decayed and undecayed tensors), tested as the per-tensor kernel tests it at
+/// compile time. `w_out`, `m_out`, `v_out` alias `w`, `m`, `v` where the buffer may be written in
+/// place, else are new buffers.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+fn multi_adam_pwd_kernel(
+    w: &Sequence<Array<f32>>,
+    g: &Sequence<Array<f32>>,
+    m: &Sequence<Array<f32>>,
+    v: &Sequence<Array<f32>>,
+    w_out: &mut Sequence<Array<f32>>,
+    m_out: &mut Sequence<Array<f32>>,
+    v_out: &mut Sequence<Array<f32>>,
+    flags: &mut Array<f32>,
+    starts: Sequence<usize>,
+    flag_index: Sequence<u32>,
+    mode: Sequence<u32>,
+    combined: Sequence<f32>,
+    eps_scaled: Sequence<f32>,
+    lr: Sequence<f32>,
+    uniform_factor: Sequence<f32>,
+    c: Sequence<f32>,
+    p_minus_2: Sequence<f32>,
+    base: Sequence<f32>,
+    beta_1: f32,
+    one_minus_beta_1: f32,
+    beta_2: f32,
+    one_minus_beta_2: f32,
+    #[comptime] check: bool,
+) {
+    let i = ABSOLUTE_POS;
+    let tensors = comptime![w.len()];
+    #[unroll]
+    for t in 0..tensors {
+        let start = starts[t];
+        if i >= start && i < starts[t + 1] {
+            adam_pwd_element(
+                i - start,
+                w.index(t),
+                g.index(t),
+                m.index(t),
+                v.index(t),
+                w_out.index_mut(t),
+                m_out.index_mut(t),
+                v_out.index_mut(t),
+                flags,
+                flag_index[t] as usize,
+                beta_1,
+                one_minus_beta_1,
+                beta_2,
+                one_minus_beta_2,
+                combined[t],
+                eps_scaled[t],
+                lr[t],
+                mode[t],
+                uniform_factor[t],
+                c[t],
+                p_minus_2[t],
+                base[t],
+                check,
+            );
+        }
+    }
+}
+
+/// One element's step in the multi-tensor kernel: `adam_pwd_kernel`'s arithmetic, operation for
+/// operation, with the decay mode tested at run time.
+#[cube]
+#[allow(clippy::too_many_arguments, clippy::collapsible_if)]
+fn adam_pwd_element(
+    i: usize,
+    w: &Array<f32>,
+    g: &Array<f32>,
+    m: &Array<f32>,
+    v: &Array<f32>,
+    w_out: &mut Array<f32>,
+    m_out: &mut Array<f32>,
+    v_out: &mut Array<f32>,
+    flags: &mut Array<f32>,
+    flag_index: usize,
+    beta_1: f32,
+    one_minus_beta_1: f32,
+    beta_2: f32,
+    one_minus_beta_2: f32,
+    combined: f32,
+    eps_scaled: f32,
+    lr: f32,
+    mode: u32,
+    uniform_factor: f32,
+    c: f32,
+    p_minus_2: f32,
+    base: f32,
+    #[comptime] check: bool,
+) {
+    let gi = g[i];
+    if comptime![check] {
+        if f32::is_nan(gi) || f32::is_inf(gi) {
+            flags[flag_index] = 1.0;
+        }
+    }
+    let m_new = m[i] * beta_1 + gi * one_minus_beta_1;
+    let v_new = v[i] * beta_2 + (gi * gi) * one_minus_beta_2;
+    let update = (m_new * combined) / (f32::sqrt(v_new) + eps_scaled);
+    let w_old = w[i];
+    let w_hat = w_old - update * lr;
+    let mut w_new = w_hat;
+    if mode == MODE_UNIFORM {
+        w_new = w_hat * uniform_factor;
+    }
+    if mode == MODE_PNORM {
         let s = f32::powf(f32::abs(w_old), p_minus_2);
         w_new = w_hat / (s * c + base);
     }
@@ -283,6 +409,282 @@ fn launch_fusion(
         .expect("the fused step registers four outputs")
 }
 
+/// The kernel's value for a decay mode.
+fn mode_code(mode: DecayMode) -> u32 {
+    match mode {
+        DecayMode::None => MODE_NONE,
+        DecayMode::Uniform => MODE_UNIFORM,
+        DecayMode::PNorm => MODE_PNORM,
+    }
+}
+
+/// One tensor of a multi-tensor step on `CubeBackend` tensors.
+type CubeStep<R> = MultiInput<CubeTensor<R>>;
+
+/// The multi-tensor step on `CubeBackend` tensors: the tensors grouped as
+/// `multi::plan_launches` says, one kernel launch per group. `flags` is updated in place (copied
+/// first if another tensor shares it); each of `w', m', v'` is written over its input where the
+/// optimizer holds the only reference to that buffer (see [`destination`]), else into a new one.
+fn launch_multi_cube<R: CubeRuntime>(
+    tensors: Vec<CubeStep<R>>,
+    flags: CubeTensor<R>,
+    check: bool,
+) -> Stepped<CubeTensor<R>> {
+    let alloc = tracing::trace_span!("fused.alloc").entered();
+    let flags = if flags.can_mut() { flags } else { flags.copy() };
+    // Parameters and their gradients are contiguous: `into_contiguous` hands them back as they are.
+    let tensors: Vec<CubeStep<R>> = tensors
+        .into_iter()
+        .map(|t| MultiInput {
+            weight: into_contiguous(t.weight),
+            grad: into_contiguous(t.grad),
+            moment_1: into_contiguous(t.moment_1),
+            moment_2: into_contiguous(t.moment_2),
+            ..t
+        })
+        .collect();
+    let lens: Vec<usize> = tensors
+        .iter()
+        .map(|t| t.weight.meta.shape().num_elements())
+        .collect();
+    let plan = multi::plan_launches(&lens);
+    let count = tensors.len();
+    let (launches, empty) = multi::split_by_plan(tensors, &plan);
+    drop(alloc);
+    let mut outputs: Vec<Option<MultiOutput<CubeTensor<R>>>> = (0..count).map(|_| None).collect();
+    // An empty tensor's step changes nothing.
+    for (index, t) in empty {
+        outputs[index] = Some(MultiOutput {
+            weight: t.weight,
+            moment_1: t.moment_1,
+            moment_2: t.moment_2,
+        });
+    }
+    for launch in launches {
+        for (index, out) in launch_group(launch, &flags, check) {
+            outputs[index] = Some(out);
+        }
+    }
+    let outputs = outputs
+        .into_iter()
+        .map(|o| o.expect("every tensor is in a launch or empty"))
+        .collect();
+    (outputs, flags)
+}
+
+/// One launch of the multi-tensor kernel over one group (tensors with their step positions);
+/// the outputs with the same positions.
+fn launch_group<R: CubeRuntime>(
+    group: Vec<(usize, CubeStep<R>)>,
+    flags: &CubeTensor<R>,
+    check: bool,
+) -> Vec<(usize, MultiOutput<CubeTensor<R>>)> {
+    let alloc = tracing::trace_span!("fused.alloc").entered();
+    let n = group.len();
+    let client = flags.client.clone();
+    let first = group[0].1.scalars;
+    let lens: Vec<usize> = (group.iter())
+        .map(|(_, t)| t.weight.meta.shape().num_elements())
+        .collect();
+    let starts = multi::starts(&lens);
+    let (mut w_in, mut g_in, mut m_in, mut v_in) = (
+        SequenceArg::<R, Array<f32>>::new(),
+        SequenceArg::<R, Array<f32>>::new(),
+        SequenceArg::<R, Array<f32>>::new(),
+        SequenceArg::<R, Array<f32>>::new(),
+    );
+    let (mut w_out, mut m_out, mut v_out) = (
+        SequenceArg::<R, Array<f32>>::new(),
+        SequenceArg::<R, Array<f32>>::new(),
+        SequenceArg::<R, Array<f32>>::new(),
+    );
+    let mut starts_arg = SequenceArg::<R, usize>::new();
+    let mut flag_index = SequenceArg::<R, u32>::new();
+    let mut mode = SequenceArg::<R, u32>::new();
+    let [mut combined, mut eps_scaled, mut lr, mut uniform_factor, mut c, mut p_minus_2, mut base] =
+        std::array::from_fn(|_| SequenceArg::<R, f32>::new());
+    for s in &starts {
+        starts_arg.push(*s);
+    }
+    let mut outputs = Vec::with_capacity(n);
+    for (t, (index, step)) in group.into_iter().enumerate() {
+        let s = step.scalars;
+        debug_assert!(
+            (s.beta_1, s.one_minus_beta_1, s.beta_2, s.one_minus_beta_2)
+                == (
+                    first.beta_1,
+                    first.one_minus_beta_1,
+                    first.beta_2,
+                    first.one_minus_beta_2
+                ),
+            "the tensors of one step share Adam's betas"
+        );
+        let [w_pos, m_pos, v_pos] = multi::input_positions(n, t);
+        let (w_dest, m_dest, v_dest) = (
+            destination(&step.weight, w_pos),
+            destination(&step.moment_1, m_pos),
+            destination(&step.moment_2, v_pos),
+        );
+        w_in.push(step.weight.into_array_arg());
+        g_in.push(step.grad.into_array_arg());
+        m_in.push(step.moment_1.into_array_arg());
+        v_in.push(step.moment_2.into_array_arg());
+        w_out.push(w_dest.arg);
+        m_out.push(m_dest.arg);
+        v_out.push(v_dest.arg);
+        flag_index.push(u32::try_from(step.flag_index).expect("flag index fits u32"));
+        mode.push(mode_code(s.mode));
+        combined.push(s.combined);
+        eps_scaled.push(s.eps_scaled);
+        lr.push(s.lr);
+        uniform_factor.push(s.uniform_factor);
+        c.push(s.c);
+        p_minus_2.push(s.p_minus_2);
+        base.push(s.base);
+        outputs.push((
+            index,
+            MultiOutput {
+                weight: w_dest.tensor,
+                moment_1: m_dest.tensor,
+                moment_2: v_dest.tensor,
+            },
+        ));
+    }
+    let elements = multi::elements(&starts);
+    drop(alloc);
+    let _launch = tracing::trace_span!("fused.launch").entered();
+    let cube_dim = CubeDim::new(&client, elements);
+    let cube_count = calculate_cube_count_elemwise(&client, elements, cube_dim);
+    multi_adam_pwd_kernel::launch::<R>(
+        &client,
+        cube_count,
+        cube_dim,
+        w_in,
+        g_in,
+        m_in,
+        v_in,
+        w_out,
+        m_out,
+        v_out,
+        flags.clone().into_array_arg(),
+        starts_arg,
+        flag_index,
+        mode,
+        combined,
+        eps_scaled,
+        lr,
+        uniform_factor,
+        c,
+        p_minus_2,
+        base,
+        first.beta_1,
+        first.one_minus_beta_1,
+        first.beta_2,
+        first.one_minus_beta_2,
+        check,
+    );
+    outputs
+}
+
+/// What each tensor of a multi-tensor operation needs besides its four input tensors.
+#[derive(Debug, Clone, Copy)]
+struct TensorStep {
+    flag_index: usize,
+    scalars: StepScalars,
+}
+
+/// The multi-tensor step of all tensors as one operation of burn's fusion stream. Inputs are
+/// `w, g, m, v` per tensor, then the flags; outputs `w', m', v'` per tensor, then the flags.
+/// An input that no other tensor references arrives with burn-fusion's read-write status, its
+/// handle the only one (so the kernel may write over it).
+#[derive(Debug)]
+struct MultiAdamPwdOp {
+    desc: CustomOpIr,
+    tensors: Vec<TensorStep>,
+    check: bool,
+}
+
+impl Operation<FusionRt> for MultiAdamPwdOp {
+    fn execute(&self, handles: &mut HandleContainer<FusionHandle>) {
+        let _execute = tracing::trace_span!("fused.execute").entered();
+        let (inputs, outputs) = (&self.desc.inputs, &self.desc.outputs);
+        let n = self.tensors.len();
+        let mut get = |ir: &TensorIr| handles.get_float_tensor::<CubeCuda>(ir);
+        let steps: Vec<_> = (self.tensors.iter().enumerate())
+            .map(|(k, t)| MultiInput {
+                weight: get(&inputs[4 * k]),
+                grad: get(&inputs[4 * k + 1]),
+                moment_1: get(&inputs[4 * k + 2]),
+                moment_2: get(&inputs[4 * k + 3]),
+                flag_index: t.flag_index,
+                scalars: t.scalars,
+            })
+            .collect();
+        let flags = get(&inputs[4 * n]);
+        let (outs, flags) = launch_multi_cube(steps, flags, self.check);
+        for (k, out) in outs.into_iter().enumerate() {
+            handles.register_float_tensor::<CubeCuda>(&outputs[3 * k].id, out.weight);
+            handles.register_float_tensor::<CubeCuda>(&outputs[3 * k + 1].id, out.moment_1);
+            handles.register_float_tensor::<CubeCuda>(&outputs[3 * k + 2].id, out.moment_2);
+        }
+        handles.register_float_tensor::<CubeCuda>(&outputs[3 * n].id, flags);
+    }
+}
+
+/// Queue the multi-tensor step of `tensors` as one operation.
+fn launch_multi_fusion(
+    tensors: Vec<MultiInput<FusionTensor<FusionRt>>>,
+    flags: FusionTensor<FusionRt>,
+    check: bool,
+) -> Stepped<FusionTensor<FusionRt>> {
+    let _queue = tracing::trace_span!("fused.queue").entered();
+    let client = flags.client.clone();
+    let streams = OperationStreams::with_inputs(
+        (tensors.iter())
+            .flat_map(|t| [&t.weight, &t.grad, &t.moment_1, &t.moment_2])
+            .chain([&flags]),
+    );
+    let out =
+        |shape: &Shape| TensorIr::uninit(client.create_empty_handle(), shape.clone(), DType::F32);
+    let mut outputs = Vec::with_capacity(3 * tensors.len() + 1);
+    let mut inputs = Vec::with_capacity(4 * tensors.len() + 1);
+    let mut steps = Vec::with_capacity(tensors.len());
+    for t in tensors {
+        let shape = t.weight.shape.clone();
+        outputs.extend([out(&shape), out(&shape), out(&shape)]);
+        inputs.extend([
+            t.weight.into_ir(),
+            t.grad.into_ir(),
+            t.moment_1.into_ir(),
+            t.moment_2.into_ir(),
+        ]);
+        steps.push(TensorStep {
+            flag_index: t.flag_index,
+            scalars: t.scalars,
+        });
+    }
+    outputs.push(out(&flags.shape));
+    inputs.push(flags.into_ir());
+    let desc = CustomOpIr::new("padam_multi_adam_pwd_step", &inputs, &outputs);
+    let op = MultiAdamPwdOp {
+        desc: desc.clone(),
+        tensors: steps,
+        check,
+    };
+    let mut results = client.register(streams, OperationIr::Custom(desc), op);
+    let flags = results.pop().expect("the flags are the last output");
+    let mut results = results.into_iter();
+    let per_tensor = std::iter::from_fn(|| {
+        Some(MultiOutput {
+            weight: results.next()?,
+            moment_1: results.next()?,
+            moment_2: results.next()?,
+        })
+    })
+    .collect();
+    (per_tensor, flags)
+}
+
 /// True when `B` is one of burn's CUDA backends with f32 floats.
 pub(super) fn is_cuda<B: Backend>() -> bool {
     let id = TypeId::of::<B>();
@@ -313,4 +715,54 @@ pub(super) fn step<B: Backend, const D: usize>(
             .map(|t| downcast::<_, B::FloatTensorPrimitive>(t).expect("same type"))
     };
     Some(FusedOutput::from_primitives(outputs))
+}
+
+/// The multi-tensor step of `inputs` on `B`, which must be one of the CUDA backends: one
+/// operation in the fusion stream (or, without fusion, the launches at once).
+pub(super) fn steps<B: Backend>(
+    inputs: Vec<MultiInput<B::FloatTensorPrimitive>>,
+    flags: B::FloatTensorPrimitive,
+    check: bool,
+) -> Stepped<B::FloatTensorPrimitive> {
+    fn cast<A: 'static, T: 'static>(inputs: Vec<MultiInput<A>>) -> Vec<MultiInput<T>> {
+        let cast = |p| {
+            downcast::<A, T>(p)
+                .ok()
+                .expect("checked: B is this CUDA backend")
+        };
+        (inputs.into_iter())
+            .map(|i| MultiInput {
+                weight: cast(i.weight),
+                grad: cast(i.grad),
+                moment_1: cast(i.moment_1),
+                moment_2: cast(i.moment_2),
+                flag_index: i.flag_index,
+                scalars: i.scalars,
+            })
+            .collect()
+    }
+    fn back<T: 'static, P: 'static>((outs, flags): Stepped<T>) -> Stepped<P> {
+        let cast = |t| downcast::<T, P>(t).ok().expect("same type");
+        let outs = (outs.into_iter())
+            .map(|o| MultiOutput {
+                weight: cast(o.weight),
+                moment_1: cast(o.moment_1),
+                moment_2: cast(o.moment_2),
+            })
+            .collect();
+        (outs, cast(flags))
+    }
+    if TypeId::of::<B>() == TypeId::of::<FusionCuda>() {
+        type T = FusionTensor<FusionRt>;
+        let flags = downcast::<_, T>(flags)
+            .ok()
+            .expect("checked: B is the fusion CUDA backend");
+        back(launch_multi_fusion(cast::<_, T>(inputs), flags, check))
+    } else {
+        type T = CubeTensor<CudaRuntime>;
+        let flags = downcast::<_, T>(flags)
+            .ok()
+            .expect("checked: B is the CUDA backend");
+        back(launch_multi_cube(cast::<_, T>(inputs), flags, check))
+    }
 }

@@ -9,8 +9,12 @@
 //! Two backends have one (f32 weights):
 //!
 //! - burn's CUDA backend (`Fusion<CubeBackend<CudaRuntime>>` or plain
-//!   `CubeBackend<CudaRuntime>`), with the `cuda` feature: one CubeCL kernel per tensor
-//!   (`cuda.rs`), queued in burn's fusion stream;
+//!   `CubeBackend<CudaRuntime>`), with the `cuda` feature: by default one operation in burn's
+//!   fusion stream for all tensors of a step, launching one CubeCL kernel per group of up to
+//!   [`MAX_TENSORS_PER_LAUNCH`] tensors ([`adam_pwd_steps`]; the grouping in `multi.rs`, the
+//!   kernel in `cuda.rs`), as PyTorch's fused AdamW does (burn's host cost is paid per operation
+//!   and per launch, not per tensor); or one kernel per tensor ([`adam_pwd_step`],
+//!   `PAdamConfig::with_multi_tensor(false)`), the same arithmetic;
 //! - burn's CPU backend (`Flex`), with the `flex` feature (on by default): one loop per tensor
 //!   in Rust (`flex.rs`).
 //!
@@ -40,6 +44,16 @@
 mod cuda;
 #[cfg(feature = "flex")]
 mod flex;
+mod multi;
+
+pub use multi::{plan_launches, MultiInput, MultiOutput, MAX_TENSORS_PER_LAUNCH};
+
+/// What [`adam_pwd_steps`] returns: each tensor's `w', m', v'` (in the inputs' order) and the
+/// updated flags.
+pub type MultiStepped<B> = (
+    Vec<MultiOutput<burn::tensor::ops::FloatTensor<B>>>,
+    Tensor<B, 1>,
+);
 
 use burn::tensor::{backend::Backend, DType, Tensor, TensorPrimitive};
 
@@ -211,6 +225,12 @@ pub fn supports<B: Backend>(dtype: DType) -> bool {
     dtype == DType::F32 && (on_cuda::<B>() || on_flex::<B>())
 }
 
+/// True when backend `B` has the multi-tensor step ([`adam_pwd_steps`]) for tensors of `dtype`:
+/// f32 on burn's CUDA backend (with the `cuda` feature).
+pub fn supports_multi<B: Backend>(dtype: DType) -> bool {
+    dtype == DType::F32 && on_cuda::<B>()
+}
+
 /// True when reading a value of `B` back costs no device synchronisation (the CPU backend):
 /// there the optimizer checks the gradients for NaN and inf before a fused step, as on the tensor
 /// path, instead of through the step's flags read after it.
@@ -258,6 +278,36 @@ pub fn adam_pwd_step<B: Backend, const D: usize>(
     // `supports` is false for every other backend: nothing reaches here.
     let _ = (inputs, flag_index, check, scalars);
     None
+}
+
+/// The fused step of many tensors at once ([`adam_pwd_step`]'s arithmetic for each): one
+/// operation, launching one kernel per group of up to [`MAX_TENSORS_PER_LAUNCH`] tensors (see
+/// [`plan_launches`]). When `check` is set, entry `flag_index` of `flags` becomes 1 for each
+/// tensor whose gradient holds NaN or inf. The outputs come in the order of `inputs`. `None`
+/// when [`supports_multi`] is false for `B` (nothing is consumed but the inputs then).
+pub fn adam_pwd_steps<B: Backend>(
+    inputs: Vec<MultiInput<B::FloatTensorPrimitive>>,
+    flags: Tensor<B, 1>,
+    check: bool,
+) -> Option<MultiStepped<B>> {
+    if !supports_multi::<B>(DType::F32) {
+        return None;
+    }
+    #[cfg(feature = "cuda")]
+    {
+        let flags = flags.into_primitive().tensor();
+        let (outputs, flags) = cuda::steps::<B>(inputs, flags, check);
+        Some((
+            outputs,
+            Tensor::from_primitive(TensorPrimitive::Float(flags)),
+        ))
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        // `supports_multi` is false without the feature: nothing reaches here.
+        let _ = (inputs, flags, check);
+        None
+    }
 }
 
 #[cfg(test)]
@@ -316,5 +366,6 @@ mod tests {
         assert!(!supports::<burn::backend::Autodiff<burn::backend::Flex>>(
             DType::F32
         ));
+        assert!(!supports_multi::<burn::backend::Flex>(DType::F32));
     }
 }

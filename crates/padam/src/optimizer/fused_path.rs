@@ -1,6 +1,11 @@
 //! The module walk of a fused step: each parameter through the fused kernel, or through the
 //! tensor-op path when the kernel cannot take it (not f32, on another device, a coefficient
 //! lost in f32), with the non-finite flags gathered for one read at the end.
+//!
+//! With the multi-tensor kernel the walk only gathers each kernel parameter's inputs (its
+//! weight, gradient and moments leave the module and the state map, so the kernel may write
+//! them in place, and the gradient stands in for the weight meanwhile); one operation then
+//! steps them all, and a second walk ([`Placer`]) puts the new weights and states in.
 
 use burn::module::{ModuleMapper, Param, ParamId};
 use burn::optim::{GradientsParams, LearningRate};
@@ -10,16 +15,17 @@ use crate::paths::PathStack;
 use burn::optim::record::AdaptorRecord;
 use burn::optim::{AdamState, AdaptiveMomentumState, SimpleOptimizer};
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::{DType, Tensor};
+use burn::tensor::{DType, Tensor, TensorPrimitive};
 
 use super::check::{count_float_params, name_params, read_all};
 use super::tensor_path::{into_param_tensor, StepMapper};
 use super::PWdOptimizer;
 use crate::error::StepError;
-use crate::fused::{self, downcast, AdamHyper, FusedInputs, StepScalars};
+use crate::fused::{self, downcast, AdamHyper, FusedInputs, MultiInput, MultiOutput, StepScalars};
 use crate::pwd::{PWd, PWdState};
 
 type Inner<B> = <B as AutodiffBackend>::InnerBackend;
+type Primitive<B> = burn::tensor::ops::FloatTensor<Inner<B>>;
 
 /// A deferred exact count of one gradient's non-finite entries (only evaluated on failure).
 type ExactCount<B> = Box<dyn FnOnce() -> Tensor<Inner<B>, 1>>;
@@ -43,6 +49,15 @@ pub(super) struct FusedMapper<'a, B: AutodiffBackend, O: SimpleOptimizer<Inner<B
     /// Per checked parameter: its id, flag index, and (tensor path) the sum of its gradient;
     /// kernel-path parameters only with `exact_counts`.
     pub checks: Vec<Checked<B>>,
+    /// Whether kernel parameters are gathered for one multi-tensor launch after the walk
+    /// ([`FusedMapper::launch`], then [`Placer`]) instead of stepped one by one.
+    pub multi: bool,
+    /// The gathered parameters' kernel inputs, in module order.
+    pub gathered: Vec<MultiInput<Primitive<B>>>,
+    /// Their outputs, once launched.
+    pub outputs: Vec<Option<MultiOutput<Primitive<B>>>>,
+    /// By position in the walk: the gathered parameters.
+    pub pending: Vec<Option<Pending>>,
 }
 
 pub(super) struct Checked<B: AutodiffBackend> {
@@ -116,37 +131,34 @@ impl<B: AutodiffBackend, O: SimpleOptimizer<Inner<B>>> FusedMapper<'_, B, O> {
         out.expect("called after fell_back()")
     }
 
-    /// The flag vector, created on `device` at the first parameter.
-    fn take_flags(
-        &mut self,
-        device: &burn::tensor::Device<Inner<B>>,
-    ) -> Option<Tensor<Inner<B>, 1>> {
-        match self.flags.take() {
-            Some(f) if &f.device() == device => Some(f),
-            Some(f) => {
-                self.flags = Some(f);
-                None
+    /// Whether a kernel tensor on `device` can use the flag vector (created there at the first
+    /// kernel parameter).
+    fn flags_on(&mut self, device: &burn::tensor::Device<Inner<B>>) -> bool {
+        match &self.flags {
+            Some(f) => &f.device() == device,
+            None => {
+                self.flags = Some(Tensor::zeros([self.tensors], device));
+                true
             }
-            None => Some(Tensor::zeros([self.tensors], device)),
         }
     }
 
-    /// Step one parameter through the kernel; `Err` hands the inputs back for the tensor path
-    /// (its state then stays where it is).
+    /// Everything one parameter's kernel step needs, its state taken out of the map; `Err`
+    /// hands the inputs back for the tensor path (its state then stays where it is).
     #[allow(clippy::type_complexity)]
-    fn try_kernel<const D: usize>(
+    fn prepare<const D: usize>(
         &mut self,
         id: ParamId,
         w: Tensor<Inner<B>, D>,
         grad: Tensor<Inner<B>, D>,
-    ) -> Result<Tensor<Inner<B>, D>, (Tensor<Inner<B>, D>, Tensor<Inner<B>, D>)> {
+    ) -> Result<Prepared<B, D>, (Tensor<Inner<B>, D>, Tensor<Inner<B>, D>)> {
         if w.dtype() != DType::F32 || grad.dtype() != DType::F32 {
             return Err((w, grad));
         }
-        let prepare = tracing::trace_span!("fused.prepare").entered();
+        let _prepare = tracing::trace_span!("fused.prepare").entered();
         // The step counts of the stored state, read from a copy that shares its buffers and is
         // dropped here, before the step.
-        let (adam_time, t) = {
+        let (adam_time, step) = {
             let state = (self.tensor_path.states.get(&id)).map(|r| r.clone().into_state::<D>());
             match state {
                 None => (None, 0),
@@ -161,15 +173,15 @@ impl<B: AutodiffBackend, O: SimpleOptimizer<Inner<B>>> FusedMapper<'_, B, O> {
         };
         let decayed = self.tensor_path.is_decayed(D);
         let lr = self.tensor_path.lr;
-        let decay = decayed.then(|| self.tensor_path.optim.decay().at(t, lr));
+        let decay = decayed.then(|| self.tensor_path.optim.decay().at(step, lr));
         let time = adam_time.unwrap_or(0);
         let Some(scalars) = StepScalars::new(&self.hyper, time + 1, lr, decay.as_ref()) else {
             return Err((w, grad));
         };
         let device = grad.device();
-        let Some(flags) = self.take_flags(&device) else {
+        if !self.flags_on(&device) {
             return Err((w, grad));
-        };
+        }
         // The step runs: take the state out of the map, so that the moments' buffers have no
         // other reference and the kernel can write them in place.
         let moments = adam_time.map(|_| {
@@ -194,31 +206,174 @@ impl<B: AutodiffBackend, O: SimpleOptimizer<Inner<B>>> FusedMapper<'_, B, O> {
                 exact: exact_count::<B, D>(g),
             });
         }
-        drop(prepare);
-        let inputs = FusedInputs {
-            weight: w,
+        Ok(Prepared {
+            w,
             grad,
-            moment_1: m,
-            moment_2: v,
-            flags,
-        };
-        let out = fused::adam_pwd_step(inputs, self.index, self.check, &scalars)
-            .expect("checked: the backend has the fused kernel");
+            m,
+            v,
+            scalars,
+            time,
+            step,
+        })
+    }
+
+    /// Store a stepped parameter's new Adam + pWD state (`time`, `step`: the counts before).
+    fn record<const D: usize>(
+        &mut self,
+        id: ParamId,
+        time: usize,
+        step: usize,
+        m: Tensor<Inner<B>, D>,
+        v: Tensor<Inner<B>, D>,
+    ) {
         let _record = tracing::trace_span!("fused.record").entered();
-        self.flags = Some(out.flags);
-        let momentum = AdaptiveMomentumState::new(time + 1, out.moment_1, out.moment_2);
+        let momentum = AdaptiveMomentumState::new(time + 1, m, v);
         let base = downcast::<AdamState<Inner<B>, D>, O::State<D>>(AdamState { momentum })
             .ok()
             .expect("checked: the base state is Adam's");
         let state = PWdState {
             base: Some(base),
-            step: t + 1,
+            step: step + 1,
             s: None,
         };
         self.tensor_path
             .states
             .insert(id, AdaptorRecord::<PWd<O>, B>::from_state::<D>(state));
+    }
+
+    /// Step one parameter through the per-tensor kernel; `Err` hands the inputs back for the
+    /// tensor path.
+    #[allow(clippy::type_complexity)]
+    fn try_kernel<const D: usize>(
+        &mut self,
+        id: ParamId,
+        w: Tensor<Inner<B>, D>,
+        grad: Tensor<Inner<B>, D>,
+    ) -> Result<Tensor<Inner<B>, D>, (Tensor<Inner<B>, D>, Tensor<Inner<B>, D>)> {
+        let p = self.prepare::<D>(id, w, grad)?;
+        let flags = self.flags.take().expect("prepare made the flags");
+        let inputs = FusedInputs {
+            weight: p.w,
+            grad: p.grad,
+            moment_1: p.m,
+            moment_2: p.v,
+            flags,
+        };
+        let out = fused::adam_pwd_step(inputs, self.index, self.check, &p.scalars)
+            .expect("checked: the backend has the fused kernel");
+        self.flags = Some(out.flags);
+        self.record::<D>(id, p.time, p.step, out.moment_1, out.moment_2);
         Ok(out.weight)
+    }
+
+    /// Gather one parameter for the multi-tensor launch (`Ok`: a stand-in value for the module
+    /// until [`Placer`] puts the new weight in), or hand the inputs back for the tensor path.
+    #[allow(clippy::type_complexity)]
+    fn gather<const D: usize>(
+        &mut self,
+        id: ParamId,
+        w: Tensor<Inner<B>, D>,
+        grad: Tensor<Inner<B>, D>,
+        require_grad: bool,
+    ) -> Result<Tensor<Inner<B>, D>, (Tensor<Inner<B>, D>, Tensor<Inner<B>, D>)> {
+        let p = self.prepare::<D>(id, w, grad)?;
+        // The stand-in shares the gradient's buffer, which the kernel only reads, so the weight
+        // keeps a single reference and can be written in place.
+        let stand_in = p.grad.clone();
+        self.gathered.push(MultiInput {
+            weight: p.w.into_primitive().tensor(),
+            grad: p.grad.into_primitive().tensor(),
+            moment_1: p.m.into_primitive().tensor(),
+            moment_2: p.v.into_primitive().tensor(),
+            flag_index: self.index,
+            scalars: p.scalars,
+        });
+        self.pending.resize_with(self.index + 1, || None);
+        self.pending[self.index] = Some(Pending {
+            id,
+            input: self.gathered.len() - 1,
+            time: p.time,
+            step: p.step,
+            require_grad,
+        });
+        Ok(stand_in)
+    }
+
+    /// Queue the gathered parameters' steps as one multi-tensor operation (nothing when none was
+    /// gathered): between the module walk and [`Placer`].
+    pub fn launch(&mut self) {
+        if self.gathered.is_empty() {
+            return;
+        }
+        let flags = self
+            .flags
+            .take()
+            .expect("made with the first gathered parameter");
+        let inputs = std::mem::take(&mut self.gathered);
+        let (outputs, flags) = fused::adam_pwd_steps(inputs, flags, self.check)
+            .expect("checked: the backend has the multi-tensor kernel");
+        self.flags = Some(flags);
+        self.outputs = outputs.into_iter().map(Some).collect();
+    }
+}
+
+/// One parameter ready for the kernel.
+struct Prepared<B: AutodiffBackend, const D: usize> {
+    w: Tensor<Inner<B>, D>,
+    /// Clipped.
+    grad: Tensor<Inner<B>, D>,
+    m: Tensor<Inner<B>, D>,
+    v: Tensor<Inner<B>, D>,
+    scalars: StepScalars,
+    /// Adam's step count before this step.
+    time: usize,
+    /// pWD's step count before this step.
+    step: usize,
+}
+
+/// A parameter gathered for the multi-tensor launch, by its position in the walk.
+pub(super) struct Pending {
+    id: ParamId,
+    /// Its entry among the launch's inputs and outputs.
+    input: usize,
+    time: usize,
+    step: usize,
+    require_grad: bool,
+}
+
+/// The second walk of a multi-tensor step (after [`FusedMapper::launch`]): the new weights in
+/// place of the stand-ins, and the new states recorded, in module order.
+pub(super) struct Placer<'m, 'a, B: AutodiffBackend, O: SimpleOptimizer<Inner<B>>> {
+    pub mapper: &'m mut FusedMapper<'a, B, O>,
+    pub index: usize,
+}
+
+impl<B: AutodiffBackend, O: SimpleOptimizer<Inner<B>>> ModuleMapper<B> for Placer<'_, '_, B, O> {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let pending = self
+            .mapper
+            .pending
+            .get_mut(self.index)
+            .and_then(Option::take);
+        self.index += 1;
+        let Some(p) = pending else {
+            return param;
+        };
+        let (id, _stand_in, mapper) = param.consume();
+        debug_assert_eq!(id, p.id, "both walks visit the parameters in one order");
+        let out = self.mapper.outputs[p.input]
+            .take()
+            .expect("launched, taken once");
+        let tensor = |t| Tensor::<Inner<B>, D>::from_primitive(TensorPrimitive::Float(t));
+        self.mapper.record::<D>(
+            id,
+            p.time,
+            p.step,
+            tensor(out.moment_1),
+            tensor(out.moment_2),
+        );
+        let w = into_param_tensor(tensor(out.weight), p.require_grad);
+        Param::from_mapped_value(id, w, mapper)
     }
 }
 
@@ -238,7 +393,12 @@ impl<B: AutodiffBackend, O: SimpleOptimizer<Inner<B>>> ModuleMapper<B> for Fused
             Some(grad) => {
                 let require_grad = tensor.is_require_grad();
                 let inner = tensor.inner().to_device(&grad.device());
-                let w_new = match self.try_kernel::<D>(id, inner, grad) {
+                let stepped = if self.multi {
+                    self.gather::<D>(id, inner, grad, require_grad)
+                } else {
+                    self.try_kernel::<D>(id, inner, grad)
+                };
+                let w_new = match stepped {
                     Ok(w) => w,
                     Err((inner, grad)) => {
                         if self.check {
@@ -272,7 +432,8 @@ where
     M: burn::module::AutodiffModule<B>,
     B: AutodiffBackend,
 {
-    /// One step through the fused kernel (see [`fused`](crate::fused)). With `check`, the
+    /// One step through the fused kernel (see [`fused`](crate::fused)), per tensor or, with
+    /// `multi`, all kernel tensors in one multi-tensor operation. With `check`, the
     /// kernels set one flag per tensor, read back once after every tensor was stepped; a set
     /// flag refuses the step: the module from before the step is handed back and the states are
     /// restored, as on the tensor path. In a deferred check's window the flags stay on the
@@ -285,6 +446,7 @@ where
         grads: GradientsParams,
         hyper: AdamHyper,
         check: bool,
+        multi: bool,
     ) -> Result<M, StepError<M>> {
         let deferred = self.window.is_some();
         let before = (check && !deferred).then(|| (module.clone(), self.states.clone()));
@@ -307,11 +469,23 @@ where
             index: 0,
             flags,
             checks: Vec::new(),
+            multi,
+            gathered: Vec::new(),
+            outputs: Vec::new(),
+            pending: Vec::new(),
         };
-        let module = {
+        let mut module = {
             let _walk = tracing::trace_span!("step.walk").entered();
             module.map(&mut mapper)
         };
+        if multi {
+            mapper.launch();
+            let _walk = tracing::trace_span!("step.place").entered();
+            module = module.map(&mut Placer {
+                mapper: &mut mapper,
+                index: 0,
+            });
+        }
         if deferred {
             let fell_back = mapper.fell_back();
             let flags = mapper.flags.take();

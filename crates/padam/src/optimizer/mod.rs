@@ -69,6 +69,9 @@ where
     steps: usize,
     skipped: usize,
     fused: Option<AdamHyper>,
+    /// Whether the fused step takes all tensors in one multi-tensor operation where the backend
+    /// has it ([`fused::supports_multi`]).
+    multi_tensor: bool,
     /// The steps taken since the last read of a deferred non-finite check.
     window: Option<CheckWindow<O, M, B>>,
     module: PhantomData<M>,
@@ -89,6 +92,7 @@ where
             steps: 0,
             skipped: 0,
             fused: None,
+            multi_tensor: true,
             window: None,
             module: PhantomData,
         }
@@ -102,10 +106,27 @@ where
         self
     }
 
+    /// With `false`, the fused step launches one kernel per tensor even where the backend has
+    /// the multi-tensor kernel (see [`fused`]).
+    pub(crate) fn with_multi_tensor(mut self, multi_tensor: bool) -> Self {
+        self.multi_tensor = multi_tensor;
+        self
+    }
+
     /// True when steps run the fused kernel on this backend (f32 parameters), false when they
     /// take the tensor-op path.
     pub fn uses_fused_kernel(&self) -> bool {
         self.fused_hyper().is_some()
+    }
+
+    /// True when steps run the multi-tensor kernel (one operation for all tensors, see
+    /// [`fused::adam_pwd_steps`]); false for one kernel per tensor or the tensor-op path.
+    pub fn uses_multi_tensor_kernel(&self) -> bool {
+        self.uses_fused_kernel() && self.multi_tensor()
+    }
+
+    fn multi_tensor(&self) -> bool {
+        self.multi_tensor && fused::supports_multi::<B::InnerBackend>(DType::F32)
     }
 
     /// The fused kernel's hyper-parameters when this step can use it: built for Adam, the
@@ -200,7 +221,8 @@ where
         }
         if let Some(hyper) = fused {
             let check_in_kernel = policy == NonFinitePolicy::Error && !check_first;
-            return self.fused_step(lr, module, grads, hyper, check_in_kernel);
+            let multi = self.multi_tensor();
+            return self.fused_step(lr, module, grads, hyper, check_in_kernel, multi);
         }
         let bad_ids: HashSet<ParamId> = bad.iter().map(|(id, _)| *id).collect();
         if let Some(window) = self.window.as_mut() {
