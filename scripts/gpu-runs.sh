@@ -26,6 +26,9 @@ source "$(dirname "$0")/gpu-setup.sh"
 OUT=${OUT:-/tmp/out}; STAGE=/tmp/runs-out; rm -rf "$STAGE"; mkdir -p "$OUT" "$STAGE/runs"
 RUNS=${RUNS:-/tmp/padam-runs}; mkdir -p "$RUNS"
 DEADLINE=${DEADLINE:-540}
+# BACKEND=tch trains on burn's LibTorch backend (the tch binary, staged with TCH=1).
+BACKEND=${BACKEND:-cuda}
+BIN=/tmp/padam; [ "$BACKEND" = tch ] && BIN=/tmp/padam-tch
 # Data stays in /tmp between calls on a warm machine, so a later call need not carry it again.
 mkdir -p /tmp/padam-data
 for d in gpu/data/*; do [ -e "$d" ] && cp -rn "$d" /tmp/padam-data/; done
@@ -53,7 +56,7 @@ while read -r name cfg args; do
   # shellcheck disable=SC2086
   # TERM at the deadline: the run checkpoints the step in progress and exits (nothing lost);
   # KILL 25 s later if it is stuck.
-  timeout --signal=TERM --kill-after=25 "$DEADLINE" /tmp/padam train "$cfg" --backend cuda --out "$dir" --quiet \
+  timeout --signal=TERM --kill-after=25 "$DEADLINE" "$BIN" train "$cfg" --backend "$BACKEND" --out "$dir" --quiet \
     $resume $args > "$RUNS/$name.stdout" 2> "$RUNS/$name.stderr" &
   pids+=($!)
   echo "$name: started ($cfg $args $resume)"

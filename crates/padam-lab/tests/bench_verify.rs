@@ -5,15 +5,26 @@
 use padam_lab::backend::BackendKind;
 use padam_lab::bench::{run, BenchCommand, VerifyArgs};
 
-#[test]
-fn bench_verify_passes_on_cpu() {
+fn verify_passes_on(backend: BackendKind) {
     let args = VerifyArgs {
-        backend: BackendKind::Cpu,
+        backend,
         numel: 512,
         steps: 3,
         seed: 11,
     };
     run(BenchCommand::Verify(args)).expect("every optimizer matches the float64 reference");
+}
+
+#[test]
+fn bench_verify_passes_on_cpu() {
+    verify_passes_on(BackendKind::Cpu);
+}
+
+/// burn's LibTorch backend (a `--features tch` build; here libtorch's CPU kernels).
+#[cfg(feature = "tch")]
+#[test]
+fn bench_verify_passes_on_tch() {
+    verify_passes_on(BackendKind::Tch);
 }
 
 /// The command prints one row per case of the table (more where a case runs on two paths), so
@@ -52,17 +63,26 @@ fn bench_verify_prints_a_row_for_every_case_of_the_table() {
     );
 }
 
-#[cfg(not(feature = "cuda"))]
+/// A backend this build lacks is an error that says how to build it.
 #[test]
-fn cuda_backend_without_the_feature_is_a_clear_error() {
-    let args = VerifyArgs {
-        backend: BackendKind::Cuda,
-        numel: 8,
-        steps: 1,
-        seed: 1,
-    };
-    let err = run(BenchCommand::Verify(args)).unwrap_err().to_string();
-    assert!(err.contains("--features cuda"), "{err}");
+fn backends_missing_from_the_build_are_clear_errors() {
+    let missing = [
+        (BackendKind::Cuda, cfg!(feature = "cuda"), "--features cuda"),
+        (BackendKind::Tch, cfg!(feature = "tch"), "build-tch.sh"),
+    ];
+    for (backend, built, how) in missing {
+        if built {
+            continue;
+        }
+        let args = VerifyArgs {
+            backend,
+            numel: 8,
+            steps: 1,
+            seed: 1,
+        };
+        let err = run(BenchCommand::Verify(args)).unwrap_err().to_string();
+        assert!(err.contains(how), "{err}");
+    }
 }
 
 /// `padam bench step` on the CPU: every row it offers runs and lands in the JSON, with a

@@ -167,7 +167,8 @@ fn multi_adam_pwd_kernel(
 }
 
 /// One element's step in the multi-tensor kernel: `adam_pwd_kernel`'s arithmetic, operation for
-/// operation, with the decay mode tested at run time.
+/// operation, with the decay mode tested at run time. Written out twice on purpose: the
+/// per-tensor kernel is this one's oracle (`padam bench verify` compares their bits).
 #[cube]
 #[allow(clippy::too_many_arguments, clippy::collapsible_if)]
 fn adam_pwd_element(
@@ -754,15 +755,11 @@ pub(super) fn steps<B: Backend>(
     }
     if TypeId::of::<B>() == TypeId::of::<FusionCuda>() {
         type T = FusionTensor<FusionRt>;
-        let flags = downcast::<_, T>(flags)
-            .ok()
-            .expect("checked: B is the fusion CUDA backend");
+        let flags = downcast::<_, T>(flags).expect("checked: B is the fusion CUDA backend");
         back(launch_multi_fusion(cast::<_, T>(inputs), flags, check))
     } else {
         type T = CubeTensor<CudaRuntime>;
-        let flags = downcast::<_, T>(flags)
-            .ok()
-            .expect("checked: B is the CUDA backend");
+        let flags = downcast::<_, T>(flags).expect("checked: B is the CUDA backend");
         back(launch_multi_cube(cast::<_, T>(inputs), flags, check))
     }
 }
