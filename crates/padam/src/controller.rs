@@ -1,7 +1,7 @@
 //! A target-sparsity controller: it adjusts the pWD strength `lambda` during a run so that the
-//! exact-zero fraction of the decayed weights follows a trajectory, by default Zhu & Gupta's
-//! cubic ramp ([`cubic_ramp`]) to [`SparsityTarget::target`], which the rest of the run then
-//! holds.
+//! exact-zero fraction of the decayed weights follows a trajectory, Zhu & Gupta's cubic ramp
+//! ([`cubic_ramp_from`]) from the sparsity the model has when the ramp starts to
+//! [`SparsityTarget::target`], which the rest of the run then holds.
 //!
 //! The controller is a small value a training loop consults every
 //! [`SparsityTarget::every`] steps ([`SparsityController::due`]); only then does the loop
@@ -27,6 +27,26 @@
 //! assert!((1.0 - dense - 0.9).abs() < 0.005);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! # The trajectory
+//!
+//! Until the ramp starts (`start`, a fraction of the run) the controller holds `lambda_init`.
+//! pWD at that lambda already zeroes some weights (26% on a Fashion-MNIST CNN under PAdam by
+//! 10% of the run). The ramp starts from them: the first update that aims past the ramp start
+//! measures the zero fraction `s_i` ([`SparsityController::ramp_from`], capped at the target),
+//! and from then on the trajectory is
+//!
+//! ```text
+//! s(t) = s_f + (s_i - s_f) (1 - (t - t0) / (t1 - t0))^3     t0 = start, t1 = end, s_f = target
+//! ```
+//!
+//! as gradual pruning's `s_i` is the sparsity at its start. A ramp from 0 would find the model
+//! above it and lower lambda; zeros keep landing for a while after lambda falls, each landing
+//! lowers it again, down to `lambda_min`; then sparsity stalls (zeros are permanent) until the
+//! ramp passes it, and lambda has decades to climb back at `max_raise` per update, so the
+//! catch-up comes late and at a lambda far above the one that holds the target (session 14 on
+//! Fashion-MNIST: 25 epochs stalled at 28%, a catch-up at lambda 0.12 for a target held at
+//! 9e-3). `s_i` is part of [`ControllerState`], so a resumed run follows the same trajectory.
 //!
 //! # The law
 //!
@@ -55,7 +75,11 @@
 //!   acts through a lag), which brakes the rise before the measurement reaches the target.
 //! - Raising is slow and capped, lowering fast: too few zeros can be fixed later, too many never.
 //! - Above the trajectory with no new zeros, lowering lambda further would undo nothing and only
-//!   have to be climbed back, so the controller holds.
+//!   have to be climbed back, so the controller holds. With the ramp starting where the model
+//!   is, being above it is what happens when zeros in flight land past the target near the
+//!   ramp's end, where dropping fast is the point. On a plant whose hold made 27% zeros, lambda
+//!   no longer falls below `lambda_init / 2` during the ramp (the ramp from 0 took it to
+//!   `lambda_min`; tests/controller.rs), so the law is unchanged.
 //! - The velocity form keeps one state, `u` itself, which the clamp bounds: no integral windup.
 //!
 //! The default gains assume the `lambda^-2` sensitivity above and weights that take a few
@@ -75,10 +99,11 @@ const OWNER: &str = "sparsity controller";
 /// Smallest dense fraction the law takes a logarithm of (a fully zero model).
 const DENSE_FLOOR: f64 = 1e-12;
 
-/// Zhu & Gupta's cubic sparsity ramp: 0 up to and at `start`, `target` at and after `end`,
-/// `target * (1 - (1 - (step - start) / (end - start))^3)` in between.
+/// Zhu & Gupta's cubic sparsity ramp from 0: 0 up to and at `start`, `target` at and after
+/// `end`, `target * (1 - (1 - (step - start) / (end - start))^3)` in between.
 ///
 /// The same function as gradual magnitude pruning's schedule, so both follow one trajectory.
+/// [`cubic_ramp_from`] with `from = 0`.
 ///
 /// ```
 /// use padam::controller::cubic_ramp;
@@ -87,14 +112,32 @@ const DENSE_FLOOR: f64 = 1e-12;
 /// assert_eq!(cubic_ramp(110, 10, 110, 0.9), 0.9);
 /// ```
 pub fn cubic_ramp(step: usize, start: usize, end: usize, target: f64) -> f64 {
+    cubic_ramp_from(step, start, end, 0.0, target)
+}
+
+/// Zhu & Gupta's cubic sparsity ramp in full: `from` (their `s_i`) up to and at `start`,
+/// `target` (`s_f`) at and after `end`, and in between
+/// `s_f + (s_i - s_f) (1 - (step - start) / (end - start))^3`, computed as the equal
+/// `s_i + (s_f - s_i) (1 - (1 - progress)^3)`. Steepest at the start, where most weights are
+/// left to prune.
+///
+/// ```
+/// use padam::controller::cubic_ramp_from;
+/// assert_eq!(cubic_ramp_from(10, 10, 110, 0.3, 0.9), 0.3);
+/// assert!((cubic_ramp_from(60, 10, 110, 0.3, 0.9) - (0.9 - 0.6 * 0.125)).abs() < 1e-12);
+/// assert_eq!(cubic_ramp_from(110, 10, 110, 0.3, 0.9), 0.9);
+/// ```
+pub fn cubic_ramp_from(step: usize, start: usize, end: usize, from: f64, target: f64) -> f64 {
     if step <= start {
-        return 0.0;
+        return from;
     }
     if step >= end {
         return target;
     }
     let progress = (step - start) as f64 / (end - start) as f64;
-    target * (1.0 - (1.0 - progress).powi(3))
+    // Written as the rise from `from`, so that `from = 0` is bit for bit the ramp from 0
+    // (gradual pruning's schedule).
+    from + (target - from) * (1.0 - (1.0 - progress).powi(3))
 }
 
 /// What a [`SparsityController`] aims for and how it moves lambda.
@@ -112,8 +155,9 @@ pub fn cubic_ramp(step: usize, start: usize, end: usize, target: f64) -> f64 {
 pub struct SparsityTarget {
     /// Final exact-zero fraction of the measured weights, in `(0, 1)`.
     pub target: f64,
-    /// Where the ramp leaves 0, as a fraction of the run's steps, in `[0, 1]`. Default 0.1
-    /// (gradual pruning's default, so both follow one trajectory).
+    /// Where the ramp starts, as a fraction of the run's steps, in `[0, 1]`; it starts from
+    /// the zero fraction measured there. Default 0.1 (gradual pruning's default, so both follow
+    /// one trajectory); lambda holds `lambda_init` before it.
     #[serde(default = "default_start")]
     pub start: f64,
     /// Where the ramp reaches `target`, as a fraction of the run's steps, in `(start, 1]`.
@@ -210,7 +254,7 @@ impl SparsityTarget {
         self
     }
 
-    /// Where the ramp leaves 0 (fraction of the run).
+    /// Where the ramp starts (fraction of the run).
     pub fn with_start(mut self, start: f64) -> Self {
         self.start = start;
         self
@@ -377,6 +421,12 @@ pub struct ControllerState {
     pub last_step: usize,
     /// Dense fraction `1 - zero_fraction` measured at the last update (1 before any).
     pub last_dense: f64,
+    /// The zero fraction the ramp starts from (Zhu & Gupta's `s_i`): the one measured at the
+    /// first update that aims past the ramp start (capped at the target). `None` until then,
+    /// and in checkpoints written before this field existed (serde default; see
+    /// [`SparsityController::load_state`] for how those continue).
+    #[serde(default)]
+    pub ramp_from: Option<f64>,
 }
 
 /// Why [`SparsityController::update`] or [`SparsityController::load_state`] refused; the
@@ -450,6 +500,7 @@ impl SparsityController {
             updates: 0,
             last_step: 0,
             last_dense: 1.0,
+            ramp_from: None,
         };
         Ok(Self {
             start_step: step_of(config.start),
@@ -470,7 +521,7 @@ impl SparsityController {
         self.total_steps
     }
 
-    /// The step where the ramp leaves 0.
+    /// The step where the ramp leaves its start value ([`ramp_from`](Self::ramp_from)).
     pub fn start_step(&self) -> usize {
         self.start_step
     }
@@ -485,9 +536,23 @@ impl SparsityController {
         self.state.log_lambda.exp()
     }
 
-    /// The zero fraction the trajectory asks for after `step` steps.
+    /// The zero fraction the ramp starts from, once fixed: measured at the first update that
+    /// aims past [`start_step`](Self::start_step), so the trajectory starts where the model is.
+    pub fn ramp_from(&self) -> Option<f64> {
+        self.state.ramp_from
+    }
+
+    /// The zero fraction the trajectory asks for after `step` steps: [`cubic_ramp_from`] the
+    /// measured [`ramp_from`](Self::ramp_from) to the target (from 0 while not yet measured,
+    /// which is the trajectory only up to the ramp start).
     pub fn target_at(&self, step: usize) -> f64 {
-        cubic_ramp(step, self.start_step, self.end_step, self.config.target)
+        cubic_ramp_from(
+            step,
+            self.start_step,
+            self.end_step,
+            self.state.ramp_from.unwrap_or(0.0),
+            self.config.target,
+        )
     }
 
     /// True when `step` is an update step (a multiple of `every`, step 0 included) not yet
@@ -525,6 +590,15 @@ impl SparsityController {
             });
         }
         let c = &self.config;
+        let holding = step + c.every <= self.start_step;
+        // The first update that aims past the ramp start fixes where the ramp starts: at the
+        // sparsity the model has (what the hold at lambda_init made). A ramp from 0 would read
+        // those zeros as an overshoot, drive lambda to its floor and stall until the trajectory
+        // caught up. Capped at the target: a ramp cannot ask for zeros to come back.
+        let ramp_from = match s.ramp_from {
+            None if !holding => Some(z.min(c.target)),
+            fixed => fixed,
+        };
         let dense = (1.0 - z).max(DENSE_FLOOR);
         // New zeros per `every` steps, in ln(dense); zeros never come back, so never < 0.
         let rate = if s.updates == 0 {
@@ -534,12 +608,19 @@ impl SparsityController {
             ((s.last_dense / dense).ln() / interval).max(0.0)
         };
         // lambda now acts until the next update: aim at the trajectory there.
-        let level = (dense / (1.0 - self.target_at(step + c.every))).ln();
+        let aim = cubic_ramp_from(
+            step + c.every,
+            self.start_step,
+            self.end_step,
+            ramp_from.unwrap_or(0.0),
+            c.target,
+        );
+        let level = (dense / (1.0 - aim)).ln();
         let e = level - c.horizon * rate;
-        let du = if step + c.every <= self.start_step {
-            // Before the ramp the trajectory is 0, so any zero (a weight pWD at lambda_init
-            // already zeroed) would read as "too sparse" and drive lambda down by decades, to
-            // be climbed back once the ramp starts: hold lambda_init instead.
+        let du = if holding {
+            // Before the ramp there is no trajectory yet (its start is measured when the ramp
+            // begins): hold lambda_init. Read against 0, the zeros pWD at lambda_init already
+            // makes would drive lambda down by decades, to be climbed back later.
             0.0
         } else if level < 0.0 {
             // Already sparser than the aim: hold while no zeros arrive (lowering lambda cannot
@@ -559,6 +640,7 @@ impl SparsityController {
             updates: s.updates + 1,
             last_step: step,
             last_dense: dense,
+            ramp_from,
         };
         Ok(self.lambda())
     }
@@ -569,8 +651,12 @@ impl SparsityController {
     }
 
     /// Continue from a saved [`state`](Self::state). The state is checked (finite lambda,
-    /// dense fraction in `(0, 1]`); its lambda is clamped into this config's bounds, so
-    /// loading into a controller with the saving run's config is exact.
+    /// dense fraction in `(0, 1]`, ramp start in `[0, 1]`); its lambda is clamped into this
+    /// config's bounds, so loading into a controller with the saving run's config is exact.
+    ///
+    /// A state without `ramp_from` whose last update already aimed past the ramp start was
+    /// written before the ramp start was measured, by a controller that ramped from 0: it
+    /// continues from 0, as the run that wrote it would have.
     pub fn load_state(&mut self, state: ControllerState) -> Result<(), ControllerError> {
         if !state.log_lambda.is_finite() {
             return Err(ControllerError::InvalidState {
@@ -586,9 +672,23 @@ impl SparsityController {
                 reason: "a dense fraction in (0, 1]",
             });
         }
+        if let Some(from) = state.ramp_from {
+            if !(0.0..=1.0).contains(&from) {
+                return Err(ControllerError::InvalidState {
+                    field: "ramp_from",
+                    value: from.to_string(),
+                    reason: "a zero fraction in [0, 1]",
+                });
+            }
+        }
+        let past_hold = state.updates > 0 && state.last_step + self.config.every > self.start_step;
         let (lo, hi) = (self.config.lambda_min.ln(), self.config.lambda_max.ln());
         self.state = ControllerState {
             log_lambda: state.log_lambda.clamp(lo, hi),
+            ramp_from: match state.ramp_from {
+                None if past_hold => Some(0.0),
+                from => from,
+            },
             ..state
         };
         Ok(())
@@ -661,6 +761,96 @@ mod tests {
         let l = c.update(100, 0.8).unwrap(); // above the target and rising
         assert!(l < before);
         assert_eq!(c.update(200, 0.8).unwrap(), l); // above, nothing new: hold
+    }
+
+    #[test]
+    fn the_ramp_starts_at_the_measured_sparsity_and_ends_at_the_target() {
+        // 1000 steps, ramp from step 100 to 750, updates every 100 steps.
+        let mut c = SparsityController::new(SparsityTarget::new(0.9), 1000).unwrap();
+        // Step 0 aims at step 100, still before the ramp: a hold, nothing measured.
+        c.update(0, 0.2).unwrap();
+        assert_eq!(c.ramp_from(), None);
+        assert_eq!(c.target_at(100), 0.0);
+        // Step 100 aims into the ramp: the zeros the hold made are where the ramp starts.
+        c.update(100, 0.3).unwrap();
+        assert_eq!(c.ramp_from(), Some(0.3));
+        assert_eq!(c.target_at(0), 0.3);
+        assert_eq!(c.target_at(100), 0.3);
+        // Halfway, step 425: 0.9 + (0.3 - 0.9) * 0.5^3.
+        assert!((c.target_at(425) - (0.9 - 0.6 * 0.125)).abs() < 1e-15);
+        assert_eq!(c.target_at(750), 0.9);
+        assert_eq!(c.target_at(1000), 0.9);
+        let trajectory: Vec<f64> = (100..=750).map(|s| c.target_at(s)).collect();
+        assert!(trajectory.windows(2).all(|w| w[0] < w[1]));
+        // Fixed once: later measurements move lambda, not the start.
+        c.update(200, 0.5).unwrap();
+        assert_eq!(c.ramp_from(), Some(0.3));
+    }
+
+    #[test]
+    fn the_ramp_start_is_measured_by_the_first_update_aiming_past_it() {
+        // Ramp start at step 105, not a multiple of every = 100: step 0 holds (it aims at
+        // 100), step 100 already aims past the start and measures.
+        let mut c = SparsityController::new(SparsityTarget::new(0.9), 1050).unwrap();
+        assert_eq!(c.start_step(), 105);
+        c.update(0, 0.1).unwrap();
+        assert_eq!(c.ramp_from(), None);
+        c.update(100, 0.25).unwrap();
+        assert_eq!(c.ramp_from(), Some(0.25));
+        // A ramp start at step 0: the first update measures.
+        let cfg = SparsityTarget::new(0.9).with_ramp(0.0, 0.5);
+        let mut c = SparsityController::new(cfg, 1000).unwrap();
+        c.update(0, 0.0).unwrap();
+        assert_eq!(c.ramp_from(), Some(0.0));
+    }
+
+    #[test]
+    fn a_start_beyond_the_target_is_capped_at_it() {
+        let mut c = SparsityController::new(SparsityTarget::new(0.5), 1000).unwrap();
+        c.update(0, 0.6).unwrap();
+        c.update(100, 0.7).unwrap();
+        assert_eq!(c.ramp_from(), Some(0.5));
+        assert!((0..=1000).all(|s| s < 100 || c.target_at(s) == 0.5));
+    }
+
+    #[test]
+    fn the_measured_start_is_in_the_state() {
+        let mut c = SparsityController::new(SparsityTarget::new(0.9), 1000).unwrap();
+        c.update(0, 0.1).unwrap();
+        c.update(100, 0.1 + 1.0 / 3.0).unwrap();
+        let json = serde_json::to_string(&c.state()).unwrap();
+        let back: ControllerState = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, c.state());
+        let mut resumed = SparsityController::new(SparsityTarget::new(0.9), 1000).unwrap();
+        resumed.load_state(back).unwrap();
+        assert_eq!(resumed, c);
+        for step in [100, 300, 700] {
+            assert_eq!(
+                resumed.target_at(step).to_bits(),
+                c.target_at(step).to_bits()
+            );
+        }
+        // Before the start is measured, the state says so.
+        let fresh = SparsityController::new(SparsityTarget::new(0.9), 1000).unwrap();
+        assert!(serde_json::to_string(&fresh.state())
+            .unwrap()
+            .contains(r#""ramp_from":null"#));
+    }
+
+    #[test]
+    fn a_ramp_start_outside_0_1_is_refused() {
+        let mut c = SparsityController::new(SparsityTarget::new(0.9), 1000).unwrap();
+        let good = c.state();
+        for bad in [-0.1, 1.5, f64::NAN] {
+            let e = c
+                .load_state(ControllerState {
+                    ramp_from: Some(bad),
+                    ..good
+                })
+                .unwrap_err();
+            assert!(e.to_string().contains("ramp_from"), "{e}");
+        }
+        assert_eq!(c.state(), good);
     }
 
     #[test]
