@@ -320,13 +320,7 @@ fn resume_is_bit_exact() {
     let mut first = SparsityController::new(config.clone(), steps).unwrap();
     let mut plant = LagPlant::new(1e-4, 200.0);
     let a = drive(&mut first, &mut plant, 0, 1700);
-    let saved_config = serde_json::to_string(&config).unwrap();
-    let saved_state = serde_json::to_string(&first.state()).unwrap();
-    let mut resumed =
-        SparsityController::new(serde_json::from_str(&saved_config).unwrap(), steps).unwrap();
-    resumed
-        .load_state(serde_json::from_str(&saved_state).unwrap())
-        .unwrap();
+    let mut resumed = through_json(&config, &first, steps);
     let b = drive(&mut resumed, &mut plant, 1700, steps);
 
     let joined: Vec<u64> = a.lambdas.iter().chain(&b.lambdas).copied().collect();
@@ -686,13 +680,7 @@ fn resume_keeps_the_measured_ramp_start() {
         let mut plant = session_14_plant(3000.0);
         let a = drive(&mut first, &mut plant, 0, stop);
         assert_eq!(first.ramp_from().is_some(), stop > 1500, "stop {stop}");
-        let saved_config = serde_json::to_string(&config).unwrap();
-        let saved_state = serde_json::to_string(&first.state()).unwrap();
-        let mut resumed =
-            SparsityController::new(serde_json::from_str(&saved_config).unwrap(), steps).unwrap();
-        resumed
-            .load_state(serde_json::from_str(&saved_state).unwrap())
-            .unwrap();
+        let mut resumed = through_json(&config, &first, steps);
         assert_eq!(resumed.state(), first.state(), "stop {stop}");
         let b = drive(&mut resumed, &mut plant, stop, steps);
         let joined: Vec<u64> = a.lambdas.iter().chain(&b.lambdas).copied().collect();
@@ -750,4 +738,20 @@ fn a_state_without_ramp_from_loads() {
             ..first.state()
         }
     );
+}
+
+/// A controller rebuilt from its config and state saved as JSON, as a checkpoint holds them.
+fn through_json(
+    config: &SparsityTarget,
+    ctl: &SparsityController,
+    steps: usize,
+) -> SparsityController {
+    let saved_config = serde_json::to_string(config).unwrap();
+    let saved_state = serde_json::to_string(&ctl.state()).unwrap();
+    let mut resumed =
+        SparsityController::new(serde_json::from_str(&saved_config).unwrap(), steps).unwrap();
+    resumed
+        .load_state(serde_json::from_str(&saved_state).unwrap())
+        .unwrap();
+    resumed
 }
