@@ -151,12 +151,11 @@ pub fn prepare_libtorch() {
     eprintln!("warning: could not restart with {TF32_VAR}=1 ({err}); matmuls run in full f32");
 }
 
-/// How benchmarks name the LibTorch backend: with the device it runs on.
+/// How benchmarks name the LibTorch backend: with the device [`default_device`] gives it.
 #[cfg(feature = "tch")]
 pub fn tch_name() -> &'static str {
-    if tch::Cuda::is_available() {
-        "tch (libtorch, cuda:0)"
-    } else {
-        "tch (libtorch, cpu)"
+    match tch_device() {
+        burn::backend::libtorch::LibTorchDevice::Cpu => "tch (libtorch, cpu)",
+        _ => "tch (libtorch, cuda:0)",
     }
 }
