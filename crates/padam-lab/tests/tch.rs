@@ -46,3 +46,20 @@ fn a_tch_run_makes_exact_zeros_like_the_cpu_run_and_resumes_exactly() {
     let resumed = train::run_config(&tch, &common::quiet_args(a, true)).unwrap();
     assert_eq!(resumed.weights_hash, on_tch.weights_hash);
 }
+
+/// The layers that run as PyTorch ops under autodiff on tch (`models::ops`) against burn's own
+/// modules on burn-flex: outputs, gradients and batch norm's running statistics.
+#[test]
+fn pytorch_layers_match_burns_modules() {
+    use burn::backend::Autodiff;
+    use padam_lab::models::ops::{self, cases};
+    type OnFlex = Autodiff<padam_lab::backend::Cpu>;
+    type OnTorch = Autodiff<padam_lab::backend::Tch>;
+    assert!(ops::native_on::<OnTorch>() && !ops::native_on::<OnFlex>());
+    let want = cases::run_all::<OnFlex>();
+    let got = cases::run_all::<OnTorch>();
+    for ((case, g), (_, w)) in got.iter().zip(&want) {
+        let (name, d) = cases::worst_difference(g, w);
+        assert!(d <= 1e-5, "{case}: {name} differs by {d:e} (relative)");
+    }
+}

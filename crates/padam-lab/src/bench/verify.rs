@@ -167,6 +167,7 @@ pub(super) fn verify<B: AutodiffBackend>(args: &VerifyArgs) -> anyhow::Result<()
     }
 
     rows.extend(verify_many_tensors::<B>(args, &device)?);
+    rows.extend(verify_layers::<B>(&device));
 
     let width = rows.iter().map(|c| c.name.len()).max().unwrap_or(0).max(42);
     println!(
@@ -186,9 +187,36 @@ pub(super) fn verify<B: AutodiffBackend>(args: &VerifyArgs) -> anyhow::Result<()
     }
     println!("{} passed, {} failed", rows.len() - failed, failed);
     if failed > 0 {
-        anyhow::bail!("{failed} optimizer cases differ from the float64 reference");
+        anyhow::bail!("{failed} cases failed (see FAIL above)");
     }
     Ok(())
+}
+
+/// Where the models' layers run as native ops on this backend (`models::ops`: LibTorch), each
+/// layer case against burn's own modules on burn-flex: outputs, gradients and running
+/// statistics, relative to each tensor's largest magnitude. On a GPU the bound is 5e-3, not
+/// 1e-5: PyTorch's convolutions and our matmuls run on TF32 tensor cores there.
+fn verify_layers<B: AutodiffBackend>(device: &B::Device) -> Vec<VerifyCase> {
+    use crate::models::ops::{self, cases};
+    if !ops::native_on::<B>() {
+        return Vec::new();
+    }
+    let on_gpu = format!("{device:?}").to_lowercase().contains("cuda");
+    let bound = if on_gpu { 5e-3 } else { 1e-5 };
+    let want = cases::run_all::<burn::backend::Autodiff<crate::backend::Cpu>>();
+    let got = cases::run_all::<B>();
+    got.into_iter()
+        .zip(want)
+        .map(|((case, got), (_, want))| {
+            let (tensor, d) = cases::worst_difference(&got, &want);
+            VerifyCase {
+                name: format!("layer {case}, worst: {tensor} (vs burn-flex)"),
+                max_rel_err: d as f64,
+                nonzero_at_zero: 0,
+                ok: d <= bound,
+            }
+        })
+        .collect()
 }
 
 /// `case` on this backend through each implementation it has (only PAdam has the fused

@@ -14,6 +14,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use super::ops::conv2d;
 use crate::data::Rng;
 
 /// Shape of a [`FashionCnn`].
@@ -144,10 +145,10 @@ impl<B: Backend> FashionCnn<B> {
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
         let x = self
             .pool
-            .forward(self.activation.forward(self.conv1.forward(x)));
+            .forward(self.activation.forward(conv2d(&self.conv1, x)));
         let x = self
             .pool
-            .forward(self.activation.forward(self.conv2.forward(x)));
+            .forward(self.activation.forward(conv2d(&self.conv2, x)));
         let x: Tensor<B, 2> = x.flatten(1, 3);
         let x = self
             .dropout

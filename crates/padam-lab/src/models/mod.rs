@@ -3,6 +3,7 @@
 pub mod fashion_cnn;
 pub mod mlp;
 pub mod nanogpt;
+pub mod ops;
 pub mod resnet;
 
 pub use mlp::{Mlp, MlpConfig};

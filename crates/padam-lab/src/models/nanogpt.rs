@@ -16,12 +16,12 @@
 use burn::module::{Module, Param};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::nn::{Dropout, DropoutConfig, Embedding, Gelu, LayerNorm, LayerNormConfig, Linear};
-use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::embedding;
-use burn::tensor::{Bool, Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use super::ops::{causal_attention, layer_norm, LAYER_NORM_EPS};
 use crate::data::Rng;
 
 /// Shape of a [`NanoGpt`].
@@ -93,7 +93,12 @@ impl NanoGptConfig {
         let std = 0.02;
         let proj_std = 0.02 / ((2 * self.n_layer) as f64).sqrt();
         let dropout = || DropoutConfig::new(self.dropout).init();
-        let layer_norm = || LayerNormConfig::new(c).with_bias(self.bias).init(device);
+        let layer_norm = || {
+            LayerNormConfig::new(c)
+                .with_epsilon(LAYER_NORM_EPS)
+                .with_bias(self.bias)
+                .init(device)
+        };
         let wte = Embedding {
             weight: normal_param(&mut rng, [self.vocab_size, c], std, device),
         };
@@ -217,12 +222,7 @@ impl<B: Backend> CausalSelfAttention<B> {
         let v = heads(qkv.pop().expect("3 chunks"));
         let k = heads(qkv.pop().expect("3 chunks"));
         let q = heads(qkv.pop().expect("3 chunks"));
-        let att = q.matmul(k.swap_dims(2, 3)) * (1.0 / (hd as f64).sqrt());
-        let mask = Tensor::<B, 2, Bool>::tril_mask([t, t], 0, &att.device())
-            .unsqueeze::<4>()
-            .expand([b, h, t, t]);
-        let att = softmax(att.mask_fill(mask, f32::NEG_INFINITY), 3);
-        let y = self.attn_dropout.forward(att).matmul(v);
+        let y = causal_attention(q, k, v, &self.attn_dropout);
         let y = y.swap_dims(1, 2).reshape([b, t, c]);
         self.resid_dropout.forward(self.c_proj.forward(y))
     }
@@ -265,8 +265,8 @@ pub struct Block<B: Backend> {
 impl<B: Backend> Block<B> {
     /// `[batch, time, C] -> [batch, time, C]`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let x = x.clone() + self.attn.forward(self.ln_1.forward(x));
-        x.clone() + self.mlp.forward(self.ln_2.forward(x))
+        let x = x.clone() + self.attn.forward(layer_norm(&self.ln_1, x, LAYER_NORM_EPS));
+        x.clone() + self.mlp.forward(layer_norm(&self.ln_2, x, LAYER_NORM_EPS))
     }
 }
 
@@ -310,7 +310,7 @@ impl<B: Backend> NanoGpt<B> {
         for block in &self.blocks {
             x = block.forward(x);
         }
-        let x = self.ln_f.forward(x);
+        let x = layer_norm(&self.ln_f, x, LAYER_NORM_EPS);
         match &self.lm_head {
             Some(head) => head.forward(x),
             None => x.matmul(self.wte.weight.val().transpose().unsqueeze()),

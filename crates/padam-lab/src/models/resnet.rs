@@ -18,6 +18,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use super::ops::{batch_norm, conv2d};
 use crate::data::Rng;
 
 /// Shape of a [`ResNet`] with basic blocks.
@@ -239,13 +240,13 @@ impl<B: Backend> BasicBlock<B> {
     /// Output `[batch, c_out, h / stride, w / stride]`.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let identity = match &self.downsample {
-            Some(d) => d.bn.forward(d.conv.forward(x.clone())),
+            Some(d) => batch_norm(&d.bn, conv2d(&d.conv, x.clone())),
             None => x.clone(),
         };
         let out = self
             .activation
-            .forward(self.bn1.forward(self.conv1.forward(x)));
-        let out = self.bn2.forward(self.conv2.forward(out));
+            .forward(batch_norm(&self.bn1, conv2d(&self.conv1, x)));
+        let out = batch_norm(&self.bn2, conv2d(&self.conv2, out));
         self.activation.forward(out + identity)
     }
 }
@@ -278,7 +279,7 @@ impl<B: Backend> ResNet<B> {
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
         let mut x = self
             .activation
-            .forward(self.bn1.forward(self.conv1.forward(x)));
+            .forward(batch_norm(&self.bn1, conv2d(&self.conv1, x)));
         for block in self
             .layer1
             .iter()

@@ -1,0 +1,262 @@
+//! [`super`]'s layers as PyTorch ops inside burn's autodiff graph, for autodiff over the
+//! LibTorch backend.
+//!
+//! Each layer is an *island*: its inputs enter PyTorch as fresh leaves (sharing their memory),
+//! the op runs with PyTorch's autograd recording, and burn's graph gets one node whose backward
+//! asks PyTorch for the leaves' gradients. PyTorch's `autograd.grad` takes no output gradient
+//! through tch, so the backward differentiates `sum(output * grad)`, whose gradient with respect
+//! to the output is `grad`: two extra element-wise kernels per layer instead of the dozens
+//! burn's decomposition launches.
+//!
+//! The node keeps its inputs' and output's burn handles until its backward ran: burn-tch
+//! writes in place into a tensor it believes it owns alone, and PyTorch's saved tensors
+//! (the input of a convolution, the output of attention) must not change before the backward.
+
+use std::any::{Any, TypeId};
+use std::cell::RefCell;
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::libtorch::TchTensor;
+use burn::backend::Autodiff;
+use burn::nn::conv::Conv2d;
+use burn::nn::{BatchNorm, LayerNorm};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Tensor, TensorPrimitive};
+
+use crate::backend::Tch;
+
+type Ad = Autodiff<Tch>;
+type AdTensor = burn::tensor::ops::FloatTensor<Ad>;
+
+/// Whether `B` is autodiff over the LibTorch backend, the one backend these ops serve.
+pub fn is_torch_autodiff<B: Backend>() -> bool {
+    TypeId::of::<B>() == TypeId::of::<Ad>()
+}
+
+/// `t` as the primitive of [`Ad`]; callers check [`is_torch_autodiff`] first.
+fn to_torch<B: Backend, const D: usize>(t: Tensor<B, D>) -> AdTensor {
+    let p: Box<dyn Any> = Box::new(t.into_primitive());
+    match p.downcast::<TensorPrimitive<Ad>>() {
+        Ok(p) => p.tensor(),
+        Err(_) => unreachable!("models::ops calls the torch path only for autodiff over tch"),
+    }
+}
+
+/// The inverse of [`to_torch`].
+fn from_torch<B: Backend, const D: usize>(p: AdTensor) -> Tensor<B, D> {
+    let p: Box<dyn Any> = Box::new(TensorPrimitive::<Ad>::Float(p));
+    match p.downcast::<TensorPrimitive<B>>() {
+        Ok(p) => Tensor::from_primitive(*p),
+        Err(_) => unreachable!("models::ops calls the torch path only for autodiff over tch"),
+    }
+}
+
+/// A copy of a tensor PyTorch computed, as a constant of `B`'s graph (statistics, not
+/// differentiated). A copy, because burn-tch writes in place into a tensor it owns alone, and
+/// PyTorch may have saved this one for its backward (batch norm's mean).
+fn constant<B: Backend, const D: usize>(t: &tch::Tensor) -> Tensor<B, D> {
+    from_torch(Ad::from_inner(TchTensor::new(t.detach().copy())))
+}
+
+/// burn's node for one island with `N` inputs.
+#[derive(Debug)]
+struct Island<const N: usize>;
+
+/// What an island's backward needs: PyTorch's leaves and output (which hold its graph) and
+/// burn's handles (see the module docs).
+struct IslandState {
+    leaves: Vec<tch::Tensor>,
+    output: tch::Tensor,
+    _keep: Vec<TchTensor>,
+}
+
+impl Clone for IslandState {
+    fn clone(&self) -> Self {
+        Self {
+            leaves: self.leaves.iter().map(tch::Tensor::shallow_clone).collect(),
+            output: self.output.shallow_clone(),
+            _keep: self._keep.clone(),
+        }
+    }
+}
+
+impl std::fmt::Debug for IslandState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "IslandState({} leaves, output {:?})",
+            self.leaves.len(),
+            self.output.size()
+        )
+    }
+}
+
+impl<const N: usize> Backward<Tch, N> for Island<N> {
+    type State = IslandState;
+
+    fn backward(self, ops: Ops<IslandState, N>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<Tch>(&ops.node);
+        let state = ops.state;
+        // A parent is present exactly when its input needed a gradient, and then its leaf was
+        // made to require one.
+        let (ids, leaves): (Vec<_>, Vec<_>) = ops
+            .parents
+            .iter()
+            .zip(&state.leaves)
+            .filter_map(|(parent, leaf)| parent.as_ref().map(|p| (p.id, leaf)))
+            .unzip();
+        if leaves.is_empty() {
+            return;
+        }
+        let seed = (&state.output * &grad.tensor).sum(tch::Kind::Float);
+        let input_grads = tch::Tensor::f_run_backward(&[seed], &leaves, false, false)
+            .unwrap_or_else(|e| panic!("PyTorch's backward of a native layer failed: {e}"));
+        for (id, g) in ids.into_iter().zip(input_grads) {
+            grads.register::<Tch>(id, TchTensor::new(g));
+        }
+    }
+}
+
+/// Runs `op` on PyTorch leaves of `inputs` and records it as one node of burn's graph.
+fn island<const N: usize>(
+    inputs: [AdTensor; N],
+    op: impl FnOnce(&[tch::Tensor; N]) -> tch::Tensor,
+) -> AdTensor {
+    let leaves = inputs.each_ref().map(|t| {
+        let leaf = t.primitive.tensor.detach();
+        if t.node.requirement.is_none() {
+            leaf
+        } else {
+            leaf.set_requires_grad(true)
+        }
+    });
+    let output = tch::with_grad(|| op(&leaves));
+    let out = TchTensor::new(output.detach());
+    let nodes = inputs.each_ref().map(|t| t.node.clone());
+    match Island::<N>
+        .prepare::<NoCheckpointing>(nodes)
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let keep = inputs
+                .iter()
+                .map(|t| t.primitive.clone())
+                .chain([out.clone()])
+                .collect();
+            let state = IslandState {
+                leaves: leaves.into(),
+                output,
+                _keep: keep,
+            };
+            prep.finish(state, out)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    }
+}
+
+fn ints<const K: usize>(v: [usize; K]) -> [i64; K] {
+    v.map(|x| x as i64)
+}
+
+/// [`super::conv2d`] as PyTorch's `conv2d` (cuDNN on a GPU, both ways).
+pub fn conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>, padding: [usize; 2]) -> Tensor<B, 4> {
+    let (stride, dilation, groups) = (ints(conv.stride), ints(conv.dilation), conv.groups as i64);
+    let padding = ints(padding);
+    let x = to_torch(x);
+    let w = to_torch(conv.weight.val());
+    let out = match &conv.bias {
+        Some(bias) => island([x, w, to_torch(bias.val())], |[x, w, b]| {
+            x.conv2d(w, Some(b), stride, padding, dilation, groups)
+        }),
+        None => island([x, w], |[x, w]| {
+            x.conv2d::<&tch::Tensor>(w, None, stride, padding, dilation, groups)
+        }),
+    };
+    from_torch(out)
+}
+
+/// [`super::batch_norm`] in training (the only mode under autodiff, as in burn's module):
+/// PyTorch's batch norm (cuDNN's on a GPU), and burn's update of the running statistics from
+/// the batch mean and biased variance. PyTorch's own update uses the unbiased variance, so it
+/// updates a scratch pair instead of the module's.
+pub fn batch_norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let device = x.device();
+    let channels = x.dims()[1] as i64;
+    let (momentum, epsilon) = (bn.momentum, bn.epsilon);
+    let stats = RefCell::new(None);
+    let inputs = [
+        to_torch(x),
+        to_torch(bn.gamma.val()),
+        to_torch(bn.beta.val()),
+    ];
+    let out = island(inputs, |[x, gamma, beta]| {
+        let options = (tch::Kind::Float, x.device());
+        let (scratch_mean, scratch_var) = (
+            tch::Tensor::zeros([channels], options),
+            tch::Tensor::ones([channels], options),
+        );
+        let (y, mean, invstd, _reserve) = x.internal_batch_norm_with_update(
+            Some(gamma),
+            Some(beta),
+            &scratch_mean,
+            &scratch_var,
+            momentum,
+            epsilon,
+        );
+        *stats.borrow_mut() = Some((mean, invstd));
+        y
+    });
+    let (mean, invstd) = stats.into_inner().expect("the island ran its op");
+    // PyTorch saves 1 / sqrt(var + eps) with the biased batch variance.
+    let var = invstd.pow_tensor_scalar(-2.0) - epsilon;
+    let update = |state: &burn::module::RunningState<Tensor<B, 1>>, batch: Tensor<B, 1>| {
+        let running = state
+            .value_sync()
+            .to_device(&device)
+            .mul_scalar(1.0 - momentum);
+        state.update(running.add(batch.mul_scalar(momentum)).detach());
+    };
+    update(&bn.running_mean, constant(&mean));
+    update(&bn.running_var, constant(&var));
+    from_torch(out)
+}
+
+/// [`super::layer_norm`] as PyTorch's fused layer norm over the last dimension.
+pub fn layer_norm<B: Backend, const D: usize>(
+    ln: &LayerNorm<B>,
+    x: Tensor<B, D>,
+    epsilon: f64,
+) -> Tensor<B, D> {
+    let last = [x.dims()[D - 1] as i64];
+    let x = to_torch(x);
+    let gamma = to_torch(ln.gamma.val());
+    let out = match &ln.beta {
+        Some(beta) => island([x, gamma, to_torch(beta.val())], |[x, g, b]| {
+            x.layer_norm(last, Some(g), Some(b), epsilon, true)
+        }),
+        None => island([x, gamma], |[x, g]| {
+            x.layer_norm::<&tch::Tensor>(last, Some(g), None, epsilon, true)
+        }),
+    };
+    from_torch(out)
+}
+
+/// [`super::causal_attention`] as PyTorch's `scaled_dot_product_attention` (flash or
+/// memory-efficient kernels on a GPU; dropout from PyTorch's generator, which burn-tch seeds).
+pub fn causal_attention<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    dropout: f64,
+) -> Tensor<B, 4> {
+    let out = island([q, k, v].map(to_torch), |[q, k, v]| {
+        tch::Tensor::scaled_dot_product_attention::<&tch::Tensor>(
+            q, k, v, None, dropout, true, None, false,
+        )
+    });
+    from_torch(out)
+}
