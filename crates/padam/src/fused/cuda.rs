@@ -19,7 +19,7 @@ use cubecl::cuda::CudaRuntime;
 use cubecl::prelude::*;
 use cubecl::{calculate_cube_count_elemwise, CubeDim};
 
-use super::multi::{self, MultiInput, MultiOutput, Stepped};
+use super::multi::{self, recast_inputs, recast_stepped, MultiInput, MultiOutput, Stepped};
 use super::{downcast, DecayMode, FusedInputs, FusedOutput, StepScalars};
 
 /// burn's CUDA backend without fusion (f32 floats, as `burn::backend::Cuda` with defaults).
@@ -725,41 +725,21 @@ pub(super) fn steps<B: Backend>(
     flags: B::FloatTensorPrimitive,
     check: bool,
 ) -> Stepped<B::FloatTensorPrimitive> {
-    fn cast<A: 'static, T: 'static>(inputs: Vec<MultiInput<A>>) -> Vec<MultiInput<T>> {
-        let cast = |p| {
-            downcast::<A, T>(p)
-                .ok()
-                .expect("checked: B is this CUDA backend")
-        };
-        (inputs.into_iter())
-            .map(|i| MultiInput {
-                weight: cast(i.weight),
-                grad: cast(i.grad),
-                moment_1: cast(i.moment_1),
-                moment_2: cast(i.moment_2),
-                flag_index: i.flag_index,
-                scalars: i.scalars,
-            })
-            .collect()
-    }
-    fn back<T: 'static, P: 'static>((outs, flags): Stepped<T>) -> Stepped<P> {
-        let cast = |t| downcast::<T, P>(t).ok().expect("same type");
-        let outs = (outs.into_iter())
-            .map(|o| MultiOutput {
-                weight: cast(o.weight),
-                moment_1: cast(o.moment_1),
-                moment_2: cast(o.moment_2),
-            })
-            .collect();
-        (outs, cast(flags))
-    }
     if TypeId::of::<B>() == TypeId::of::<FusionCuda>() {
         type T = FusionTensor<FusionRt>;
         let flags = downcast::<_, T>(flags).expect("checked: B is the fusion CUDA backend");
-        back(launch_multi_fusion(cast::<_, T>(inputs), flags, check))
+        recast_stepped(launch_multi_fusion(
+            recast_inputs::<_, T>(inputs),
+            flags,
+            check,
+        ))
     } else {
         type T = CubeTensor<CudaRuntime>;
         let flags = downcast::<_, T>(flags).expect("checked: B is the CUDA backend");
-        back(launch_multi_cube(cast::<_, T>(inputs), flags, check))
+        recast_stepped(launch_multi_cube(
+            recast_inputs::<_, T>(inputs),
+            flags,
+            check,
+        ))
     }
 }

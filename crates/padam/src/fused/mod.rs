@@ -6,7 +6,7 @@
 //! [`PWdOptimizer`](crate::PWdOptimizer) built by [`PAdamConfig`](crate::PAdamConfig) detects
 //! at run time that the inner backend has a fused step and then reads `w, g, m, v` once and
 //! writes `w, m, v` once per tensor: 28 bytes per parameter, the floor of any Adam-type step.
-//! Two backends have one (f32 weights):
+//! Three backends have one (f32 weights):
 //!
 //! - burn's CUDA backend (`Fusion<CubeBackend<CudaRuntime>>` or plain
 //!   `CubeBackend<CudaRuntime>`), with the `cuda` feature: by default one operation in burn's
@@ -16,7 +16,10 @@
 //!   and per launch, not per tensor); or one kernel per tensor ([`adam_pwd_step`],
 //!   `PAdamConfig::with_multi_tensor(false)`), the same arithmetic;
 //! - burn's CPU backend (`Flex`), with the `flex` feature (on by default): one loop per tensor
-//!   in Rust (`flex.rs`).
+//!   in Rust (`flex.rs`);
+//! - burn's LibTorch backend (`LibTorch<f32>`), with the `tch` feature: the tensors that share
+//!   their constants concatenated and stepped by one sequence of PyTorch ops (`torch.rs`), equal
+//!   to the tensor path to f32 rounding rather than to the bit.
 //!
 //! Both write in place where the optimizer holds the only reference to a buffer. Every other
 //! backend, dtype or setting (non-adiabatic `s`, [`NonFinitePolicy::SkipTensor`]) takes the
@@ -45,6 +48,8 @@ mod cuda;
 #[cfg(feature = "flex")]
 mod flex;
 mod multi;
+#[cfg(feature = "tch")]
+mod torch;
 
 pub use multi::{plan_launches, MultiInput, MultiOutput, MAX_TENSORS_PER_LAUNCH};
 
@@ -220,15 +225,17 @@ pub(crate) fn downcast<A: 'static, T: 'static>(a: A) -> Result<T, A> {
 }
 
 /// True when backend `B` has the fused step for tensors of `dtype`: f32 on burn's CUDA
-/// backend (with the `cuda` feature) or on burn's CPU backend `Flex` (with the `flex` feature).
+/// backend (with the `cuda` feature), on burn's CPU backend `Flex` (with the `flex` feature) or
+/// on burn's LibTorch backend (with the `tch` feature).
 pub fn supports<B: Backend>(dtype: DType) -> bool {
-    dtype == DType::F32 && (on_cuda::<B>() || on_flex::<B>())
+    dtype == DType::F32 && (on_cuda::<B>() || on_flex::<B>() || on_tch::<B>())
 }
 
 /// True when backend `B` has the multi-tensor step ([`adam_pwd_steps`]) for tensors of `dtype`:
-/// f32 on burn's CUDA backend (with the `cuda` feature).
+/// f32 on burn's CUDA backend (with the `cuda` feature) or on burn's LibTorch backend (with the
+/// `tch` feature).
 pub fn supports_multi<B: Backend>(dtype: DType) -> bool {
-    dtype == DType::F32 && on_cuda::<B>()
+    dtype == DType::F32 && (on_cuda::<B>() || on_tch::<B>())
 }
 
 /// True when reading a value of `B` back costs no device synchronisation (the CPU backend):
@@ -243,6 +250,14 @@ fn on_cuda<B: Backend>() -> bool {
     #[cfg(feature = "cuda")]
     return cuda::is_cuda::<B>();
     #[cfg(not(feature = "cuda"))]
+    false
+}
+
+#[cfg_attr(not(feature = "tch"), allow(clippy::extra_unused_type_parameters))]
+fn on_tch<B: Backend>() -> bool {
+    #[cfg(feature = "tch")]
+    return torch::is_tch::<B>();
+    #[cfg(not(feature = "tch"))]
     false
 }
 
@@ -275,6 +290,10 @@ pub fn adam_pwd_step<B: Backend, const D: usize>(
     if on_flex::<B>() {
         return flex::step(inputs, flag_index, check, scalars);
     }
+    #[cfg(feature = "tch")]
+    if on_tch::<B>() {
+        return torch::step(inputs, flag_index, check, scalars);
+    }
     // `supports` is false for every other backend: nothing reaches here.
     let _ = (inputs, flag_index, check, scalars);
     None
@@ -293,21 +312,26 @@ pub fn adam_pwd_steps<B: Backend>(
     if !supports_multi::<B>(DType::F32) {
         return None;
     }
+    let flags = flags.into_primitive().tensor();
     #[cfg(feature = "cuda")]
-    {
-        let flags = flags.into_primitive().tensor();
+    if on_cuda::<B>() {
         let (outputs, flags) = cuda::steps::<B>(inputs, flags, check);
-        Some((
+        return Some((
             outputs,
             Tensor::from_primitive(TensorPrimitive::Float(flags)),
-        ))
+        ));
     }
-    #[cfg(not(feature = "cuda"))]
-    {
-        // `supports_multi` is false without the feature: nothing reaches here.
-        let _ = (inputs, flags, check);
-        None
+    #[cfg(feature = "tch")]
+    if on_tch::<B>() {
+        let (outputs, flags) = torch::steps::<B>(inputs, flags, check);
+        return Some((
+            outputs,
+            Tensor::from_primitive(TensorPrimitive::Float(flags)),
+        ));
     }
+    // `supports_multi` is false for every other backend: nothing reaches here.
+    let _ = (inputs, flags, check);
+    None
 }
 
 #[cfg(test)]

@@ -53,6 +53,41 @@ pub struct MultiOutput<P> {
     pub moment_2: P,
 }
 
+/// `inputs` with their primitives moved to the concrete type `T` a backend's multi-tensor step
+/// is written for (the caller checked that `A` is `T`).
+pub(super) fn recast_inputs<A: 'static, T: 'static>(
+    inputs: Vec<MultiInput<A>>,
+) -> Vec<MultiInput<T>> {
+    let cast = |p| {
+        super::downcast::<A, T>(p)
+            .ok()
+            .expect("checked: the backend is the one this step is written for")
+    };
+    (inputs.into_iter())
+        .map(|i| MultiInput {
+            weight: cast(i.weight),
+            grad: cast(i.grad),
+            moment_1: cast(i.moment_1),
+            moment_2: cast(i.moment_2),
+            flag_index: i.flag_index,
+            scalars: i.scalars,
+        })
+        .collect()
+}
+
+/// The inverse of [`recast_inputs`], for a step's outputs and flags.
+pub(super) fn recast_stepped<T: 'static, P: 'static>((outs, flags): Stepped<T>) -> Stepped<P> {
+    let cast = |t| super::downcast::<T, P>(t).ok().expect("same type");
+    let outs = (outs.into_iter())
+        .map(|o| MultiOutput {
+            weight: cast(o.weight),
+            moment_1: cast(o.moment_1),
+            moment_2: cast(o.moment_2),
+        })
+        .collect();
+    (outs, cast(flags))
+}
+
 /// The launches for tensors of lengths `lens` (in step order): each a list of tensor indices,
 /// consecutive, at most [`MAX_TENSORS_PER_LAUNCH`] of them and [`MAX_ELEMENTS_PER_LAUNCH`]
 /// elements together (a tensor longer than that gets a launch of its own). Empty tensors are in

@@ -1,0 +1,208 @@
+//! The fused step on burn's LibTorch backend (`LibTorch<f32>`): the tensors of a step that
+//! share their constants (decayed matrices, undecayed biases, ...) are concatenated into one
+//! flat buffer per quantity, stepped by one fixed sequence of PyTorch ops, and handed back as
+//! views of the results. A step launches about twenty kernels per group of tensors instead of
+//! about fifteen per tensor on the tensor path, where PyTorch's per-launch host cost (a few µs)
+//! sets the speed.
+//!
+//! The formulas are those of the module docs of `fused`, in f32, but PyTorch's kernels round
+//! some products in a different order (`(g * g) * (1 - b2)` as `g * (g * (1 - b2))`, for one),
+//! so this path agrees with the tensor path to f32 rounding, not to the bit; `padam bench
+//! verify --backend tch` holds it to the float64 reference. Where `w = 0` and `p < 2`,
+//! `|0|^(p-2) = +inf` makes the denominator `+inf` and the weight stays exactly 0, as in the
+//! other implementations.
+
+use std::any::TypeId;
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use burn::backend::libtorch::{LibTorch, TchTensor};
+use burn::tensor::backend::Backend;
+use tch::{Kind, Tensor};
+
+use super::multi::{recast_inputs, recast_stepped, MultiInput, MultiOutput, Stepped};
+use super::{downcast, DecayMode, FusedInputs, FusedOutput, StepScalars};
+
+type Torch = LibTorch<f32>;
+
+/// True when `B` is burn's LibTorch backend with f32 floats.
+pub(super) fn is_tch<B: Backend>() -> bool {
+    TypeId::of::<B>() == TypeId::of::<Torch>()
+}
+
+/// One tensor's step: [`steps`] of one input.
+pub(super) fn step<B: Backend, const D: usize>(
+    inputs: FusedInputs<B, D>,
+    flag_index: usize,
+    check: bool,
+    scalars: &StepScalars,
+) -> Option<FusedOutput<B, D>> {
+    let [weight, grad, moment_1, moment_2, flags] = inputs.into_primitives();
+    let input = MultiInput {
+        weight,
+        grad,
+        moment_1,
+        moment_2,
+        flag_index,
+        scalars: *scalars,
+    };
+    let (mut outs, flags) = steps::<B>(vec![input], flags, check);
+    let out = outs.pop()?;
+    Some(FusedOutput::from_primitives([
+        out.weight,
+        out.moment_1,
+        out.moment_2,
+        flags,
+    ]))
+}
+
+/// The step of every tensor of `inputs` on `B`, which must be [`Torch`].
+pub(super) fn steps<B: Backend>(
+    inputs: Vec<MultiInput<B::FloatTensorPrimitive>>,
+    flags: B::FloatTensorPrimitive,
+    check: bool,
+) -> Stepped<B::FloatTensorPrimitive> {
+    let flags = downcast::<_, TchTensor>(flags).expect("checked: B is the LibTorch backend");
+    recast_stepped(steps_tch(
+        recast_inputs::<_, TchTensor>(inputs),
+        flags,
+        check,
+    ))
+}
+
+fn steps_tch(
+    inputs: Vec<MultiInput<TchTensor>>,
+    flags: TchTensor,
+    check: bool,
+) -> Stepped<TchTensor> {
+    let mut flags = flags.tensor.copy();
+    let mut outputs: Vec<Option<MultiOutput<TchTensor>>> = inputs.iter().map(|_| None).collect();
+    // Groups of tensors with the same constants, in step order.
+    let mut groups: Vec<(StepScalars, Vec<usize>)> = Vec::new();
+    for (i, input) in inputs.iter().enumerate() {
+        match groups.iter_mut().find(|(s, _)| *s == input.scalars) {
+            Some((_, members)) => members.push(i),
+            None => groups.push((input.scalars, vec![i])),
+        }
+    }
+    for (scalars, members) in groups {
+        let group: Vec<&MultiInput<TchTensor>> = members.iter().map(|&i| &inputs[i]).collect();
+        let lens: Vec<i64> = group
+            .iter()
+            .map(|i| i.weight.tensor.numel() as i64)
+            .collect();
+        let flat = |pick: fn(&MultiInput<TchTensor>) -> &TchTensor| {
+            let parts: Vec<Tensor> = group.iter().map(|i| pick(i).tensor.reshape([-1])).collect();
+            // A copy even of a single tensor: the ops below write in place.
+            Tensor::cat(&parts, 0)
+        };
+        let g = flat(|i| &i.grad);
+        let (w, m, v) = (
+            flat(|i| &i.weight),
+            flat(|i| &i.moment_1),
+            flat(|i| &i.moment_2),
+        );
+        if check {
+            let indices: Vec<i64> = group.iter().map(|i| i.flag_index as i64).collect();
+            mark_non_finite(&mut flags, &g, &lens, &indices);
+        }
+        let (w, m, v) = update(w, &g, m, v, &scalars);
+        let split = |t: Tensor| t.split_with_sizes(lens.as_slice(), 0);
+        for (k, ((w, m), v)) in split(w).into_iter().zip(split(m)).zip(split(v)).enumerate() {
+            let input = group[k];
+            let shape = input.weight.tensor.size();
+            // Views of the group's buffers: each owns its part, which nothing else references.
+            let own = |t: Tensor| TchTensor::new(t.view(shape.as_slice()));
+            outputs[members[k]] = Some(MultiOutput {
+                weight: own(w),
+                moment_1: own(m),
+                moment_2: own(v),
+            });
+        }
+    }
+    let outputs = outputs
+        .into_iter()
+        .map(|o| o.expect("every tensor is in one group"))
+        .collect();
+    (outputs, TchTensor::new(flags))
+}
+
+/// Adam then pWD on flat `w, g, m, v` (which this function owns): `w', m', v'`.
+fn update(
+    mut w: Tensor,
+    g: &Tensor,
+    mut m: Tensor,
+    mut v: Tensor,
+    s: &StepScalars,
+) -> (Tensor, Tensor, Tensor) {
+    let f = |x: f32| x as f64;
+    // m' = m b1 + g (1 - b1);  v' = v b2 + g g (1 - b2)
+    let _ = m.g_mul_scalar_(f(s.beta_1));
+    let _ = m.g_add_(&(g * f(s.one_minus_beta_1)));
+    let _ = v.g_mul_scalar_(f(s.beta_2));
+    let _ = v.addcmul_(g, &(g * f(s.one_minus_beta_2)));
+    // w_hat = w - lr (m' k) / (sqrt(v') + eps sqrt(bc2))
+    let mut denom = v.sqrt();
+    let _ = denom.g_add_scalar_(f(s.eps_scaled));
+    let mut step = &m * f(s.combined);
+    let _ = step.g_mul_scalar_(f(s.lr));
+    let _ = step.g_div_(&denom);
+    match s.mode {
+        DecayMode::None => {
+            let _ = w.g_sub_(&step);
+        }
+        DecayMode::Uniform => {
+            let _ = w.g_sub_(&step);
+            let _ = w.g_mul_scalar_(f(s.uniform_factor));
+        }
+        DecayMode::PNorm => {
+            // w' = w_hat / (|w|^(p-2) c + base), with |w| of the weight before the step.
+            let mut denominator = w.abs();
+            let _ = denominator.pow_(f(s.p_minus_2));
+            let _ = denominator.g_mul_scalar_(f(s.c));
+            let _ = denominator.g_add_scalar_(f(s.base));
+            let _ = w.g_sub_(&step);
+            let _ = w.g_div_(&denominator);
+        }
+    }
+    (w, m, v)
+}
+
+/// A group's segment lengths and flag positions, and the device they are on.
+type IndexKey = (Vec<i64>, Vec<i64>, tch::Device);
+
+thread_local! {
+    /// The segment lengths and flag positions of each group seen, on its device: the same
+    /// every step, and copying them to the GPU each step would wait for the GPU.
+    static INDEX: RefCell<HashMap<IndexKey, (Tensor, Tensor)>> = RefCell::new(HashMap::new());
+}
+
+/// Set `flags[indices[k]]` to 1 where segment `k` of `g` (of length `lens[k]`) holds a NaN or
+/// inf, without reading anything back.
+fn mark_non_finite(flags: &mut Tensor, g: &Tensor, lens: &[i64], indices: &[i64]) {
+    let device = g.device();
+    let (lengths, positions) = INDEX.with(|cache| {
+        let key = (lens.to_vec(), indices.to_vec(), device);
+        let mut cache = cache.borrow_mut();
+        let (l, p) = cache.entry(key).or_insert_with(|| {
+            (
+                Tensor::from_slice(lens).to_device(device),
+                Tensor::from_slice(indices).to_device(device),
+            )
+        });
+        (l.shallow_clone(), p.shallow_clone())
+    });
+    let bad = g.isfinite().logical_not().to_kind(Kind::Float);
+    let per_tensor = Tensor::segment_reduce(
+        &bad,
+        "max",
+        Some(&lengths),
+        None::<&Tensor>,
+        None::<&Tensor>,
+        0,
+        false,
+        0.0,
+    );
+    let marked = flags.index_select(0, &positions).maximum(&per_tensor);
+    let _ = flags.index_copy_(0, &positions, &marked);
+}
