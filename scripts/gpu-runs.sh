@@ -82,7 +82,7 @@ if [ -n "${EXPORT_BACK:-}" ]; then
   mkdir -p "$STAGE/exports"
   for dir in "$RUNS"/*/; do
     name=$(basename "$dir"); [ -f "$dir/final.json" ] || continue
-    /tmp/padam export "$dir" --out "$STAGE/export-tmp/$name" > /dev/null 2>> "$STAGE/export-errors.txt" &&
+    "$BIN" export "$dir" --out "$STAGE/export-tmp/$name" > /dev/null 2>> "$STAGE/export-errors.txt" &&
       mkdir -p "$STAGE/exports/$name" &&
       cp "$STAGE/export-tmp/$name"/*sparse* "$STAGE/exports/$name/" && echo "$name: exported"
   done
