@@ -151,11 +151,17 @@ pub fn prepare_libtorch() {
     eprintln!("warning: could not restart with {TF32_VAR}=1 ({err}); matmuls run in full f32");
 }
 
-/// How benchmarks name the LibTorch backend: with the device [`default_device`] gives it.
+/// How benchmarks name the LibTorch backend: with the device [`default_device`] gives it, and
+/// whose layers the models run there (`models::ops`: PyTorch's, unless turned off).
 #[cfg(feature = "tch")]
 pub fn tch_name() -> &'static str {
-    match tch_device() {
-        burn::backend::libtorch::LibTorchDevice::Cpu => "tch (libtorch, cpu)",
-        _ => "tch (libtorch, cuda:0)",
+    let native = crate::models::ops::native_on::<burn::backend::Autodiff<Tch>>();
+    match (tch_device(), native) {
+        (burn::backend::libtorch::LibTorchDevice::Cpu, true) => {
+            "tch (libtorch, cpu, PyTorch layers)"
+        }
+        (burn::backend::libtorch::LibTorchDevice::Cpu, false) => "tch (libtorch, cpu, burn layers)",
+        (_, true) => "tch (libtorch, cuda:0, PyTorch layers)",
+        (_, false) => "tch (libtorch, cuda:0, burn layers)",
     }
 }

@@ -54,13 +54,6 @@ fn from_torch<B: Backend, const D: usize>(p: AdTensor) -> Tensor<B, D> {
     }
 }
 
-/// A copy of a tensor PyTorch computed, as a constant of `B`'s graph (statistics, not
-/// differentiated). A copy, because burn-tch writes in place into a tensor it owns alone, and
-/// PyTorch may have saved this one for its backward (batch norm's mean).
-fn constant<B: Backend, const D: usize>(t: &tch::Tensor) -> Tensor<B, D> {
-    from_torch(Ad::from_inner(TchTensor::new(t.detach().copy())))
-}
-
 /// burn's node for one island with `N` inputs.
 #[derive(Debug)]
 struct Island<const N: usize>;
@@ -213,15 +206,15 @@ pub fn batch_norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4
     let (mean, invstd) = stats.into_inner().expect("the island ran its op");
     // PyTorch saves 1 / sqrt(var + eps) with the biased batch variance.
     let var = invstd.pow_tensor_scalar(-2.0) - epsilon;
-    let update = |state: &burn::module::RunningState<Tensor<B, 1>>, batch: Tensor<B, 1>| {
-        let running = state
-            .value_sync()
-            .to_device(&device)
-            .mul_scalar(1.0 - momentum);
-        state.update(running.add(batch.mul_scalar(momentum)).detach());
+    // burn's update, running (1 - momentum) + batch momentum, as one PyTorch lerp (a new
+    // tensor: PyTorch saved `mean` for the backward, and nothing here writes into it).
+    let update = |state: &burn::module::RunningState<Tensor<B, 1>>, batch: &tch::Tensor| {
+        let running = to_torch(state.value_sync().to_device(&device));
+        let updated = running.primitive.tensor.lerp(batch, momentum);
+        state.update(from_torch(Ad::from_inner(TchTensor::new(updated))));
     };
-    update(&bn.running_mean, constant(&mean));
-    update(&bn.running_var, constant(&var));
+    update(&bn.running_mean, &mean);
+    update(&bn.running_var, &var);
     from_torch(out)
 }
 
