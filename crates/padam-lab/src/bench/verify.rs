@@ -210,7 +210,7 @@ fn verify_layers<B: AutodiffBackend>(device: &B::Device) -> Vec<VerifyCase> {
         .map(|((case, got), (_, want))| {
             let (tensor, d) = cases::worst_difference(&got, &want);
             VerifyCase {
-                name: format!("layer {case}, worst: {tensor} (vs burn-flex)"),
+                name: format!("{case}: native vs burn-flex, worst {tensor}"),
                 max_rel_err: d as f64,
                 nonzero_at_zero: 0,
                 ok: d <= bound,

@@ -70,6 +70,28 @@ pub fn batch_norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4
     bn.forward(x)
 }
 
+/// `bn.forward(conv.forward(x))`, then a ReLU when `relu` is set: one PyTorch op under
+/// autodiff on LibTorch (one backward seed instead of two, and PyTorch's ReLU).
+pub fn conv_batch_norm<B: Backend>(
+    conv: &Conv2d<B>,
+    bn: &BatchNorm<B>,
+    x: Tensor<B, 4>,
+    relu: bool,
+) -> Tensor<B, 4> {
+    #[cfg(feature = "tch")]
+    if native_on::<B>() {
+        if let Some(padding) = symmetric_padding(&conv.padding) {
+            return torch::conv_batch_norm(conv, padding, bn, x, relu);
+        }
+    }
+    let y = batch_norm(bn, conv2d(conv, x));
+    if relu {
+        burn::tensor::activation::relu(y)
+    } else {
+        y
+    }
+}
+
 /// `ln.forward(x)` over the last dimension. `epsilon` must be the one `ln` was made with
 /// (burn keeps it private); the models build their layer norms with [`LAYER_NORM_EPS`].
 pub fn layer_norm<B: Backend, const D: usize>(

@@ -18,7 +18,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use super::ops::{batch_norm, conv2d};
+use super::ops::conv_batch_norm;
 use crate::data::Rng;
 
 /// Shape of a [`ResNet`] with basic blocks.
@@ -240,13 +240,11 @@ impl<B: Backend> BasicBlock<B> {
     /// Output `[batch, c_out, h / stride, w / stride]`.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let identity = match &self.downsample {
-            Some(d) => batch_norm(&d.bn, conv2d(&d.conv, x.clone())),
+            Some(d) => conv_batch_norm(&d.conv, &d.bn, x.clone(), false),
             None => x.clone(),
         };
-        let out = self
-            .activation
-            .forward(batch_norm(&self.bn1, conv2d(&self.conv1, x)));
-        let out = batch_norm(&self.bn2, conv2d(&self.conv2, out));
+        let out = conv_batch_norm(&self.conv1, &self.bn1, x, true);
+        let out = conv_batch_norm(&self.conv2, &self.bn2, out, false);
         self.activation.forward(out + identity)
     }
 }
@@ -277,9 +275,7 @@ pub struct ResNet<B: Backend> {
 impl<B: Backend> ResNet<B> {
     /// Logits `[batch, n_classes]` for images `[batch, in_channels, h, w]`.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
-        let mut x = self
-            .activation
-            .forward(batch_norm(&self.bn1, conv2d(&self.conv1, x)));
+        let mut x = conv_batch_norm(&self.conv1, &self.bn1, x, true);
         for block in self
             .layer1
             .iter()

@@ -25,10 +25,15 @@ pub fn run_all<B: AutodiffBackend>() -> Vec<(String, Outcome)> {
         ));
     }
     out.push(("batch norm, two batches".to_string(), batch_norm::<B>()));
+    for relu in [false, true] {
+        let case = format!("conv2d + batch norm, relu={relu}, two batches");
+        out.push((case, conv_batch_norm::<B>(relu)));
+    }
     for bias in [false, true] {
         out.push((format!("layer norm bias={bias}"), layer_norm::<B>(bias)));
     }
     out.push(("causal attention".to_string(), attention::<B>()));
+    out.push(("a small ResNet, all its layers".to_string(), resnet::<B>()));
     out
 }
 
@@ -133,6 +138,32 @@ fn batch_norm<B: AutodiffBackend>() -> Outcome {
     ]
 }
 
+fn conv_batch_norm<B: AutodiffBackend>(relu: bool) -> Outcome {
+    let device = default_device::<B>();
+    let mut conv = Conv2dConfig::new([3, 5], [3, 3])
+        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+        .with_bias(false)
+        .init::<B>(&device);
+    conv.weight = param(14, [5, 3, 3, 3], (0.3, 0.0), &device);
+    let mut bn = BatchNormConfig::new(5).init::<B>(&device);
+    bn.gamma = param(15, [5], (0.5, 1.0), &device);
+    bn.beta = param(16, [5], (0.5, 0.2), &device);
+    let first = Tensor::<B, 4>::from_data(normal(17, &[2, 3, 6, 6], 2.0, 1.0), &device);
+    let _ = super::conv_batch_norm(&conv, &bn, first, relu);
+    let x = Tensor::<B, 4>::from_data(normal(18, &[2, 3, 6, 6], 1.0, 0.0), &device).require_grad();
+    let y = super::conv_batch_norm(&conv, &bn, x.clone(), relu);
+    let grads = backward(&y);
+    vec![
+        ("output", values(y)),
+        ("input grad", grad(&x, &grads)),
+        ("weight grad", grad(&conv.weight.val(), &grads)),
+        ("gamma grad", grad(&bn.gamma.val(), &grads)),
+        ("beta grad", grad(&bn.beta.val(), &grads)),
+        ("running mean", values(bn.running_mean.value())),
+        ("running var", values(bn.running_var.value())),
+    ]
+}
+
 fn layer_norm<B: AutodiffBackend>(bias: bool) -> Outcome {
     let device = default_device::<B>();
     let mut ln = LayerNormConfig::new(16)
@@ -172,5 +203,33 @@ fn attention<B: AutodiffBackend>() -> Outcome {
         ("q grad", grad(&q, &grads)),
         ("k grad", grad(&k, &grads)),
         ("v grad", grad(&v, &grads)),
+    ]
+}
+
+fn resnet<B: AutodiffBackend>() -> Outcome {
+    let device = default_device::<B>();
+    let config = crate::models::resnet::ResNetConfig {
+        in_channels: 3,
+        widths: [4, 8, 8, 8],
+        blocks: [1, 1, 1, 1],
+        n_classes: 5,
+    };
+    let model = config.init::<B>(7, &device);
+    let x = Tensor::<B, 4>::from_data(normal(19, &[3, 3, 8, 8], 1.0, 0.0), &device);
+    let y = model.forward(x);
+    let grads = backward(&y);
+    vec![
+        ("logits", values(y)),
+        ("conv1 weight grad", grad(&model.conv1.weight.val(), &grads)),
+        ("bn1 gamma grad", grad(&model.bn1.gamma.val(), &grads)),
+        ("layer2 downsample weight grad", {
+            let d = model.layer2[0]
+                .downsample
+                .as_ref()
+                .expect("stage 2 changes shape");
+            grad(&d.conv.weight.val(), &grads)
+        }),
+        ("fc weight grad", grad(&model.fc.weight.val(), &grads)),
+        ("bn1 running var", values(model.bn1.running_var.value())),
     ]
 }

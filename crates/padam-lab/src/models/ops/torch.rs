@@ -172,14 +172,9 @@ pub fn conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>, padding: [usize; 2]
     from_torch(out)
 }
 
-/// [`super::batch_norm`] in training (the only mode under autodiff, as in burn's module):
-/// PyTorch's batch norm (cuDNN's on a GPU), and burn's update of the running statistics from
-/// the batch mean and biased variance. PyTorch's own update uses the unbiased variance, so it
-/// updates a scratch pair instead of the module's.
+/// [`super::batch_norm`] in training (the only mode under autodiff, as in burn's module).
 pub fn batch_norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
     let device = x.device();
-    let channels = x.dims()[1] as i64;
-    let (momentum, epsilon) = (bn.momentum, bn.epsilon);
     let stats = RefCell::new(None);
     let inputs = [
         to_torch(x),
@@ -187,35 +182,99 @@ pub fn batch_norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4
         to_torch(bn.beta.val()),
     ];
     let out = island(inputs, |[x, gamma, beta]| {
-        let options = (tch::Kind::Float, x.device());
-        let (scratch_mean, scratch_var) = (
-            tch::Tensor::zeros([channels], options),
-            tch::Tensor::ones([channels], options),
-        );
-        let (y, mean, invstd, _reserve) = x.internal_batch_norm_with_update(
-            Some(gamma),
-            Some(beta),
-            &scratch_mean,
-            &scratch_var,
-            momentum,
-            epsilon,
-        );
-        *stats.borrow_mut() = Some((mean, invstd));
-        y
+        batch_norm_train(x, gamma, beta, bn, &stats)
     });
+    update_running(bn, stats, &device);
+    from_torch(out)
+}
+
+/// [`super::conv_batch_norm`] in training: convolution, batch norm and the ReLU as one island.
+pub fn conv_batch_norm<B: Backend>(
+    conv: &Conv2d<B>,
+    padding: [usize; 2],
+    bn: &BatchNorm<B>,
+    x: Tensor<B, 4>,
+    relu: bool,
+) -> Tensor<B, 4> {
+    let device = x.device();
+    let (stride, dilation, groups) = (ints(conv.stride), ints(conv.dilation), conv.groups as i64);
+    let padding = ints(padding);
+    let stats = RefCell::new(None);
+    let finish = |y: tch::Tensor, gamma: &tch::Tensor, beta: &tch::Tensor| {
+        let y = batch_norm_train(&y, gamma, beta, bn, &stats);
+        if relu {
+            y.relu()
+        } else {
+            y
+        }
+    };
+    let (x, w) = (to_torch(x), to_torch(conv.weight.val()));
+    let (gamma, beta) = (to_torch(bn.gamma.val()), to_torch(bn.beta.val()));
+    let out = match &conv.bias {
+        Some(bias) => island(
+            [x, w, to_torch(bias.val()), gamma, beta],
+            |[x, w, b, g, be]| {
+                finish(
+                    x.conv2d(w, Some(b), stride, padding, dilation, groups),
+                    g,
+                    be,
+                )
+            },
+        ),
+        None => island([x, w, gamma, beta], |[x, w, g, be]| {
+            let y = x.conv2d::<&tch::Tensor>(w, None, stride, padding, dilation, groups);
+            finish(y, g, be)
+        }),
+    };
+    update_running(bn, stats, &device);
+    from_torch(out)
+}
+
+/// The batch mean and `1 / sqrt(var + eps)` of one training batch norm, for [`update_running`].
+type BatchStats = RefCell<Option<(tch::Tensor, tch::Tensor)>>;
+
+/// PyTorch's batch norm of `x` in training (cuDNN's on a GPU); the batch statistics go to
+/// `stats`. PyTorch's own update of running statistics uses the unbiased variance and burn's the
+/// biased one, so PyTorch updates a scratch pair and [`update_running`] the module's.
+fn batch_norm_train<B: Backend>(
+    x: &tch::Tensor,
+    gamma: &tch::Tensor,
+    beta: &tch::Tensor,
+    bn: &BatchNorm<B>,
+    stats: &BatchStats,
+) -> tch::Tensor {
+    let channels = x.size()[1];
+    let options = (tch::Kind::Float, x.device());
+    let (scratch_mean, scratch_var) = (
+        tch::Tensor::zeros([channels], options),
+        tch::Tensor::ones([channels], options),
+    );
+    let (y, mean, invstd, _reserve) = x.internal_batch_norm_with_update(
+        Some(gamma),
+        Some(beta),
+        &scratch_mean,
+        &scratch_var,
+        bn.momentum,
+        bn.epsilon,
+    );
+    *stats.borrow_mut() = Some((mean, invstd));
+    y
+}
+
+/// burn's update of `bn`'s running statistics from a batch's, `running (1 - momentum) + batch
+/// momentum`, as one PyTorch lerp each (into new tensors: PyTorch saved the batch mean for the
+/// backward).
+fn update_running<B: Backend>(bn: &BatchNorm<B>, stats: BatchStats, device: &B::Device) {
     let (mean, invstd) = stats.into_inner().expect("the island ran its op");
     // PyTorch saves 1 / sqrt(var + eps) with the biased batch variance.
-    let var = invstd.pow_tensor_scalar(-2.0) - epsilon;
-    // burn's update, running (1 - momentum) + batch momentum, as one PyTorch lerp (a new
-    // tensor: PyTorch saved `mean` for the backward, and nothing here writes into it).
+    let var = invstd.pow_tensor_scalar(-2.0) - bn.epsilon;
     let update = |state: &burn::module::RunningState<Tensor<B, 1>>, batch: &tch::Tensor| {
-        let running = to_torch(state.value_sync().to_device(&device));
-        let updated = running.primitive.tensor.lerp(batch, momentum);
+        let running = to_torch(state.value_sync().to_device(device));
+        let updated = running.primitive.tensor.lerp(batch, bn.momentum);
         state.update(from_torch(Ad::from_inner(TchTensor::new(updated))));
     };
     update(&bn.running_mean, &mean);
     update(&bn.running_var, &var);
-    from_torch(out)
 }
 
 /// [`super::layer_norm`] as PyTorch's fused layer norm over the last dimension.
