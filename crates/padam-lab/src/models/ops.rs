@@ -18,8 +18,8 @@ pub mod cases;
 #[cfg(feature = "tch")]
 pub mod torch;
 
-/// Whether [`conv2d`], [`batch_norm`], [`layer_norm`] and [`causal_attention`] run as PyTorch
-/// ops on `B`: autodiff over the LibTorch backend, in a `tch` build, unless the environment
+/// Whether [`conv2d`], [`batch_norm`], [`conv_batch_norm`], [`layer_norm`] and
+/// [`causal_attention`] run as PyTorch ops on `B`: autodiff over the LibTorch backend, in a `tch` build, unless the environment
 /// sets [`NATIVE_LAYERS_VAR`]`=0` (burn's modules then run there too: for comparisons, and as
 /// a way out should a PyTorch op misbehave).
 pub fn native_on<B: Backend>() -> bool {

@@ -4,8 +4,8 @@
 //! tch` hold the PyTorch ops to burn's own modules on burn-flex with it.
 
 use burn::module::Param;
-use burn::nn::conv::Conv2dConfig;
-use burn::nn::{BatchNormConfig, DropoutConfig, LayerNormConfig, PaddingConfig2d};
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, DropoutConfig, LayerNormConfig, PaddingConfig2d};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 
@@ -93,17 +93,52 @@ fn grad<B: AutodiffBackend, const D: usize>(t: &Tensor<B, D>, grads: &B::Gradien
     values(t.grad(grads).expect("a tracked tensor has a gradient"))
 }
 
-fn conv<B: AutodiffBackend>(bias: bool, stride: usize) -> Outcome {
-    let device = default_device::<B>();
-    let mut conv = Conv2dConfig::new([3, 6], [3, 3])
+/// A 3x3 convolution from 3 channels to `c_out`, padding 1: weights drawn from `seed`, a bias
+/// from `bias_seed` when given.
+fn random_conv<B: Backend>(
+    c_out: usize,
+    stride: usize,
+    bias_seed: Option<u64>,
+    seed: u64,
+    device: &B::Device,
+) -> Conv2d<B> {
+    let mut conv = Conv2dConfig::new([3, c_out], [3, 3])
         .with_stride([stride, stride])
         .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
-        .with_bias(bias)
-        .init::<B>(&device);
-    conv.weight = param(1, [6, 3, 3, 3], (0.3, 0.0), &device);
-    if bias {
-        conv.bias = Some(param(3, [6], (0.5, 0.0), &device));
-    }
+        .with_bias(bias_seed.is_some())
+        .init::<B>(device);
+    conv.weight = param(seed, [c_out, 3, 3, 3], (0.3, 0.0), device);
+    conv.bias = bias_seed.map(|s| param(s, [c_out], (0.5, 0.0), device));
+    conv
+}
+
+/// A batch norm whose scale (around 1, from `seed`) and shift (around `shift`, from `seed + 1`)
+/// are drawn, so that their gradients and the running statistics are not trivial.
+fn random_batch_norm<B: Backend>(
+    channels: usize,
+    seed: u64,
+    shift: f64,
+    device: &B::Device,
+) -> BatchNorm<B> {
+    let mut bn = BatchNormConfig::new(channels).init::<B>(device);
+    bn.gamma = param(seed, [channels], (0.5, 1.0), device);
+    bn.beta = param(seed + 1, [channels], (0.5, shift), device);
+    bn
+}
+
+/// A batch norm's parameter gradients and running statistics.
+fn batch_norm_state<B: AutodiffBackend>(bn: &BatchNorm<B>, grads: &B::Gradients) -> Outcome {
+    vec![
+        ("gamma grad", grad(&bn.gamma.val(), grads)),
+        ("beta grad", grad(&bn.beta.val(), grads)),
+        ("running mean", values(bn.running_mean.value())),
+        ("running var", values(bn.running_var.value())),
+    ]
+}
+
+fn conv<B: AutodiffBackend>(bias: bool, stride: usize) -> Outcome {
+    let device = default_device::<B>();
+    let conv = random_conv::<B>(6, stride, bias.then_some(3), 1, &device);
     let x = Tensor::<B, 4>::from_data(normal(2, &[2, 3, 9, 9], 1.0, 0.0), &device).require_grad();
     let y = super::conv2d(&conv, x.clone());
     let grads = backward(&y);
@@ -120,48 +155,33 @@ fn conv<B: AutodiffBackend>(bias: bool, stride: usize) -> Outcome {
 
 fn batch_norm<B: AutodiffBackend>() -> Outcome {
     let device = default_device::<B>();
-    let mut bn = BatchNormConfig::new(5).init::<B>(&device);
-    bn.gamma = param(4, [5], (0.5, 1.0), &device);
-    bn.beta = param(5, [5], (0.5, 0.0), &device);
+    let bn = random_batch_norm::<B>(5, 4, 0.0, &device);
     let first = Tensor::<B, 4>::from_data(normal(6, &[4, 5, 3, 3], 2.0, 1.0), &device);
     let _ = super::batch_norm(&bn, first);
     let x = Tensor::<B, 4>::from_data(normal(7, &[4, 5, 3, 3], 0.5, -2.0), &device).require_grad();
     let y = super::batch_norm(&bn, x.clone());
     let grads = backward(&y);
-    vec![
-        ("output", values(y)),
-        ("input grad", grad(&x, &grads)),
-        ("gamma grad", grad(&bn.gamma.val(), &grads)),
-        ("beta grad", grad(&bn.beta.val(), &grads)),
-        ("running mean", values(bn.running_mean.value())),
-        ("running var", values(bn.running_var.value())),
-    ]
+    let mut out = vec![("output", values(y)), ("input grad", grad(&x, &grads))];
+    out.extend(batch_norm_state(&bn, &grads));
+    out
 }
 
 fn conv_batch_norm<B: AutodiffBackend>(relu: bool) -> Outcome {
     let device = default_device::<B>();
-    let mut conv = Conv2dConfig::new([3, 5], [3, 3])
-        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
-        .with_bias(false)
-        .init::<B>(&device);
-    conv.weight = param(14, [5, 3, 3, 3], (0.3, 0.0), &device);
-    let mut bn = BatchNormConfig::new(5).init::<B>(&device);
-    bn.gamma = param(15, [5], (0.5, 1.0), &device);
-    bn.beta = param(16, [5], (0.5, 0.2), &device);
+    let conv = random_conv::<B>(5, 1, None, 14, &device);
+    let bn = random_batch_norm::<B>(5, 15, 0.2, &device);
     let first = Tensor::<B, 4>::from_data(normal(17, &[2, 3, 6, 6], 2.0, 1.0), &device);
     let _ = super::conv_batch_norm(&conv, &bn, first, relu);
     let x = Tensor::<B, 4>::from_data(normal(18, &[2, 3, 6, 6], 1.0, 0.0), &device).require_grad();
     let y = super::conv_batch_norm(&conv, &bn, x.clone(), relu);
     let grads = backward(&y);
-    vec![
+    let mut out = vec![
         ("output", values(y)),
         ("input grad", grad(&x, &grads)),
         ("weight grad", grad(&conv.weight.val(), &grads)),
-        ("gamma grad", grad(&bn.gamma.val(), &grads)),
-        ("beta grad", grad(&bn.beta.val(), &grads)),
-        ("running mean", values(bn.running_mean.value())),
-        ("running var", values(bn.running_var.value())),
-    ]
+    ];
+    out.extend(batch_norm_state(&bn, &grads));
+    out
 }
 
 fn layer_norm<B: AutodiffBackend>(bias: bool) -> Outcome {

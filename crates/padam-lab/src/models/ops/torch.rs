@@ -151,23 +151,41 @@ fn island<const N: usize>(
     }
 }
 
-fn ints<const K: usize>(v: [usize; K]) -> [i64; K] {
-    v.map(|x| x as i64)
+/// A burn `Conv2d`'s geometry as PyTorch's `conv2d` takes it.
+#[derive(Clone, Copy)]
+struct ConvGeometry {
+    stride: [i64; 2],
+    padding: [i64; 2],
+    dilation: [i64; 2],
+    groups: i64,
+}
+
+impl ConvGeometry {
+    fn of<B: Backend>(conv: &Conv2d<B>, padding: [usize; 2]) -> Self {
+        let ints = |v: [usize; 2]| v.map(|x| x as i64);
+        Self {
+            stride: ints(conv.stride),
+            padding: ints(padding),
+            dilation: ints(conv.dilation),
+            groups: conv.groups as i64,
+        }
+    }
+
+    /// PyTorch's `conv2d` of `x` with weight `w` and bias `b`.
+    fn apply(self, x: &tch::Tensor, w: &tch::Tensor, b: Option<&tch::Tensor>) -> tch::Tensor {
+        x.conv2d(w, b, self.stride, self.padding, self.dilation, self.groups)
+    }
 }
 
 /// [`super::conv2d`] as PyTorch's `conv2d` (cuDNN on a GPU, both ways).
 pub fn conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>, padding: [usize; 2]) -> Tensor<B, 4> {
-    let (stride, dilation, groups) = (ints(conv.stride), ints(conv.dilation), conv.groups as i64);
-    let padding = ints(padding);
-    let x = to_torch(x);
-    let w = to_torch(conv.weight.val());
+    let geometry = ConvGeometry::of(conv, padding);
+    let (x, w) = (to_torch(x), to_torch(conv.weight.val()));
     let out = match &conv.bias {
         Some(bias) => island([x, w, to_torch(bias.val())], |[x, w, b]| {
-            x.conv2d(w, Some(b), stride, padding, dilation, groups)
+            geometry.apply(x, w, Some(b))
         }),
-        None => island([x, w], |[x, w]| {
-            x.conv2d::<&tch::Tensor>(w, None, stride, padding, dilation, groups)
-        }),
+        None => island([x, w], |[x, w]| geometry.apply(x, w, None)),
     };
     from_torch(out)
 }
@@ -197,8 +215,7 @@ pub fn conv_batch_norm<B: Backend>(
     relu: bool,
 ) -> Tensor<B, 4> {
     let device = x.device();
-    let (stride, dilation, groups) = (ints(conv.stride), ints(conv.dilation), conv.groups as i64);
-    let padding = ints(padding);
+    let geometry = ConvGeometry::of(conv, padding);
     let stats = RefCell::new(None);
     let finish = |y: tch::Tensor, gamma: &tch::Tensor, beta: &tch::Tensor| {
         let y = batch_norm_train(&y, gamma, beta, bn, &stats);
@@ -213,17 +230,10 @@ pub fn conv_batch_norm<B: Backend>(
     let out = match &conv.bias {
         Some(bias) => island(
             [x, w, to_torch(bias.val()), gamma, beta],
-            |[x, w, b, g, be]| {
-                finish(
-                    x.conv2d(w, Some(b), stride, padding, dilation, groups),
-                    g,
-                    be,
-                )
-            },
+            |[x, w, b, g, be]| finish(geometry.apply(x, w, Some(b)), g, be),
         ),
         None => island([x, w, gamma, beta], |[x, w, g, be]| {
-            let y = x.conv2d::<&tch::Tensor>(w, None, stride, padding, dilation, groups);
-            finish(y, g, be)
+            finish(geometry.apply(x, w, None), g, be)
         }),
     };
     update_running(bn, stats, &device);
