@@ -72,10 +72,9 @@ pub(super) fn steps<B: Backend>(
 
 fn steps_tch(
     inputs: Vec<MultiInput<TchTensor>>,
-    flags: TchTensor,
+    mut flags: TchTensor,
     check: bool,
 ) -> Stepped<TchTensor> {
-    let mut flags = flags.tensor.copy();
     let mut outputs: Vec<Option<MultiOutput<TchTensor>>> = inputs.iter().map(|_| None).collect();
     // Groups of tensors with the same constants, in step order.
     let mut groups: Vec<(StepScalars, Vec<usize>)> = Vec::new();
@@ -104,7 +103,7 @@ fn steps_tch(
         );
         if check {
             let indices: Vec<i64> = group.iter().map(|i| i.flag_index as i64).collect();
-            mark_non_finite(&mut flags, &g, &lens, &indices);
+            flags = TchTensor::new(mark_non_finite(&flags.tensor, &g, &lens, &indices));
         }
         let (w, m, v) = update(w, &g, m, v, &scalars);
         let split = |t: Tensor| t.split_with_sizes(lens.as_slice(), 0);
@@ -124,7 +123,7 @@ fn steps_tch(
         .into_iter()
         .map(|o| o.expect("every tensor is in one group"))
         .collect();
-    (outputs, TchTensor::new(flags))
+    (outputs, flags)
 }
 
 /// Adam then pWD on flat `w, g, m, v` (which this function owns): `w', m', v'`.
@@ -177,9 +176,9 @@ thread_local! {
     static INDEX: RefCell<HashMap<IndexKey, (Tensor, Tensor)>> = RefCell::new(HashMap::new());
 }
 
-/// Set `flags[indices[k]]` to 1 where segment `k` of `g` (of length `lens[k]`) holds a NaN or
-/// inf, without reading anything back.
-fn mark_non_finite(flags: &mut Tensor, g: &Tensor, lens: &[i64], indices: &[i64]) {
+/// `flags` with entry `indices[k]` set to 1 where segment `k` of `g` (of length `lens[k]`)
+/// holds a NaN or inf, without reading anything back.
+fn mark_non_finite(flags: &Tensor, g: &Tensor, lens: &[i64], indices: &[i64]) -> Tensor {
     let device = g.device();
     let (lengths, positions) = INDEX.with(|cache| {
         let key = (lens.to_vec(), indices.to_vec(), device);
@@ -204,5 +203,6 @@ fn mark_non_finite(flags: &mut Tensor, g: &Tensor, lens: &[i64], indices: &[i64]
         0.0,
     );
     let marked = flags.index_select(0, &positions).maximum(&per_tensor);
-    let _ = flags.index_copy_(0, &positions, &marked);
+    // A new tensor: the flags of a deferred check's window may be shared.
+    flags.index_copy(0, &positions, &marked)
 }
