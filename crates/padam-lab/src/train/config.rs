@@ -692,6 +692,19 @@ mod tests {
     }
 
     #[test]
+    fn bf16_is_refused_off_cuda() {
+        for backend in ["cpu", "tch"] {
+            let set = [
+                format!("backend=\"{backend}\""),
+                "precision=\"bf16\"".to_string(),
+            ];
+            let err = format!("{:#}", parse(MINIMAL, &set).unwrap_err());
+            let named = format!("the {backend} backend trains in f32");
+            assert!(err.contains("precision") && err.contains(&named), "{err}");
+        }
+    }
+
+    #[test]
     fn resolved_configs_read_back_as_written() {
         for set in [
             vec![],

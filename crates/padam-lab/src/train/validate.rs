@@ -32,11 +32,14 @@ impl TrainConfig {
                 .validate()
                 .map_err(|e| bad(&format!("sparsity.{}", e.field), &e.value, e.reason))?;
         }
-        if self.precision == Precision::Bf16 && self.backend == BackendKind::Cpu {
+        if self.precision == Precision::Bf16 && self.backend != BackendKind::Cuda {
             return Err(bad(
                 "precision",
                 "\"bf16\"",
-                "bf16 needs backend = \"cuda\"; the cpu backend trains in f32",
+                &format!(
+                    "bf16 needs backend = \"cuda\"; the {} backend trains in f32",
+                    self.backend.name()
+                ),
             ));
         }
         self.validate_model_data()?;
