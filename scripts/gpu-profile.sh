@@ -7,11 +7,57 @@
 #      writes a table per kernel name at each device sync to $OUT/profile-kernels.txt.gz.
 #   PROFILE_WORKLOAD=resnet18_400 PROFILE_S=200 bash scripts/gpu-profile.sh
 # The default batch (400) is the training runs' one, so their tuned kernels are reused.
+# BACKEND=tch (gpu/padam-tch.xz staged with TCH=1) profiles the LibTorch backend instead, with
+# Nsight Compute, next to PyTorch's own step of the same workload (names as in torch_train_bench:
+# fashion_cnn_128, resnet18_128, nanogpt_64x256):
+#   1. `padam bench train --backend tch` on it, unprofiled;
+#   2. under `ncu`, which runs each kernel on its own and times it: PyTorch's training step
+#      (AdamW fused) and padam's (PAdam unchecked), a few steps each, to
+#      $OUT/ncu-{torch,padam}-<workload>.csv.gz; scripts/profile-summary.py gives the last
+#      step of each by kernel.
+#   BACKEND=tch PROFILE_WORKLOAD=resnet18_128 bash scripts/gpu-profile.sh
 set -uo pipefail
 source "$(dirname "$0")/gpu-setup.sh"
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-W=${PROFILE_WORKLOAD:-resnet18_400}; S=${PROFILE_S:-200}
 t0=$(date +%s)
+if [ "${BACKEND:-cuda}" = tch ]; then
+  W=${PROFILE_WORKLOAD:-resnet18_128}; S=${PROFILE_S:-200}
+  NCU="ncu --clock-control none --metrics gpu__time_duration.sum --csv --print-units base"
+  timeout "$S" /tmp/padam-tch bench train --backend tch --workloads "$W" \
+    --optimizers adamw,padam_unchecked,padam_deferred --iters 30 --warmup 5 2>&1 | tee -a "$OUT/profile-bench.txt"
+  cat > /tmp/torch-profile.py <<'PY'
+import sys, torch, torch.nn.functional as F
+import torch_train_bench as b
+w = sys.argv[1]
+bs = int(w.rsplit("_", 1)[1].split("x")[0])
+if w.startswith("fashion_cnn"):
+    model, x, y = b.FashionCNN(), torch.randn(bs, 1, 28, 28), torch.randint(0, 10, (bs,))
+elif w.startswith("resnet18"):
+    model, x, y = b.resnet18_cifar(), torch.randn(bs, 3, 32, 32), torch.randint(0, 10, (bs,))
+else:
+    model, x, y = b.GPT(), torch.randint(0, 65, (bs, 256)), torch.randint(0, 65, (bs, 256))
+model, x, y = model.to("cuda").train(), x.cuda(), y.cuda()
+opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1, fused=True)
+for _ in range(5):
+    opt.zero_grad(set_to_none=True)
+    out = model(x)
+    F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1)).backward()
+    opt.step()
+torch.cuda.synchronize()
+PY
+  PYTHONPATH=gpu timeout "$S" $NCU python3 /tmp/torch-profile.py "$W" > /tmp/ncu-torch.csv 2> /tmp/ncu-torch.err
+  echo "ncu torch rc=$? after $(( $(date +%s) - t0 )) s" | tee -a "$OUT/profile-bench.txt"
+  timeout "$S" $NCU /tmp/padam-tch bench train --backend tch --workloads "$W" \
+    --optimizers padam_unchecked --iters 3 --warmup 2 --fwd-bwd false > /tmp/ncu-padam.csv 2> /tmp/ncu-padam.err
+  echo "ncu padam rc=$? after $(( $(date +%s) - t0 )) s" | tee -a "$OUT/profile-bench.txt"
+  for side in torch padam; do
+    tail -5 /tmp/ncu-$side.err >> "$OUT/profile-bench.txt"
+    gzip -c /tmp/ncu-$side.csv > "$OUT/ncu-$side-$W.csv.gz"
+    python3 scripts/profile-summary.py /tmp/ncu-$side.csv 2>&1 | tee -a "$OUT/profile-bench.txt"
+  done
+  exit 0
+fi
+W=${PROFILE_WORKLOAD:-resnet18_400}; S=${PROFILE_S:-200}
 {
   PYTHONUNBUFFERED=1 timeout 120 python3 gpu/torch_train_bench.py
   timeout "$S" /tmp/padam bench train --backend cuda --workloads "$W" --iters 20 --warmup 5

@@ -3,7 +3,9 @@
 //! 5 warm-up steps, then the mean over `--iters` steps between two device syncs).
 //!
 //! Besides the full step (forward, backward, optimizer) it times forward + backward alone, so
-//! the optimizer's share of a training step is visible without a profiler.
+//! the optimizer's share of a training step is visible without a profiler. Each row also gives
+//! the host's time in each phase (the calls return once their kernels are queued): where their
+//! sum comes near the step's time, the step is bound by the host, not by the GPU's kernels.
 
 use std::time::Instant;
 
@@ -72,6 +74,29 @@ pub struct TrainRow {
     pub ms_per_step: f64,
     /// Items (images or tokens) per second.
     pub items_per_sec: f64,
+    /// Mean host milliseconds per step spent in the forward pass (building the graph and
+    /// queueing its kernels).
+    pub host_forward_ms: f64,
+    /// ... in the backward pass (and collecting the parameters' gradients).
+    pub host_backward_ms: f64,
+    /// ... in the optimizer step (0 for `fwd_bwd`).
+    pub host_step_ms: f64,
+}
+
+/// Host time of one timed step, by phase.
+#[derive(Debug, Clone, Copy, Default)]
+struct HostPhases {
+    forward: f64,
+    backward: f64,
+    step: f64,
+}
+
+impl std::ops::AddAssign for HostPhases {
+    fn add_assign(&mut self, o: Self) {
+        self.forward += o.forward;
+        self.backward += o.backward;
+        self.step += o.step;
+    }
 }
 
 /// Run `padam bench train`.
@@ -158,8 +183,8 @@ fn bench_all<B: AutodiffBackend>(
         args.warmup, args.iters
     );
     println!(
-        "{:<26} {:<16} {:>8} {:>10} {:>13}",
-        "workload", "optimizer", "params", "ms/step", "items/s"
+        "{:<26} {:<16} {:>8} {:>10} {:>13}   host ms: {:>7} {:>8} {:>7}",
+        "workload", "optimizer", "params", "ms/step", "items/s", "forward", "backward", "step"
     );
     let mut rows = Vec::new();
     for w in workloads {
@@ -263,34 +288,47 @@ where
 {
     let params = model.num_params();
     let mut rows = Vec::new();
-    let mut push = |optimizer: &str, secs: f64| {
+    let mut push = |optimizer: &str, (secs, host): (f64, HostPhases)| {
         let row = TrainRow {
             workload: name.to_string(),
             optimizer: optimizer.to_string(),
             params,
             ms_per_step: secs * 1e3,
             items_per_sec: items as f64 / secs,
+            host_forward_ms: host.forward * 1e3,
+            host_backward_ms: host.backward * 1e3,
+            host_step_ms: host.step * 1e3,
         };
         println!(
-            "{:<26} {:<16} {:>7.2}M {:>10.2} {:>13.0}",
+            "{:<26} {:<16} {:>7.2}M {:>10.2} {:>13.0}   host ms: {:>7.2} {:>8.2} {:>7.2}",
             row.workload,
             row.optimizer,
             row.params as f64 / 1e6,
             row.ms_per_step,
-            row.items_per_sec
+            row.items_per_sec,
+            row.host_forward_ms,
+            row.host_backward_ms,
+            row.host_step_ms
         );
         rows.push(row);
     };
     if args.fwd_bwd {
         let m = model.clone();
-        let secs = time_steps::<B>(args, device, || {
-            let grads = loss(&m).backward();
-            drop(GradientsParams::from_grads(grads, &m));
+        let timing = time_steps::<B>(args, device, || {
+            let t0 = Instant::now();
+            let l = loss(&m);
+            let t1 = Instant::now();
+            drop(GradientsParams::from_grads(l.backward(), &m));
+            HostPhases {
+                forward: (t1 - t0).as_secs_f64(),
+                backward: t1.elapsed().as_secs_f64(),
+                step: 0.0,
+            }
         });
-        push("fwd_bwd", secs);
+        push("fwd_bwd", timing);
     }
     for opt in &args.optimizers {
-        let secs = match opt.as_str() {
+        let timing = match opt.as_str() {
             "adamw" => {
                 let optim = AdamWConfig::new().with_weight_decay(0.1).init::<B, M>();
                 time_training(args, device, model.clone(), optim, &loss)
@@ -316,7 +354,7 @@ where
                 time_training(args, device, model.clone(), optim, &loss)
             }
         };
-        push(opt, secs);
+        push(opt, timing);
     }
     rows
 }
@@ -327,7 +365,7 @@ fn time_training<B, M, O>(
     model: M,
     mut optim: O,
     loss: &impl Fn(&M) -> Tensor<B, 1>,
-) -> f64
+) -> (f64, HostPhases)
 where
     B: AutodiffBackend,
     M: AutodiffModule<B>,
@@ -336,27 +374,44 @@ where
     let mut model = Some(model);
     time_steps::<B>(args, device, || {
         let m = model.take().expect("model present between steps");
-        let grads = GradientsParams::from_grads(loss(&m).backward(), &m);
+        let t0 = Instant::now();
+        let l = loss(&m);
+        let t1 = Instant::now();
+        let grads = GradientsParams::from_grads(l.backward(), &m);
+        let t2 = Instant::now();
         model = Some(optim.step(1e-3, m, grads));
+        HostPhases {
+            forward: (t1 - t0).as_secs_f64(),
+            backward: (t2 - t1).as_secs_f64(),
+            step: t2.elapsed().as_secs_f64(),
+        }
     })
 }
 
-/// Mean seconds of `step` over `args.iters` calls after `args.warmup`, between device syncs.
+/// Mean seconds of `step` over `args.iters` calls after `args.warmup`, between device syncs,
+/// and the mean of the host phases it reports.
 fn time_steps<B: AutodiffBackend>(
     args: &TrainBenchArgs,
     device: &B::Device,
-    mut step: impl FnMut(),
-) -> f64 {
+    mut step: impl FnMut() -> HostPhases,
+) -> (f64, HostPhases) {
     for _ in 0..args.warmup {
         step();
     }
     B::sync(device).expect("device sync");
     let start = Instant::now();
+    let mut host = HostPhases::default();
     for _ in 0..args.iters {
-        step();
+        host += step();
     }
     B::sync(device).expect("device sync");
-    start.elapsed().as_secs_f64() / args.iters as f64
+    let n = args.iters as f64;
+    let mean = HostPhases {
+        forward: host.forward / n,
+        backward: host.backward / n,
+        step: host.step / n,
+    };
+    (start.elapsed().as_secs_f64() / n, mean)
 }
 
 #[cfg(test)]

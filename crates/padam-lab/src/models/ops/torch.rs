@@ -14,6 +14,7 @@
 
 use std::any::{Any, TypeId};
 use std::cell::RefCell;
+use std::collections::HashMap;
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
@@ -253,12 +254,7 @@ fn batch_norm_train<B: Backend>(
     bn: &BatchNorm<B>,
     stats: &BatchStats,
 ) -> tch::Tensor {
-    let channels = x.size()[1];
-    let options = (tch::Kind::Float, x.device());
-    let (scratch_mean, scratch_var) = (
-        tch::Tensor::zeros([channels], options),
-        tch::Tensor::ones([channels], options),
-    );
+    let (scratch_mean, scratch_var) = scratch_stats(x.size()[1], x.device());
     let (y, mean, invstd, _reserve) = x.internal_batch_norm_with_update(
         Some(gamma),
         Some(beta),
@@ -269,6 +265,28 @@ fn batch_norm_train<B: Backend>(
     );
     *stats.borrow_mut() = Some((mean, invstd));
     y
+}
+
+thread_local! {
+    /// The scratch running statistics of [`batch_norm_train`], by channels and device.
+    static SCRATCH: RefCell<HashMap<(i64, tch::Device), (tch::Tensor, tch::Tensor)>> =
+        RefCell::new(HashMap::new());
+}
+
+/// Running statistics for PyTorch to update and nobody to read: one pair per channel count and
+/// device, reused by every batch norm (two fills and allocations fewer per layer and step).
+fn scratch_stats(channels: i64, device: tch::Device) -> (tch::Tensor, tch::Tensor) {
+    SCRATCH.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        let (mean, var) = cache.entry((channels, device)).or_insert_with(|| {
+            let options = (tch::Kind::Float, device);
+            (
+                tch::Tensor::zeros([channels], options),
+                tch::Tensor::ones([channels], options),
+            )
+        });
+        (mean.shallow_clone(), var.shallow_clone())
+    })
 }
 
 /// burn's update of `bn`'s running statistics from a batch's, `running (1 - momentum) + batch
