@@ -3,10 +3,8 @@
 //!
 //! Each layer is an *island*: its inputs enter PyTorch as fresh leaves (sharing their memory),
 //! the op runs with PyTorch's autograd recording, and burn's graph gets one node whose backward
-//! asks PyTorch for the leaves' gradients. PyTorch's `autograd.grad` takes no output gradient
-//! through tch, so the backward differentiates `sum(output * grad)`, whose gradient with respect
-//! to the output is `grad`: two extra element-wise kernels per layer instead of the dozens
-//! burn's decomposition launches.
+//! runs PyTorch's autograd engine from the output's gradient to the leaves' (`csrc/backward.cpp`:
+//! tch's own `run_backward` seeds with ones, which would cost a `sum(output * grad)` per layer).
 //!
 //! The node keeps its inputs' and output's burn handles until its backward ran: burn-tch
 //! writes in place into a tensor it believes it owns alone, and PyTorch's saved tensors
@@ -15,6 +13,7 @@
 use std::any::{Any, TypeId};
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::ffi::{c_char, c_int};
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
@@ -105,12 +104,62 @@ impl<const N: usize> Backward<Tch, N> for Island<N> {
         if leaves.is_empty() {
             return;
         }
-        let seed = (&state.output * &grad.tensor).sum(tch::Kind::Float);
-        let input_grads = tch::Tensor::f_run_backward(&[seed], &leaves, false, false)
+        let input_grads = backward(&state.output, &grad.tensor, &leaves)
             .unwrap_or_else(|e| panic!("PyTorch's backward of a native layer failed: {e}"));
         for (id, g) in ids.into_iter().zip(input_grads) {
             grads.register::<Tch>(id, TchTensor::new(g));
         }
+    }
+}
+
+extern "C" {
+    /// `csrc/backward.cpp`.
+    fn padam_backward(
+        outputs: *const *mut torch_sys::C_tensor,
+        grads: *const *mut torch_sys::C_tensor,
+        n: c_int,
+        inputs: *const *mut torch_sys::C_tensor,
+        n_inputs: c_int,
+        results: *mut *mut torch_sys::C_tensor,
+    ) -> *mut c_char;
+    fn padam_free_message(message: *mut c_char);
+}
+
+/// The gradients of `leaves` given `grad`, the gradient of `output`, by PyTorch's autograd
+/// engine (which frees the graph behind `output` as it goes).
+fn backward(
+    output: &tch::Tensor,
+    grad: &tch::Tensor,
+    leaves: &[&tch::Tensor],
+) -> Result<Vec<tch::Tensor>, String> {
+    let mut_ptr = |t: &tch::Tensor| t.as_ptr() as *mut torch_sys::C_tensor;
+    let (outputs, grads) = ([mut_ptr(output)], [mut_ptr(grad)]);
+    let inputs: Vec<_> = leaves.iter().map(|t| mut_ptr(t)).collect();
+    let mut results = vec![std::ptr::null_mut(); leaves.len()];
+    // SAFETY: every pointer is a live tch tensor (an `at::Tensor*`) for the duration of the
+    // call, which reads them only; `results` has room for one pointer per input, and each
+    // tensor written there is new and owned by the `tch::Tensor` made of it below. A message is
+    // a `strdup` that `padam_free_message` frees.
+    unsafe {
+        let message = padam_backward(
+            outputs.as_ptr(),
+            grads.as_ptr(),
+            1,
+            inputs.as_ptr(),
+            inputs.len() as c_int,
+            results.as_mut_ptr(),
+        );
+        if !message.is_null() {
+            let text = std::ffi::CStr::from_ptr(message)
+                .to_string_lossy()
+                .into_owned();
+            padam_free_message(message);
+            return Err(text);
+        }
+        Ok(results
+            .into_iter()
+            .map(|p| tch::Tensor::from_ptr(p))
+            .collect())
     }
 }
 
