@@ -389,3 +389,35 @@ pub fn causal_attention<B: Backend>(
     });
     from_torch(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::backward;
+
+    /// The shim against PyTorch's own `sum(output * grad)` seed, and its refusals as errors.
+    #[test]
+    fn backward_from_an_output_gradient_matches_the_summed_seed_and_reports_errors() {
+        let x = tch::Tensor::randn([3, 4], (tch::Kind::Float, tch::Device::Cpu))
+            .set_requires_grad(true);
+        let w = tch::Tensor::randn([4, 5], (tch::Kind::Float, tch::Device::Cpu))
+            .set_requires_grad(true);
+        let run = || tch::with_grad(|| x.matmul(&w).tanh());
+        let grad = tch::Tensor::randn([3, 5], (tch::Kind::Float, tch::Device::Cpu));
+
+        let ours = backward(&run(), &grad, &[&x, &w]).expect("a valid backward");
+        let seed = tch::with_grad(|| (run() * &grad).sum(tch::Kind::Float));
+        let theirs = tch::Tensor::run_backward(&[seed], &[&x, &w], false, false);
+        for (a, b) in ours.iter().zip(&theirs) {
+            assert_eq!(a.size(), b.size());
+            let diff = (a - b).abs().max().double_value(&[]);
+            assert!(diff < 1e-6, "shim and seeded backward differ by {diff}");
+        }
+
+        let wrong = tch::Tensor::ones([2, 5], (tch::Kind::Float, tch::Device::Cpu));
+        let e = backward(&run(), &wrong, &[&x]).unwrap_err();
+        assert!(e.contains("shape"), "{e}");
+        let frozen = tch::Tensor::ones([3, 4], (tch::Kind::Float, tch::Device::Cpu));
+        let e = backward(&run(), &grad, &[&frozen]).unwrap_err();
+        assert!(e.contains("does not require a gradient"), "{e}");
+    }
+}
