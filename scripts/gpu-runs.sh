@@ -78,15 +78,28 @@ done
 # EXPORT_BACK=1: each finished run's sparse export (`padam export`, model.sparse.safetensors:
 # 5 MB for a 95%-sparse ResNet18, where its checkpoints are 130 MB) comes back in
 # $OUT/exports.tgz, for `padam bench infer`, `padam sample` and `padam eval` here.
+# A file comes back only up to 16 MiB, so exports are packed smallest first up to 15 MiB in
+# all; a dense model's "sparse" file (an AdamW nanoGPT's is 43 MB) would take the whole archive
+# with it. What is left out is named, and stays in $RUNS/<name>/export on the machine.
 if [ -n "${EXPORT_BACK:-}" ]; then
   mkdir -p "$STAGE/exports"
   for dir in "$RUNS"/*/; do
     name=$(basename "$dir"); [ -f "$dir/final.json" ] || continue
-    "$BIN" export "$dir" --out "$STAGE/export-tmp/$name" > /dev/null 2>> "$STAGE/export-errors.txt" &&
-      mkdir -p "$STAGE/exports/$name" &&
-      cp "$STAGE/export-tmp/$name"/*sparse* "$STAGE/exports/$name/" && echo "$name: exported"
+    "$BIN" export "$dir" --out "$dir/export" > /dev/null 2>> "$STAGE/export-errors.txt" \
+      || echo "$name: export failed (see export-errors.txt in runs.tgz)"
+  done
+  budget=$((15 * 1024 * 1024))
+  for f in $(ls -S -r "$RUNS"/*/export/*sparse* 2>/dev/null); do
+    name=$(basename "$(dirname "$(dirname "$f")")"); size=$(stat -c %s "$f")
+    if [ "$size" -le "$budget" ]; then
+      mkdir -p "$STAGE/exports/$name" && cp "$f" "$STAGE/exports/$name/" && budget=$((budget - size))
+      echo "$name: exported ($size bytes)"
+    else
+      echo "$name: export of $size bytes left out ($budget bytes left of the 15 MiB that come back); it stays in $f"
+    fi
   done
   tar czf "$OUT/exports.tgz" -C "$STAGE" exports
+  cp "$STAGE/export-errors.txt" "$STAGE/runs/" 2>/dev/null
 fi
 tar czf "$OUT/runs.tgz" -C "$STAGE" runs
 tar czf "$OUT/cubecl-cache.tgz" target 2>/dev/null || true
