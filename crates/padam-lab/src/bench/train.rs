@@ -314,17 +314,7 @@ where
     };
     if args.fwd_bwd {
         let m = model.clone();
-        let timing = time_steps::<B>(args, device, || {
-            let t0 = Instant::now();
-            let l = loss(&m);
-            let t1 = Instant::now();
-            drop(GradientsParams::from_grads(l.backward(), &m));
-            HostPhases {
-                forward: (t1 - t0).as_secs_f64(),
-                backward: t1.elapsed().as_secs_f64(),
-                step: 0.0,
-            }
-        });
+        let timing = time_steps::<B>(args, device, || forward_backward(&loss, &m).1);
         push("fwd_bwd", timing);
     }
     for opt in &args.optimizers {
@@ -374,18 +364,36 @@ where
     let mut model = Some(model);
     time_steps::<B>(args, device, || {
         let m = model.take().expect("model present between steps");
-        let t0 = Instant::now();
-        let l = loss(&m);
-        let t1 = Instant::now();
-        let grads = GradientsParams::from_grads(l.backward(), &m);
-        let t2 = Instant::now();
+        let (grads, host) = forward_backward(loss, &m);
+        let t = Instant::now();
         model = Some(optim.step(1e-3, m, grads));
         HostPhases {
-            forward: (t1 - t0).as_secs_f64(),
-            backward: (t2 - t1).as_secs_f64(),
-            step: t2.elapsed().as_secs_f64(),
+            step: t.elapsed().as_secs_f64(),
+            ..host
         }
     })
+}
+
+/// The forward and backward pass of `loss` on `m`: the parameters' gradients, and the host
+/// time of each pass.
+fn forward_backward<B, M>(
+    loss: &impl Fn(&M) -> Tensor<B, 1>,
+    m: &M,
+) -> (GradientsParams, HostPhases)
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B>,
+{
+    let t0 = Instant::now();
+    let l = loss(m);
+    let t1 = Instant::now();
+    let grads = GradientsParams::from_grads(l.backward(), m);
+    let host = HostPhases {
+        forward: (t1 - t0).as_secs_f64(),
+        backward: t1.elapsed().as_secs_f64(),
+        step: 0.0,
+    };
+    (grads, host)
 }
 
 /// Mean seconds of `step` over `args.iters` calls after `args.warmup`, between device syncs,
