@@ -31,7 +31,7 @@ BACKEND=${BACKEND:-cuda}
 BIN=/tmp/padam; [ "$BACKEND" = tch ] && BIN=/tmp/padam-tch
 # Data stays in /tmp between calls on a warm machine, so a later call need not carry it again.
 mkdir -p /tmp/padam-data
-for d in gpu/data/*; do [ -e "$d" ] && cp -rn "$d" /tmp/padam-data/; done
+for d in gpu/data/*; do [ -e "$d" ] && [ ! -e "/tmp/padam-data/$(basename "$d")" ] && cp -r "$d" /tmp/padam-data/; done
 export PADAM_DATA=/tmp/padam-data
 for f in gpu/ckpt/ckpt-*.tgz; do
   [ -e "$f" ] || continue

@@ -22,8 +22,10 @@ unpack() {  # unpack <archive> <binary>
 }
 archive=gpu/padam.xz; [ -f "$archive" ] || archive=gpu/padam.gz
 [ -f "$archive" ] && unpack "$archive" /tmp/padam
-if [ -f gpu/padam-tch.xz ]; then
-  unpack gpu/padam-tch.xz /tmp/padam-tch
+[ -f gpu/padam-tch.xz ] && unpack gpu/padam-tch.xz /tmp/padam-tch
+# A later call on the warm machine may carry no binary (a data-only carry): the one unpacked
+# before still needs the host's libtorch.
+if [ -x /tmp/padam-tch ]; then
   torch_lib=$(python3 -c 'import torch, os; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
   export LD_LIBRARY_PATH=$torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 fi

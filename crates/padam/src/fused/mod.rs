@@ -196,7 +196,8 @@ pub struct FusedOutput<B: Backend, const D: usize> {
     pub moment_1: Tensor<B, D>,
     /// `v'`.
     pub moment_2: Tensor<B, D>,
-    /// The flags, with entry `flag_index` set to 1 if the gradient held NaN or inf.
+    /// The flags, with entry `flag_index` made non-zero if the gradient held NaN or inf (1 from
+    /// the CPU and CUDA kernels, NaN from the LibTorch step): read them as `!= 0`.
     pub flags: Tensor<B, 1>,
 }
 
@@ -270,7 +271,7 @@ fn on_flex<B: Backend>() -> bool {
 }
 
 /// One fused Adam + pWD step of one tensor. When `check` is set, entry `flag_index` of the
-/// flags becomes 1 if the gradient holds NaN or inf. `None` when [`supports`] is false for `B`
+/// flags becomes non-zero if the gradient holds NaN or inf. `None` when [`supports`] is false for `B`
 /// and the weight's dtype (nothing is consumed then but the inputs, which the caller should not
 /// need: check [`supports`] first).
 pub fn adam_pwd_step<B: Backend, const D: usize>(
@@ -301,8 +302,8 @@ pub fn adam_pwd_step<B: Backend, const D: usize>(
 
 /// The fused step of many tensors at once ([`adam_pwd_step`]'s arithmetic for each): one
 /// operation, launching one kernel per group of up to [`MAX_TENSORS_PER_LAUNCH`] tensors (see
-/// [`plan_launches`]). When `check` is set, entry `flag_index` of `flags` becomes 1 for each
-/// tensor whose gradient holds NaN or inf. The outputs come in the order of `inputs`. `None`
+/// [`plan_launches`]). When `check` is set, entry `flag_index` of `flags` becomes non-zero
+/// for each tensor whose gradient holds NaN or inf. The outputs come in the order of `inputs`. `None`
 /// when [`supports_multi`] is false for `B` (nothing is consumed but the inputs then).
 pub fn adam_pwd_steps<B: Backend>(
     inputs: Vec<MultiInput<B::FloatTensorPrimitive>>,
