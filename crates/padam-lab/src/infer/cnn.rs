@@ -26,8 +26,8 @@ impl CnnNet {
         if !input[1].is_multiple_of(4) || !input[2].is_multiple_of(4) {
             bail!("image size {input:?} is not divisible by 4");
         }
-        let conv1 = b.conv("conv1", input[0], 1, 1)?;
-        let conv2 = b.conv("conv2", conv1.weight.rows(), 1, 1)?;
+        let conv1 = b.conv("conv1", input[0], 1, 1, Some(input[2]))?;
+        let conv2 = b.conv("conv2", conv1.weight.rows(), 1, 1, Some(input[2] / 2))?;
         let side = (input[1] / 4) * (input[2] / 4);
         let fc1 = b.linear("fc1", Some(conv2.weight.rows() * side))?;
         let fc2 = b.linear("fc2", Some(fc1.weight.rows()))?;

@@ -89,7 +89,43 @@ pub fn crossover_table(iters: usize) -> String {
         md.push('\n');
     }
     // Convolutions: (what, c_out, c_in, k, stride, batch, side)
-    let convs: [(&str, usize, usize, usize, usize, usize, usize); 5] = [
+    let convs: [(&str, usize, usize, usize, usize, usize, usize); 11] = [
+        (
+            "Fashion conv1 32x1x3x3 on 28x28, batch 1",
+            32,
+            1,
+            3,
+            1,
+            1,
+            28,
+        ),
+        (
+            "ResNet18 stem 64x3x3x3 on 32x32, batch 1",
+            64,
+            3,
+            3,
+            1,
+            1,
+            32,
+        ),
+        (
+            "ResNet18 layer1 conv 64x64x3x3 on 32x32, batch 64",
+            64,
+            64,
+            3,
+            1,
+            64,
+            32,
+        ),
+        (
+            "ResNet18 layer2 conv 128x128x3x3 on 16x16, batch 64",
+            128,
+            128,
+            3,
+            1,
+            64,
+            16,
+        ),
         (
             "Fashion conv2 64x32x3x3 on 14x14, batch 1",
             64,
@@ -116,6 +152,24 @@ pub fn crossover_table(iters: usize) -> String {
             1,
             1,
             32,
+        ),
+        (
+            "ResNet18 layer2 conv 128x128x3x3 on 16x16, batch 1",
+            128,
+            128,
+            3,
+            1,
+            1,
+            16,
+        ),
+        (
+            "ResNet18 layer3 conv 256x256x3x3 on 8x8, batch 1",
+            256,
+            256,
+            3,
+            1,
+            1,
+            8,
         ),
         (
             "ResNet18 layer3 conv 256x128x3x3 stride 2 on 16x16, batch 1",

@@ -1,6 +1,7 @@
 //! Which weights the engine stores as CSR: every matrix whose exact-zero fraction reaches the
-//! plan's threshold for its kind (linear or convolution; measured, docs/BENCHMARKS.md); all
-//! others, and every vector, stay dense.
+//! plan's threshold for its kind (linear, convolution, and stride-1 convolutions by the width of
+//! the maps the model expects; measured, docs/BENCHMARKS.md); all others, and every vector,
+//! stay dense.
 //! Also the builders that turn named tensors into the engine's layers, and the per-layer
 //! report of what was chosen.
 
@@ -17,8 +18,23 @@ use super::tensors::Tensors;
 pub const DEFAULT_SPARSE_THRESHOLD: f64 = 0.93;
 
 /// The same for convolutions, the sparse convolution (direct, or CSR x im2col on strided and
-/// tiny maps) against im2col + `gemm`: 1.15x to 4.52x at 93%.
+/// tiny maps) against im2col + `gemm`: 1.01x to 5.18x at 93%.
 pub const DEFAULT_CONV_THRESHOLD: f64 = 0.93;
+
+/// Stride-1 convolutions over at least [`WIDE_MIN_CHANNELS`] input channels run the direct
+/// sparse convolution, whose rows get longer with the maps while im2col's copies grow with
+/// them: on maps 32 wide (ResNet18's layer1, 64 channels) it beat im2col + `gemm` from 50%
+/// zeros at batch 1 and 64 (1.07x-1.35x; 1.80x-1.99x at 70%).
+pub const WIDE_CONV_THRESHOLD: f64 = 0.6;
+
+/// The same on maps 16 to 31 wide (ResNet18's layer2, 128 channels: 1.35x-1.56x at 90%,
+/// 0.78x-0.87x at 80%).
+pub const MEDIUM_CONV_THRESHOLD: f64 = 0.9;
+
+/// Input channels from which the width bands apply. With few channels im2col + `gemm` stays
+/// cheap: the CIFAR stem (3 channels, 32 wide) needed 90% zeros, Fashion's conv1 (1 channel,
+/// 28 wide) 80%, so they keep [`DEFAULT_CONV_THRESHOLD`].
+pub const WIDE_MIN_CHANNELS: usize = 16;
 
 /// How the engine stores its weights.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -27,31 +43,61 @@ pub struct Plan {
     pub sparse_threshold: f64,
     /// Convolution kernels with at least this fraction of exact zeros are stored as CSR.
     pub conv_threshold: f64,
+    /// The threshold of a stride-1 convolution over at least [`WIDE_MIN_CHANNELS`] channels
+    /// whose output maps are at least 32 wide, where the model says so (see [`Builder::conv`]).
+    pub wide_conv_threshold: f64,
+    /// The same for maps 16 to 31 wide.
+    pub medium_conv_threshold: f64,
 }
 
 impl Plan {
     /// CSR from [`DEFAULT_SPARSE_THRESHOLD`] (linear) and [`DEFAULT_CONV_THRESHOLD`]
-    /// (convolutions) zeros.
+    /// (convolutions) zeros, or the width bands' thresholds.
     pub fn sparse() -> Self {
         Self {
             sparse_threshold: DEFAULT_SPARSE_THRESHOLD,
             conv_threshold: DEFAULT_CONV_THRESHOLD,
+            wide_conv_threshold: WIDE_CONV_THRESHOLD,
+            medium_conv_threshold: MEDIUM_CONV_THRESHOLD,
         }
     }
 
     /// Every matrix CSR, however dense (for tests of the sparse kernels).
     pub fn all_sparse() -> Self {
-        Self {
-            sparse_threshold: 0.0,
-            conv_threshold: 0.0,
-        }
+        Self::uniform(0.0)
     }
 
     /// Every matrix dense (the engine as a dense reference, and compacted models).
     pub fn dense() -> Self {
+        Self::uniform(f64::INFINITY)
+    }
+
+    fn uniform(threshold: f64) -> Self {
         Self {
-            sparse_threshold: f64::INFINITY,
-            conv_threshold: f64::INFINITY,
+            sparse_threshold: threshold,
+            conv_threshold: threshold,
+            wide_conv_threshold: threshold,
+            medium_conv_threshold: threshold,
+        }
+    }
+
+    /// The threshold of a `k` x `k` convolution over `c_in` channels at `stride`, whose output
+    /// maps are `out_width` wide when the model's input size is known.
+    pub fn conv_threshold_for(
+        &self,
+        c_in: usize,
+        k: usize,
+        stride: usize,
+        out_width: Option<usize>,
+    ) -> f64 {
+        match out_width {
+            Some(w) if stride == 1 && k > 1 && c_in >= WIDE_MIN_CHANNELS && w >= 32 => {
+                self.wide_conv_threshold
+            }
+            Some(w) if stride == 1 && k > 1 && c_in >= WIDE_MIN_CHANNELS && w >= 16 => {
+                self.medium_conv_threshold
+            }
+            _ => self.conv_threshold,
         }
     }
 }
@@ -175,13 +221,16 @@ impl<'a> Builder<'a> {
     }
 
     /// burn's `Conv2d` at `prefix` (`weight` `[out, in, k, k]`, optional `bias`) with the
-    /// given stride and padding, `c_in` inputs.
+    /// given stride and padding, `c_in` inputs, on maps `in_width` wide where the model knows
+    /// its input size (the storage choice depends on it: [`Plan::conv_threshold_for`]; other
+    /// sizes run correctly, at the speed of that choice).
     pub fn conv(
         &mut self,
         prefix: &str,
         c_in: usize,
         stride: usize,
         pad: usize,
+        in_width: Option<usize>,
     ) -> anyhow::Result<Conv> {
         let name = format!("{prefix}.weight");
         let w = self.tensors.get(&name, 4)?;
@@ -194,7 +243,11 @@ impl<'a> Builder<'a> {
             );
         }
         let values = w.values.clone();
-        let weight = self.matrix(&name, o, i * kh * kw, values, self.plan.conv_threshold);
+        let out_width = in_width
+            .filter(|&w| w + 2 * pad >= kh)
+            .map(|w| (w + 2 * pad - kh) / stride.max(1) + 1);
+        let threshold = self.plan.conv_threshold_for(i, kh, stride, out_width);
+        let weight = self.matrix(&name, o, i * kh * kw, values, threshold);
         let bias = self.optional_vector(&format!("{prefix}.bias"), o)?;
         Ok(Conv {
             weight,
@@ -216,5 +269,64 @@ impl<'a> Builder<'a> {
             // As burn computes it: var.add_scalar(eps).sqrt() in f32.
             std: var.iter().map(|v| (v + 1e-5f32).sqrt()).collect(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::infer::tensors::HostTensor;
+
+    /// A `[o, c_in, 3, 3]` kernel whose last `zeros` fraction of entries is 0.
+    fn kernel(o: usize, c_in: usize, zeros: f64) -> HostTensor {
+        let n = o * c_in * 9;
+        let nonzero = ((1.0 - zeros) * n as f64).round() as usize;
+        let values = (0..n)
+            .map(|i| if i < nonzero { 1.0 + i as f32 } else { 0.0 })
+            .collect();
+        HostTensor {
+            shape: vec![o, c_in, 3, 3],
+            values,
+        }
+    }
+
+    /// Whether the builder stored `conv` as CSR.
+    fn sparse(t: &Tensors, c_in: usize, stride: usize, width: Option<usize>) -> bool {
+        let mut b = Builder::new(t, Plan::sparse());
+        let conv = b.conv("conv", c_in, stride, 1, width).unwrap();
+        assert_eq!(b.layers[0].sparse, conv.weight.is_sparse());
+        conv.weight.is_sparse()
+    }
+
+    #[test]
+    fn a_convolution_goes_sparse_by_its_zeros_channels_stride_and_map_width() {
+        let at = |o, c_in, zeros| Tensors {
+            source: "test".into(),
+            map: [("conv.weight".to_string(), kernel(o, c_in, zeros))].into(),
+        };
+        // 64 channels at 70% zeros: CSR on maps 32 wide (the direct convolution pays there),
+        // dense on 16-wide or unknown maps and at stride 2.
+        let wide = at(64, 64, 0.7);
+        assert!(sparse(&wide, 64, 1, Some(32)));
+        assert!(!sparse(&wide, 64, 1, Some(16)));
+        assert!(!sparse(&wide, 64, 1, None));
+        assert!(!sparse(&wide, 64, 2, Some(64)));
+        // 91% zeros: CSR from 16 wide, dense on narrower maps (the 93% default).
+        let medium = at(64, 64, 0.91);
+        assert!(sparse(&medium, 64, 1, Some(16)));
+        assert!(!sparse(&medium, 64, 1, Some(8)));
+        // Few input channels keep the default even on wide maps (the CIFAR stem).
+        let stem = at(64, 3, 0.85);
+        assert!(!sparse(&stem, 3, 1, Some(32)));
+        assert!(sparse(&at(64, 3, 0.95), 3, 1, Some(32)));
+        // The dense and all-sparse plans ignore the bands.
+        assert_eq!(
+            Plan::dense().conv_threshold_for(64, 3, 1, Some(32)),
+            f64::INFINITY
+        );
+        assert_eq!(
+            Plan::all_sparse().conv_threshold_for(64, 3, 1, Some(32)),
+            0.0
+        );
     }
 }

@@ -54,24 +54,32 @@ pub struct ResNetNet {
     pub in_channels: usize,
 }
 
+/// The input side the engine's storage plan assumes (CIFAR's 32x32): it picks each
+/// convolution's storage by the width of its maps ([`super::plan::Plan::conv_threshold_for`]).
+/// Other sizes run correctly.
+pub const PLANNED_SIDE: usize = 32;
+
+/// A convolution and its batch norm, on maps `width` wide; also the output maps' width.
 fn conv_bn(
     b: &mut Builder<'_>,
     conv: &str,
     bn: &str,
     c_in: usize,
     stride: usize,
-) -> anyhow::Result<(Conv, BatchNorm)> {
+    width: usize,
+) -> anyhow::Result<((Conv, BatchNorm), usize)> {
     let k = b.tensors.get(&format!("{conv}.weight"), 4)?.shape[2];
-    let c = b.conv(conv, c_in, stride, k / 2)?;
+    let c = b.conv(conv, c_in, stride, k / 2, Some(width))?;
+    let out_width = (width + 2 * (k / 2)).saturating_sub(k) / stride.max(1) + 1;
     let n = b.batch_norm(bn, c.weight.rows())?;
-    Ok((c, n))
+    Ok(((c, n), out_width))
 }
 
 impl ResNetNet {
     /// The ResNet in `b`'s tensors.
     pub fn build(b: &mut Builder<'_>) -> anyhow::Result<Self> {
         let in_channels = b.tensors.get("conv1.weight", 4)?.shape[1];
-        let stem = conv_bn(b, "conv1", "bn1", in_channels, 1)?;
+        let (stem, mut width) = conv_bn(b, "conv1", "bn1", in_channels, 1, PLANNED_SIDE)?;
         let mut c = stem.0.weight.rows();
         let mut blocks = Vec::new();
         for stage in 1..=4 {
@@ -79,18 +87,34 @@ impl ResNetNet {
             while b.tensors.has(&format!("layer{stage}.{i}.conv1.weight")) {
                 let p = format!("layer{stage}.{i}");
                 let stride = if stage > 1 && i == 0 { 2 } else { 1 };
-                let conv1 = conv_bn(b, &format!("{p}.conv1"), &format!("{p}.bn1"), c, stride)?;
+                let (conv1, mid_width) = conv_bn(
+                    b,
+                    &format!("{p}.conv1"),
+                    &format!("{p}.bn1"),
+                    c,
+                    stride,
+                    width,
+                )?;
                 let mid = conv1.0.weight.rows();
-                let conv2 = conv_bn(b, &format!("{p}.conv2"), &format!("{p}.bn2"), mid, 1)?;
+                let (conv2, out_width) = conv_bn(
+                    b,
+                    &format!("{p}.conv2"),
+                    &format!("{p}.bn2"),
+                    mid,
+                    1,
+                    mid_width,
+                )?;
                 let out = conv2.0.weight.rows();
                 let downsample = if b.tensors.has(&format!("{p}.downsample.conv.weight")) {
-                    Some(conv_bn(
+                    let (d, _) = conv_bn(
                         b,
                         &format!("{p}.downsample.conv"),
                         &format!("{p}.downsample.bn"),
                         c,
                         stride,
-                    )?)
+                        width,
+                    )?;
+                    Some(d)
                 } else {
                     None
                 };
@@ -116,6 +140,7 @@ impl ResNetNet {
                     downsample,
                 });
                 c = out;
+                width = out_width;
                 i += 1;
             }
         }
