@@ -3,7 +3,8 @@
 //! flat buffer per quantity, stepped by one fixed sequence of PyTorch ops, and handed back as
 //! views of the results. A step launches about twenty kernels per group of tensors instead of
 //! about fifteen per tensor on the tensor path, where PyTorch's per-launch host cost (a few µs)
-//! sets the speed.
+//! sets the speed. The next step finds its weights and moments already laid out in those
+//! buffers and steps them in place ([`flat_view`]); only the gradients are concatenated anew.
 //!
 //! The formulas are those of the module docs of `fused`, in f32, but PyTorch's kernels round
 //! some products in a different order (`(g * g) * (1 - b2)` as `g * (g * (1 - b2))`, for one),
@@ -90,12 +91,16 @@ fn steps_tch(
             .iter()
             .map(|i| i.weight.tensor.numel() as i64)
             .collect();
-        let flat = |pick: fn(&MultiInput<TchTensor>) -> &TchTensor| {
+        let concatenated = |pick: fn(&MultiInput<TchTensor>) -> &TchTensor| {
             let parts: Vec<Tensor> = group.iter().map(|i| pick(i).tensor.reshape([-1])).collect();
             // A copy even of a single tensor: the ops below write in place.
             Tensor::cat(&parts, 0)
         };
-        let g = flat(|i| &i.grad);
+        let flat = |pick: fn(&MultiInput<TchTensor>) -> &TchTensor| {
+            let parts: Vec<&TchTensor> = group.iter().map(|i| pick(i)).collect();
+            flat_view(&parts, &lens).unwrap_or_else(|| concatenated(pick))
+        };
+        let g = concatenated(|i| &i.grad);
         let (w, m, v) = (
             flat(|i| &i.weight),
             flat(|i| &i.moment_1),
@@ -124,6 +129,31 @@ fn steps_tch(
         .map(|o| o.expect("every tensor is in one group"))
         .collect();
     (outputs, flags)
+}
+
+/// The flat buffer that `parts` (of lengths `lens`) already lie in, one after another, as a
+/// view to step in place; `None` unless that is safe, and then the caller concatenates.
+///
+/// The outputs of the last step are views of its buffers, so in a training loop the step's
+/// inputs are those views, and a concatenation would copy every weight and moment only to
+/// overwrite them (on a ResNet18 step, 0.65 ms of an H100's 10 ms went to it). In place is safe
+/// when burn holds no other reference to any part (`can_mut`: a deferred check's snapshot, or a
+/// per-step check's copy of the module, holds one) and the parts are contiguous and adjacent in
+/// one allocation, which `as_strided` checks against the first part's storage.
+fn flat_view(parts: &[&TchTensor], lens: &[i64]) -> Option<Tensor> {
+    let first = &parts.first()?.tensor;
+    let base = first.data_ptr() as usize;
+    let mut offset = 0usize;
+    for (part, &len) in parts.iter().zip(lens) {
+        let t = &part.tensor;
+        let adjacent = t.data_ptr() as usize == base + offset * std::mem::size_of::<f32>();
+        if len == 0 || !part.storage.can_mut() || !t.is_contiguous() || !adjacent {
+            return None;
+        }
+        offset += len as usize;
+    }
+    // Fails (out of bounds) unless the first part's storage holds all of them.
+    first.f_as_strided([offset as i64], [1], None).ok()
 }
 
 /// Adam then pWD on flat `w, g, m, v` (which this function owns): `w', m', v'`.
@@ -213,4 +243,112 @@ fn mark_non_finite(flags: &Tensor, g: &Tensor, lens: &[i64], indices: &[i64]) ->
     );
     // A new tensor: the flags of a deferred check's window may be shared.
     flags.index_add(0, &positions, &per_tensor)
+}
+
+#[cfg(test)]
+mod tests {
+    use tch::{Device, Kind};
+
+    use super::super::AdamHyper;
+    use super::*;
+    use crate::decay::DecayStep;
+
+    const SHAPES: [&[i64]; 3] = [&[2, 3], &[4], &[3, 1]];
+
+    fn scalars(time: usize) -> StepScalars {
+        let hyper = AdamHyper {
+            beta_1: 0.9,
+            beta_2: 0.999,
+            epsilon: 1e-8,
+        };
+        let decay = DecayStep {
+            lr: 1e-2,
+            p: 0.8,
+            lambda: 0.1,
+            lambda2: 0.0,
+        };
+        StepScalars::new(&hyper, time, 1e-2, Some(&decay)).unwrap()
+    }
+
+    fn tensor(shape: &[i64], seed: f32) -> TchTensor {
+        let n: i64 = shape.iter().product();
+        let values: Vec<f32> = (0..n).map(|i| ((i as f32 + seed) * 0.37).sin()).collect();
+        TchTensor::new(Tensor::from_slice(&values).reshape(shape))
+    }
+
+    /// Step `time` of `(w, m, v)` per tensor, with fixed gradients.
+    fn step(state: Vec<[TchTensor; 3]>, time: usize) -> Vec<[TchTensor; 3]> {
+        let inputs = (state.into_iter().enumerate())
+            .map(|(k, [w, m, v])| MultiInput {
+                grad: tensor(&w.tensor.size(), 10.0 * time as f32 + k as f32),
+                weight: w,
+                moment_1: m,
+                moment_2: v,
+                flag_index: k,
+                scalars: scalars(time),
+            })
+            .collect();
+        let flags = TchTensor::new(Tensor::zeros([3], (Kind::Float, Device::Cpu)));
+        let (outputs, _) = steps_tch(inputs, flags, false);
+        (outputs.into_iter())
+            .map(|o| [o.weight, o.moment_1, o.moment_2])
+            .collect()
+    }
+
+    fn first_step() -> Vec<[TchTensor; 3]> {
+        let zeros = |s: &[i64]| TchTensor::new(Tensor::zeros(s, (Kind::Float, Device::Cpu)));
+        let state = (SHAPES.iter().enumerate())
+            .map(|(k, s)| [tensor(s, k as f32), zeros(s), zeros(s)])
+            .collect();
+        step(state, 1)
+    }
+
+    /// The same values in tensors of their own.
+    fn copied(state: &[[TchTensor; 3]]) -> Vec<[TchTensor; 3]> {
+        (state.iter())
+            .map(|q| q.each_ref().map(|t| TchTensor::new(t.tensor.copy())))
+            .collect()
+    }
+
+    fn pointers(state: &[[TchTensor; 3]]) -> Vec<[usize; 3]> {
+        (state.iter())
+            .map(|q| q.each_ref().map(|t| t.tensor.data_ptr() as usize))
+            .collect()
+    }
+
+    fn assert_same_values(a: &[[TchTensor; 3]], b: &[[TchTensor; 3]]) {
+        for (x, y) in a.iter().flatten().zip(b.iter().flatten()) {
+            assert!(x.tensor.equal(&y.tensor), "{} vs {}", x.tensor, y.tensor);
+        }
+    }
+
+    #[test]
+    fn a_second_step_runs_in_the_first_steps_buffers_with_the_values_of_a_fresh_one() {
+        let first = first_step();
+        let buffers = pointers(&first);
+        let fresh = step(copied(&first), 2);
+        let in_place = step(first, 2);
+        assert_eq!(pointers(&in_place), buffers, "stepped in place");
+        assert!(pointers(&fresh)
+            .iter()
+            .flatten()
+            .all(|p| !buffers[0].contains(p)));
+        assert_same_values(&in_place, &fresh);
+    }
+
+    #[test]
+    fn a_tensor_burn_still_holds_elsewhere_is_never_written() {
+        let first = first_step();
+        // A deferred check's snapshot holds the weights like this (burn's reference count).
+        let held = first[1][0].clone();
+        let before = held.tensor.copy();
+        let fresh = step(copied(&first), 2);
+        let stepped = step(first, 2);
+        assert!(
+            held.tensor.equal(&before),
+            "the held weight was overwritten"
+        );
+        assert_ne!(stepped[1][0].tensor.data_ptr(), held.tensor.data_ptr());
+        assert_same_values(&stepped, &fresh);
+    }
 }
