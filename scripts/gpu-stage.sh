@@ -11,6 +11,8 @@
 #   DATA="fashion-mnist" bash scripts/gpu-stage.sh           # ... and one dataset
 #   TCH=1 bash scripts/gpu-stage.sh                          # ... and the `--features tch` binary
 #                                                            #     (gpu/padam-tch.xz, scripts/build-tch.sh)
+#   CUDA=0 TCH=1 DATA=cifar10-jpeg bash scripts/gpu-stage.sh # the tch binary alone (no CUDA build):
+#                                                            #     room for a dataset beside it
 # A call carries at most 64 MiB, the repository's tracked files included; the script adds them
 # up and fails when the total is over. gpu/ holds only what the last staging asked for: data
 # left from an earlier staging is removed. BUILD=0 skips the build (uses target-cuda as is).
@@ -21,11 +23,13 @@ LIMIT=$((64 * 1024 * 1024))
 
 grep -qx '/gpu/' .git/info/exclude 2>/dev/null || echo '/gpu/' >> .git/info/exclude
 
-if [ "${BUILD:-1}" != 0 ]; then
+if [ "${CUDA:-1}" != 0 ] && [ "${BUILD:-1}" != 0 ]; then
   CARGO_TARGET_DIR=target-cuda cargo build --release -p padam-lab --features cuda
 fi
 bin=target-cuda/release/padam
-[ -x "$bin" ] || { echo "error: $bin missing (run without BUILD=0)" >&2; exit 1; }
+if [ "${CUDA:-1}" != 0 ]; then
+  [ -x "$bin" ] || { echo "error: $bin missing (run without BUILD=0)" >&2; exit 1; }
+fi
 
 mkdir -p gpu
 # ../shared is read-only and cp keeps its modes: make the old copies writable to replace them.
@@ -33,7 +37,9 @@ chmod -R u+w gpu
 rm -rf gpu/data gpu/padam gpu/padam.gz gpu/ckpt
 # xz -9 takes a minute: keep the staged binary when it is newer than the build (a second
 # staging between chained calls must fit the machine's 30 s idle window).
-if [ ! gpu/padam.xz -nt "$bin" ]; then
+if [ "${CUDA:-1}" = 0 ]; then
+  rm -f gpu/padam.xz
+elif [ ! gpu/padam.xz -nt "$bin" ]; then
   cp "$bin" gpu/padam && strip gpu/padam
   xz -T2 -9 -f gpu/padam
 fi
