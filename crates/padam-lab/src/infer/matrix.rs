@@ -177,45 +177,83 @@ impl Dense {
         assert_eq!(x.len(), self.cols * p, "x is [{}, {p}]", self.cols);
         assert_eq!(out.len(), self.rows * p, "out is [{}, {p}]", self.rows);
         let (m, k, n) = (self.rows, self.cols, p);
-        if m == 0 || n == 0 {
-            return;
-        }
-        if k == 0 {
-            out.fill(0.0);
-            return;
-        }
         // burn-flex's threshold for a parallel gemm (192³ multiply-adds), so the dense rows of
         // the engine and burn split work alike.
-        let parallelism = if m * k * n >= 192 * 192 * 192 {
-            gemm::Parallelism::Rayon(0)
-        } else {
-            gemm::Parallelism::None
-        };
-        // SAFETY: the three slices hold exactly the row-major [m, k], [k, n] and [m, n] matrices
-        // the strides below describe (checked above), and `out` does not alias the inputs.
-        unsafe {
-            gemm::gemm(
-                m,
-                n,
-                k,
-                out.as_mut_ptr(),
-                1,
-                n as isize,
-                false,
-                self.values.as_ptr(),
-                1,
-                k as isize,
-                x.as_ptr(),
-                1,
-                n as isize,
-                0.0f32,
-                1.0f32,
-                false,
-                false,
-                false,
-                parallelism,
-            );
-        }
+        let parallel = m * k * n >= 192 * 192 * 192;
+        gemm_f32([m, n, k], out, &self.values, [k, 1], x, [n, 1], parallel);
+    }
+}
+
+/// `out[m, n] = a · b`, `out` row-major and overwritten, single-threaded: `a` `[m, k]` and `b`
+/// `[k, n]` given by their strides (`[row, column]`), so a transposed operand needs no copy
+/// (attention's `q · kᵀ`).
+pub fn matmul_strided(
+    [m, n, k]: [usize; 3],
+    a: &[f32],
+    a_strides: [usize; 2],
+    b: &[f32],
+    b_strides: [usize; 2],
+    out: &mut [f32],
+) {
+    gemm_f32([m, n, k], out, a, a_strides, b, b_strides, false);
+}
+
+/// The one call of the `gemm` crate: `out[m, n] = a · b` (row-major `out`, overwritten).
+fn gemm_f32(
+    [m, n, k]: [usize; 3],
+    out: &mut [f32],
+    a: &[f32],
+    [a_rs, a_cs]: [usize; 2],
+    b: &[f32],
+    [b_rs, b_cs]: [usize; 2],
+    parallel: bool,
+) {
+    assert!(out.len() >= m * n, "out holds [{m}, {n}]");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        out[..m * n].fill(0.0);
+        return;
+    }
+    let last = |rs: usize, cs: usize, rows: usize, cols: usize| (rows - 1) * rs + (cols - 1) * cs;
+    assert!(
+        a.len() > last(a_rs, a_cs, m, k),
+        "a holds [{m}, {k}] at its strides"
+    );
+    assert!(
+        b.len() > last(b_rs, b_cs, k, n),
+        "b holds [{k}, {n}] at its strides"
+    );
+    let parallelism = if parallel {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: `out`, `a` and `b` hold every element the shapes and strides below address
+    // (checked above), and `out` is a unique borrow, so it aliases neither input.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.as_ptr(),
+            a_cs as isize,
+            a_rs as isize,
+            b.as_ptr(),
+            b_cs as isize,
+            b_rs as isize,
+            0.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            parallelism,
+        );
     }
 }
 

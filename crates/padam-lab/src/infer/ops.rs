@@ -8,7 +8,7 @@
 
 use rayon::prelude::*;
 
-use super::matrix::{axpy, Csr, Matrix, PARALLEL_MIN_WORK};
+use super::matrix::{axpy, matmul_strided, Csr, Matrix, PARALLEL_MIN_WORK};
 
 /// Feature maps `[c, n, h, w]`, row-major.
 #[derive(Debug, Clone, PartialEq)]
@@ -366,7 +366,9 @@ pub fn causal_attention(
     let queries = if last_only { t - 1..t } else { 0..t };
     let nq = queries.len();
     // One task per (head, sequence). Each gathers its queries, keys and values position-major
-    // (`[t, hd]`), so scores are contiguous dot products and the output an axpy per key.
+    // (`[t, hd]`) and computes scores and outputs as two matrix products; the masked half of
+    // each is wasted work, but `gemm` beat the causal loop of dot products and axpys it
+    // replaced (nanoGPT's full-context forward: docs/BENCHMARKS.md).
     let task = |task: usize| -> Vec<f32> {
         let (h, s) = (task / b, task % b);
         let gather = |part: usize| {
@@ -383,25 +385,29 @@ pub fn causal_attention(
             m
         };
         let (q, k, v) = (gather(0), gather(1), gather(2));
-        let mut y = vec![0.0f32; nq * hd];
-        let mut p = vec![0.0f32; t];
-        for (qi, i) in queries.clone().enumerate() {
-            let qrow = &q[i * hd..(i + 1) * hd];
+        // scores = q · kᵀ for the queries asked for: kᵀ[d, j] is k[j·hd + d].
+        let mut p = vec![0.0f32; nq * t];
+        let q_rows = &q[queries.start * hd..queries.end * hd];
+        matmul_strided([nq, t, hd], q_rows, [hd, 1], &k, [1, hd], &mut p);
+        for (qi, row) in p.chunks_exact_mut(t).enumerate() {
+            let (live, masked) = row.split_at_mut(queries.start + qi + 1);
             let mut max = f32::NEG_INFINITY;
-            for j in 0..=i {
-                p[j] = dot(qrow, &k[j * hd..(j + 1) * hd]) * scale;
-                max = max.max(p[j]);
+            for x in live.iter_mut() {
+                *x *= scale;
+                max = max.max(*x);
             }
             let mut sum = 0.0f32;
-            for pj in &mut p[..=i] {
-                *pj = (*pj - max).exp();
-                sum += *pj;
+            for x in live.iter_mut() {
+                *x = (*x - max).exp();
+                sum += *x;
             }
-            let yrow = &mut y[qi * hd..(qi + 1) * hd];
-            for j in 0..=i {
-                axpy(p[j] / sum, &v[j * hd..(j + 1) * hd], yrow);
+            for x in live.iter_mut() {
+                *x /= sum;
             }
+            masked.fill(0.0);
         }
+        let mut y = vec![0.0f32; nq * hd];
+        matmul_strided([nq, hd, t], &p, [t, 1], &v, [hd, 1], &mut y);
         y
     };
     let work = heads * b * nq * t * hd;
@@ -421,25 +427,6 @@ pub fn causal_attention(
         }
     }
     out
-}
-
-/// `a · b` with 8 partial sums, so the compiler vectorises it.
-#[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for l in 0..8 {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
 }
 
 /// `[rows, cols]` to `[cols, rows]`.
