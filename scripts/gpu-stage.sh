@@ -23,11 +23,12 @@ LIMIT=$((64 * 1024 * 1024))
 
 grep -qx '/gpu/' .git/info/exclude 2>/dev/null || echo '/gpu/' >> .git/info/exclude
 
-if [ "${CUDA:-1}" != 0 ] && [ "${BUILD:-1}" != 0 ]; then
-  CARGO_TARGET_DIR=target-cuda cargo build --release -p padam-lab --features cuda
-fi
+CUDA=${CUDA:-1}
 bin=target-cuda/release/padam
-if [ "${CUDA:-1}" != 0 ]; then
+if [ "$CUDA" != 0 ]; then
+  if [ "${BUILD:-1}" != 0 ]; then
+    CARGO_TARGET_DIR=target-cuda cargo build --release -p padam-lab --features cuda
+  fi
   [ -x "$bin" ] || { echo "error: $bin missing (run without BUILD=0)" >&2; exit 1; }
 fi
 
@@ -37,7 +38,7 @@ chmod -R u+w gpu
 rm -rf gpu/data gpu/padam gpu/padam.gz gpu/ckpt
 # xz -9 takes a minute: keep the staged binary when it is newer than the build (a second
 # staging between chained calls must fit the machine's 30 s idle window).
-if [ "${CUDA:-1}" = 0 ]; then
+if [ "$CUDA" = 0 ]; then
   rm -f gpu/padam.xz
 elif [ ! gpu/padam.xz -nt "$bin" ]; then
   cp "$bin" gpu/padam && strip gpu/padam

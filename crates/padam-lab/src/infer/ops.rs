@@ -74,13 +74,19 @@ pub struct Conv {
     pub pad: usize,
 }
 
+/// The side of the output maps of a `k`-wide convolution at `stride` with `pad` zeros on each
+/// side, on input maps `side` wide; `None` where the kernel is wider than the padded input.
+pub fn conv_out_side(side: usize, k: usize, stride: usize, pad: usize) -> Option<usize> {
+    (side + 2 * pad >= k).then(|| (side + 2 * pad - k) / stride.max(1) + 1)
+}
+
 impl Conv {
     /// Output maps: `weight · im2col(x)` plus the bias.
     pub fn forward(&self, x: &Image) -> Image {
         assert_eq!(x.c, self.c_in, "convolution input channels");
         let (k, s, p) = (self.k, self.stride, self.pad);
-        let oh = (x.h + 2 * p - k) / s + 1;
-        let ow = (x.w + 2 * p - k) / s + 1;
+        let side = |n| conv_out_side(n, k, s, p).expect("the kernel fits the padded input");
+        let (oh, ow) = (side(x.h), side(x.w));
         let cols = x.n * oh * ow;
         let mut out = match &self.weight {
             // A 1x1 stride-1 convolution is the product itself.

@@ -8,7 +8,7 @@
 use anyhow::bail;
 
 use super::matrix::{zero_fraction, Matrix};
-use super::ops::{BatchNorm, Conv, Linear};
+use super::ops::{conv_out_side, BatchNorm, Conv, Linear};
 use super::tensors::Tensors;
 
 /// The zero fraction from which a CSR linear layer beat the dense `gemm` product on every layer
@@ -90,13 +90,11 @@ impl Plan {
         stride: usize,
         out_width: Option<usize>,
     ) -> f64 {
+        // Where the engine runs the direct sparse convolution on wide maps.
+        let direct = stride == 1 && k > 1 && c_in >= WIDE_MIN_CHANNELS;
         match out_width {
-            Some(w) if stride == 1 && k > 1 && c_in >= WIDE_MIN_CHANNELS && w >= 32 => {
-                self.wide_conv_threshold
-            }
-            Some(w) if stride == 1 && k > 1 && c_in >= WIDE_MIN_CHANNELS && w >= 16 => {
-                self.medium_conv_threshold
-            }
+            Some(w) if direct && w >= 32 => self.wide_conv_threshold,
+            Some(w) if direct && w >= 16 => self.medium_conv_threshold,
             _ => self.conv_threshold,
         }
     }
@@ -243,9 +241,7 @@ impl<'a> Builder<'a> {
             );
         }
         let values = w.values.clone();
-        let out_width = in_width
-            .filter(|&w| w + 2 * pad >= kh)
-            .map(|w| (w + 2 * pad - kh) / stride.max(1) + 1);
+        let out_width = in_width.and_then(|w| conv_out_side(w, kh, stride, pad));
         let threshold = self.plan.conv_threshold_for(i, kh, stride, out_width);
         let weight = self.matrix(&name, o, i * kh * kw, values, threshold);
         let bias = self.optional_vector(&format!("{prefix}.bias"), o)?;

@@ -5,7 +5,7 @@
 
 use anyhow::bail;
 
-use super::ops::{global_avg_pool, relu, transpose, BatchNorm, Conv, Image, Linear};
+use super::ops::{conv_out_side, global_avg_pool, relu, transpose, BatchNorm, Conv, Image, Linear};
 use super::plan::Builder;
 
 /// One basic block.
@@ -59,18 +59,18 @@ pub struct ResNetNet {
 /// Other sizes run correctly.
 pub const PLANNED_SIDE: usize = 32;
 
-/// A convolution and its batch norm, on maps `width` wide; also the output maps' width.
+/// A convolution and its batch norm on maps `width` wide (where known), and its output width.
 fn conv_bn(
     b: &mut Builder<'_>,
     conv: &str,
     bn: &str,
     c_in: usize,
     stride: usize,
-    width: usize,
-) -> anyhow::Result<((Conv, BatchNorm), usize)> {
+    width: Option<usize>,
+) -> anyhow::Result<((Conv, BatchNorm), Option<usize>)> {
     let k = b.tensors.get(&format!("{conv}.weight"), 4)?.shape[2];
-    let c = b.conv(conv, c_in, stride, k / 2, Some(width))?;
-    let out_width = (width + 2 * (k / 2)).saturating_sub(k) / stride.max(1) + 1;
+    let c = b.conv(conv, c_in, stride, k / 2, width)?;
+    let out_width = width.and_then(|w| conv_out_side(w, k, stride, k / 2));
     let n = b.batch_norm(bn, c.weight.rows())?;
     Ok(((c, n), out_width))
 }
@@ -79,7 +79,7 @@ impl ResNetNet {
     /// The ResNet in `b`'s tensors.
     pub fn build(b: &mut Builder<'_>) -> anyhow::Result<Self> {
         let in_channels = b.tensors.get("conv1.weight", 4)?.shape[1];
-        let (stem, mut width) = conv_bn(b, "conv1", "bn1", in_channels, 1, PLANNED_SIDE)?;
+        let (stem, mut width) = conv_bn(b, "conv1", "bn1", in_channels, 1, Some(PLANNED_SIDE))?;
         let mut c = stem.0.weight.rows();
         let mut blocks = Vec::new();
         for stage in 1..=4 {
