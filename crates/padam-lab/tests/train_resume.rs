@@ -839,6 +839,40 @@ every = 25
     }
 }
 
+/// With `selection = "matrices"` the controller steers the zeros of the weight matrices, and
+/// the metrics log that fraction (`controlled_fraction`) beside the all-weights one: they
+/// differ, since the biases are never decayed to zero.
+#[test]
+fn controlled_fraction_is_logged_over_the_decayed_weights() {
+    let tmp = TempDir::new("steer-matrices");
+    let text = steered_digits(
+        "target = 0.9\nstart = 0.1\nend = 0.6\nevery = 5",
+        "kind = \"padam\"\np = 0.8\nlambda = 1e-3\nselection = \"matrices\"",
+    );
+    let cfg = config::parse(&text, &[]).unwrap();
+    let args = common::quiet_args(tmp.path("run"), false);
+    run_locked(&cfg, &args).unwrap();
+    let lines = metrics(&tmp.path("run"));
+    for line in &lines {
+        // The MLP's matrices are its `.weight` tensors; its biases are rank 1.
+        let (mut zeros, mut numel) = (0, 0);
+        for t in line["tensors"].as_array().unwrap() {
+            if t["path"].as_str().unwrap().ends_with("weight") {
+                zeros += t["zeros"].as_u64().unwrap();
+                numel += t["numel"].as_u64().unwrap();
+            }
+        }
+        let controlled = line["controlled_fraction"].as_f64().unwrap();
+        assert_eq!(controlled, zeros as f64 / numel as f64);
+    }
+    // The run got sparse (this short a run may end a point or two past the target), and the
+    // biases, never zeroed, keep the all-weights fraction below it.
+    let last = lines.last().unwrap();
+    let controlled = last["controlled_fraction"].as_f64().unwrap();
+    assert!(controlled > 0.85, "{controlled}");
+    assert!(last["zero_fraction"].as_f64().unwrap() < controlled);
+}
+
 #[test]
 fn sparsity_target_errors_name_the_key() {
     let adamw = steered_digits("target = 0.9", "kind = \"adamw\"");

@@ -50,6 +50,20 @@ pub struct SparsityReport {
 }
 
 impl SparsityReport {
+    /// The part of this report that `which` selects: a whole-model report read once can then
+    /// give the sparsity of the weights pWD decays, without a second device read.
+    pub fn select(&self, which: &ParamSelection) -> SparsityReport {
+        SparsityReport {
+            threshold: self.threshold,
+            tensors: self
+                .tensors
+                .iter()
+                .filter(|t| which.is_decayed(&t.path, t.shape.len()))
+                .cloned()
+                .collect(),
+        }
+    }
+
     /// Weights counted (sum over the tensors).
     pub fn numel(&self) -> usize {
         self.tensors.iter().map(|t| t.numel).sum()

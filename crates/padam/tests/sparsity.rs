@@ -103,6 +103,24 @@ fn selection_chooses_the_tensors_counted() {
     assert_eq!((r.zeros(), r.below()), (2, 6));
     let r = sparsity::measure(&m, 1e-9, &ParamSelection::all().include("v*"));
     assert_eq!(r.tensors, vec![t("vec", &[3], 1, 1)]);
+    // A report of everything, narrowed afterwards, equals the narrower measurement.
+    let everything = sparsity::measure(&m, 1e-9, &ParamSelection::all());
+    for which in [
+        ParamSelection::matrices_only(),
+        ParamSelection::all().include("v*"),
+        ParamSelection::all().exclude("mat"),
+    ] {
+        assert_eq!(
+            everything.select(&which),
+            sparsity::measure(&m, 1e-9, &which)
+        );
+    }
+    assert_eq!(
+        everything
+            .select(&ParamSelection::matrices_only())
+            .zero_fraction(),
+        2.0 / 16.0
+    );
     // Nothing selected: empty report, fractions 0 (no division by zero).
     let r = sparsity::measure(&m, 1e-9, &ParamSelection::all().include("nothing"));
     assert!(r.tensors.is_empty());

@@ -151,8 +151,28 @@ fn register_font() {
     });
 }
 
+/// The runs steered by `[sparsity]`, each line's `controlled_fraction` (what the controller
+/// measured) filled in from `zero_fraction` (all weights) where the run was logged before that
+/// key existed: the same number only where pWD decayed every weight.
+fn steered_runs(runs: &[Run]) -> Vec<Run> {
+    runs.iter()
+        .filter(|r| !r.series("target_sparsity").is_empty())
+        .map(|r| {
+            let mut r = r.clone();
+            for line in r.lines.iter_mut().filter_map(Value::as_object_mut) {
+                if line.get("controlled_fraction").is_none_or(Value::is_null) {
+                    let all = line.get("zero_fraction").cloned().unwrap_or(Value::Null);
+                    line.insert("controlled_fraction".into(), all);
+                }
+            }
+            r
+        })
+        .collect()
+}
+
+/// matplotlib's tab10, so ten runs in one figure get ten colours.
 fn palette(i: usize) -> RGBColor {
-    const C: [RGBColor; 8] = [
+    const C: [RGBColor; 10] = [
         RGBColor(31, 119, 180),
         RGBColor(214, 39, 40),
         RGBColor(44, 160, 44),
@@ -161,6 +181,8 @@ fn palette(i: usize) -> RGBColor {
         RGBColor(140, 86, 75),
         RGBColor(227, 119, 194),
         RGBColor(23, 190, 207),
+        RGBColor(127, 127, 127),
+        RGBColor(188, 189, 34),
     ];
     C[i % C.len()]
 }
@@ -666,18 +688,17 @@ pub fn run(args: &PlotArgs) -> anyhow::Result<Vec<PathBuf>> {
         },
     )?);
     // Target-sparsity runs (`[sparsity]`): measured against target, and the lambda it set.
-    let steered: Vec<Run> = runs
-        .iter()
-        .filter(|r| !r.series("target_sparsity").is_empty())
-        .cloned()
-        .collect();
+    let steered = steered_runs(&runs);
     if !steered.is_empty() {
         written.extend(draw_both(
             &out("controller"),
             f,
             &Figure::Lines {
                 runs: &steered,
-                keys: &[("zero_fraction", "measured"), ("target_sparsity", "target")],
+                keys: &[
+                    ("controlled_fraction", "measured"),
+                    ("target_sparsity", "target"),
+                ],
                 title: "Target-sparsity controller",
                 y_label: "weights exactly 0 (%)",
                 scale: YScale::Times(100.0),
@@ -758,6 +779,34 @@ mod tests {
         // for a loss, lower is better: "tie-worse" (0.85) beats "b" at equal sparsity
         let front = pareto_front(&p, false);
         assert_eq!(front, vec![4]);
+    }
+
+    #[test]
+    fn controller_figure_reads_the_controlled_fraction_or_falls_back() {
+        let run = |label: &str, lines: Vec<Value>| Run {
+            label: label.into(),
+            lines,
+        };
+        let runs = [
+            run(
+                "new",
+                vec![serde_json::json!({"step": 1, "target_sparsity": 0.5,
+                    "controlled_fraction": 0.52, "zero_fraction": 0.5})],
+            ),
+            run(
+                "old",
+                vec![serde_json::json!({"step": 1, "target_sparsity": 0.5, "zero_fraction": 0.4})],
+            ),
+            run(
+                "fixed-lambda",
+                vec![serde_json::json!({"step": 1, "target_sparsity": null, "zero_fraction": 0.3})],
+            ),
+        ];
+        let steered = steered_runs(&runs);
+        let labels: Vec<&str> = steered.iter().map(|r| r.label.as_str()).collect();
+        assert_eq!(labels, ["new", "old"]);
+        assert_eq!(steered[0].series("controlled_fraction"), [(1.0, 0.52)]);
+        assert_eq!(steered[1].series("controlled_fraction"), [(1.0, 0.4)]);
     }
 
     #[test]

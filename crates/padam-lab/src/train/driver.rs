@@ -577,6 +577,12 @@ where
                 None => self.decay.as_ref().map(|d| d.lambda.value(s - 1)),
             },
             "target_sparsity": self.controller.as_ref().map(|(c, _)| c.target_at(s)),
+            // What the controller steers: the zeros among the weights pWD decays, which differ
+            // from `zero_fraction` (all weights) when `selection` leaves some out.
+            "controlled_fraction": self
+                .controller
+                .as_ref()
+                .map(|(_, which)| report.select(which).zero_fraction()),
             "zero_fraction": report.zero_fraction(),
             "mask_fraction": self.masks.as_ref().map(|m| m.host.fraction()),
             "below_fraction": report.below_fraction(),
