@@ -1,34 +1,15 @@
 //! With the `tch` feature: compiles `csrc/backward.cpp` (PyTorch's autograd engine run from
-//! given output gradients) against the libtorch that torch-sys found, with its flags.
+//! given output gradients) against torch-sys's libtorch, by the build step padam shares.
+
+#[cfg(feature = "tch")]
+#[path = "../padam/libtorch_shim.rs"]
+mod libtorch_shim;
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     #[cfg(feature = "tch")]
-    tch_shim();
-}
-
-#[cfg(feature = "tch")]
-fn tch_shim() {
-    println!("cargo:rerun-if-changed=csrc/backward.cpp");
-    println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
-    // torch-sys (`links = "tch"`) passes the lib folder of the libtorch it links to.
-    let lib = std::env::var("DEP_TCH_LIBTORCH_LIB").unwrap_or_else(|_| {
-        panic!("the tch feature needs torch-sys's libtorch (build with scripts/build-tch.sh)")
-    });
-    let root = std::path::Path::new(&lib)
-        .parent()
-        .expect("libtorch's lib folder has a parent")
-        .to_path_buf();
-    let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".to_owned());
-    cc::Build::new()
-        .cpp(true)
-        .pic(true)
-        .warnings(false)
-        .include(root.join("include"))
-        .include(root.join("include/torch/csrc/api/include"))
-        .flag("-std=c++17")
-        .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
-        .flag("-DGLOG_USE_GLOG_EXPORT")
-        .file("csrc/backward.cpp")
-        .compile("padam_backward");
+    {
+        println!("cargo:rerun-if-changed=../padam/libtorch_shim.rs");
+        libtorch_shim::compile("csrc/backward.cpp", "padam_backward");
+    }
 }

@@ -105,6 +105,11 @@ pub struct StepScalars {
     pub eps_scaled: f32,
     /// The learning rate.
     pub lr: f32,
+    /// Adam's step number `t` (1 for the first) and `eps`: what PyTorch's fused Adam takes in
+    /// place of `combined` and `eps_scaled` (the LibTorch step).
+    pub time: u32,
+    /// `eps`.
+    pub epsilon: f32,
     /// How `w_hat` is finished.
     pub mode: DecayMode,
     /// The factor for [`DecayMode::Uniform`].
@@ -134,6 +139,8 @@ impl StepScalars {
             combined,
             eps_scaled: hyper.epsilon * bias_correction2_sqrt,
             lr: lr as f32,
+            time: u32::try_from(time).ok()?,
+            epsilon: hyper.epsilon,
             mode: DecayMode::None,
             uniform_factor: 1.0,
             c: 0.0,

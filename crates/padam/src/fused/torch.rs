@@ -1,21 +1,23 @@
 //! The fused step on burn's LibTorch backend (`LibTorch<f32>`): the tensors of a step that
 //! share their constants (decayed matrices, undecayed biases, ...) are concatenated into one
-//! flat buffer per quantity, stepped by one fixed sequence of PyTorch ops, and handed back as
-//! views of the results. A step launches about twenty kernels per group of tensors instead of
-//! about fifteen per tensor on the tensor path, where PyTorch's per-launch host cost (a few µs)
-//! sets the speed. The next step finds its weights and moments already laid out in those
-//! buffers and steps them in place ([`flat_view`]); only the gradients are concatenated anew.
+//! flat buffer per quantity, stepped by PyTorch's fused Adam (`at::_fused_adam_`, through
+//! `csrc/fused_adam.cpp`, since tch does not expose it) and pWD's finish as tensor ops, and
+//! handed back as views of the results. A decayed group takes seven launches, where the tensor
+//! path takes about fifteen per tensor and PyTorch's per-launch host cost (a few µs) sets the
+//! speed. The next step finds its weights and moments already laid out in those buffers and
+//! steps them in place ([`flat_view`]); only the gradients are concatenated anew.
 //!
-//! The formulas are those of the module docs of `fused`, in f32, but PyTorch's kernels round
-//! some products in a different order (`(g * g) * (1 - b2)` as `g * (g * (1 - b2))`, for one),
-//! so this path agrees with the tensor path to f32 rounding, not to the bit; `padam bench
-//! verify --backend tch` holds it to the float64 reference. Where `w = 0` and `p < 2`,
-//! `|0|^(p-2) = +inf` makes the denominator `+inf` and the weight stays exactly 0, as in the
-//! other implementations.
+//! The formulas are those of the module docs of `fused`, in f32, but PyTorch rounds Adam its own
+//! way (`sqrt(v) / sqrt(1 - b2^t) + eps` where burn divides by `sqrt(1 - b2^t)` under the root,
+//! the bias corrections in double), so this path agrees with the tensor path to f32 rounding,
+//! not to the bit; `padam bench verify --backend tch` holds it to the float64 reference. Where
+//! `w = 0` and `p < 2`, `|0|^(p-2) = +inf` makes the denominator `+inf` and the weight stays
+//! exactly 0, as in the other implementations.
 
 use std::any::TypeId;
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::ffi::c_char;
 
 use burn::backend::libtorch::{LibTorch, TchTensor};
 use burn::tensor::backend::Backend;
@@ -157,6 +159,9 @@ fn flat_view(parts: &[&TchTensor], lens: &[i64]) -> Option<Tensor> {
 }
 
 /// Adam then pWD on flat `w, g, m, v` (which this function owns): `w', m', v'`.
+///
+/// Adam is PyTorch's fused kernel (one launch where the ops took eleven); pWD's finish is the
+/// tensor ops after it, with `|w|` of the weight before the step.
 fn update(
     mut w: Tensor,
     g: &Tensor,
@@ -165,36 +170,94 @@ fn update(
     s: &StepScalars,
 ) -> (Tensor, Tensor, Tensor) {
     let f = |x: f32| x as f64;
-    // m' = m b1 + g (1 - b1);  v' = v b2 + g g (1 - b2)
-    let _ = m.g_mul_scalar_(f(s.beta_1));
-    let _ = m.g_add_(&(g * f(s.one_minus_beta_1)));
-    let _ = v.g_mul_scalar_(f(s.beta_2));
-    let _ = v.addcmul_(g, &(g * f(s.one_minus_beta_2)));
-    // w_hat = w - lr (m' k) / (sqrt(v') + eps sqrt(bc2))
-    let mut denom = v.sqrt();
-    let _ = denom.g_add_scalar_(f(s.eps_scaled));
-    let mut step = &m * f(s.combined);
-    let _ = step.g_mul_scalar_(f(s.lr));
-    let _ = step.g_div_(&denom);
+    // w' = w_hat / (|w|^(p-2) c + base)
+    let denominator = (s.mode == DecayMode::PNorm).then(|| {
+        let mut d = w.abs();
+        let _ = d.pow_(f(s.p_minus_2));
+        let _ = d.g_mul_scalar_(f(s.c));
+        let _ = d.g_add_scalar_(f(s.base));
+        d
+    });
+    fused_adam(&mut w, g, &mut m, &mut v, s)
+        .unwrap_or_else(|e| panic!("PyTorch's fused Adam failed: {e}"));
     match s.mode {
-        DecayMode::None => {
-            let _ = w.g_sub_(&step);
-        }
+        DecayMode::None => {}
         DecayMode::Uniform => {
-            let _ = w.g_sub_(&step);
             let _ = w.g_mul_scalar_(f(s.uniform_factor));
         }
         DecayMode::PNorm => {
-            // w' = w_hat / (|w|^(p-2) c + base), with |w| of the weight before the step.
-            let mut denominator = w.abs();
-            let _ = denominator.pow_(f(s.p_minus_2));
-            let _ = denominator.g_mul_scalar_(f(s.c));
-            let _ = denominator.g_add_scalar_(f(s.base));
-            let _ = w.g_sub_(&step);
-            let _ = w.g_div_(&denominator);
+            let _ = w.g_div_(&denominator.expect("computed for PNorm"));
         }
     }
     (w, m, v)
+}
+
+extern "C" {
+    /// `csrc/fused_adam.cpp`.
+    fn padam_fused_adam(
+        param: *mut torch_sys::C_tensor,
+        grad: *mut torch_sys::C_tensor,
+        exp_avg: *mut torch_sys::C_tensor,
+        exp_avg_sq: *mut torch_sys::C_tensor,
+        step: *mut torch_sys::C_tensor,
+        lr: f64,
+        beta1: f64,
+        beta2: f64,
+        eps: f64,
+    ) -> *mut c_char;
+    fn padam_step_free_message(message: *mut c_char);
+}
+
+thread_local! {
+    /// One float per device holding Adam's step number for PyTorch's fused Adam, which reads it
+    /// from the device: filled by a launch each step (a copy from the host would wait for the GPU).
+    static STEP: RefCell<HashMap<tch::Device, Tensor>> = RefCell::new(HashMap::new());
+}
+
+/// PyTorch's fused Adam (no weight decay) on `w`, `m`, `v` in place, at the step and with the
+/// constants of `s`.
+fn fused_adam(
+    w: &mut Tensor,
+    g: &Tensor,
+    m: &mut Tensor,
+    v: &mut Tensor,
+    s: &StepScalars,
+) -> Result<(), String> {
+    let step = STEP.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        let device = w.device();
+        let step = cache
+            .entry(device)
+            .or_insert_with(|| Tensor::zeros([1], (tch::Kind::Float, device)));
+        let _ = step.fill_(f64::from(s.time));
+        step.shallow_clone()
+    });
+    let ptr = |t: &Tensor| t.as_ptr() as *mut torch_sys::C_tensor;
+    let f = |x: f32| x as f64;
+    // SAFETY: every pointer is a live tch tensor (an `at::Tensor*`) for the duration of the
+    // call; `w`, `m`, `v` are borrowed mutably, as the kernel writes them. A message is a
+    // `strdup` that `padam_step_free_message` frees.
+    unsafe {
+        let message = padam_fused_adam(
+            ptr(w),
+            ptr(g),
+            ptr(m),
+            ptr(v),
+            ptr(&step),
+            f(s.lr),
+            f(s.beta_1),
+            f(s.beta_2),
+            f(s.epsilon),
+        );
+        if message.is_null() {
+            return Ok(());
+        }
+        let text = std::ffi::CStr::from_ptr(message)
+            .to_string_lossy()
+            .into_owned();
+        padam_step_free_message(message);
+        Err(text)
+    }
 }
 
 /// A group's segment lengths and flag positions, and the device they are on.
