@@ -105,8 +105,8 @@ pub struct StepScalars {
     pub eps_scaled: f32,
     /// The learning rate.
     pub lr: f32,
-    /// Adam's step number `t` (1 for the first) and `eps`: what PyTorch's fused Adam takes in
-    /// place of `combined` and `eps_scaled` (the LibTorch step).
+    /// Adam's step number `t` (1 for the first). With `epsilon`, what PyTorch's fused Adam takes
+    /// in place of `combined` and `eps_scaled` (the LibTorch step).
     pub time: u32,
     /// `eps`.
     pub epsilon: f32,
