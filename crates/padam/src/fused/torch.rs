@@ -234,8 +234,9 @@ extern "C" {
 
 thread_local! {
     /// One float per device holding Adam's step number for PyTorch's fused Adam, which reads it
-    /// from the device: filled by a launch each step (a copy from the host would wait for the GPU).
-    static STEP: RefCell<HashMap<tch::Device, Tensor>> = RefCell::new(HashMap::new());
+    /// from the device, and the number it holds: filled by a launch when the number changes (a
+    /// copy from the host would wait for the GPU), so the groups of one step share one fill.
+    static STEP: RefCell<HashMap<tch::Device, (Tensor, u32)>> = RefCell::new(HashMap::new());
 }
 
 /// PyTorch's fused Adam (no weight decay) on `w`, `m`, `v` in place, at the step and with the
@@ -250,10 +251,14 @@ fn fused_adam(
     let step = STEP.with(|cache| {
         let mut cache = cache.borrow_mut();
         let device = w.device();
-        let step = cache
+        let (step, holds) = cache
             .entry(device)
-            .or_insert_with(|| Tensor::zeros([1], (tch::Kind::Float, device)));
-        let _ = step.fill_(f64::from(s.time));
+            .or_insert_with(|| (Tensor::zeros([1], (tch::Kind::Float, device)), 0));
+        if *holds != s.time {
+            // Ordered on the device after every launch that read the number before.
+            let _ = step.fill_(f64::from(s.time));
+            *holds = s.time;
+        }
         step.shallow_clone()
     });
     let ptr = |t: &Tensor| t.as_ptr() as *mut torch_sys::C_tensor;
