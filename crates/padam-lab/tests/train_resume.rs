@@ -108,7 +108,13 @@ fn train_in(cfg: &Path, out: &Path, extra: &[&str]) -> Output {
 
 /// `padam train cfg --out out` in the background, slowed to 20 ms a step.
 fn spawn_slow(cfg: &Path, out: &Path, extra: &[&str], stderr: Stdio) -> std::process::Child {
-    Command::new(BIN)
+    slow(cfg, out, extra).stderr(stderr).spawn().unwrap()
+}
+
+/// The command of a slowed run (20 ms a step), its output discarded.
+fn slow(cfg: &Path, out: &Path, extra: &[&str]) -> Command {
+    let mut command = Command::new(BIN);
+    command
         .args([
             "train",
             cfg.to_str().unwrap(),
@@ -117,10 +123,8 @@ fn spawn_slow(cfg: &Path, out: &Path, extra: &[&str], stderr: Stdio) -> std::pro
         ])
         .args(["--step-delay-ms", "20"])
         .args(extra)
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .unwrap()
+        .stdout(Stdio::null());
+    command
 }
 
 /// Wait (60 s at most) until `ready` holds.
@@ -1011,14 +1015,8 @@ fn ctrl_c_saves_a_checkpoint_and_resume_loses_nothing() {
         std::fs::read_to_string(cut.join("metrics.jsonl")).is_ok_and(|m| !m.is_empty())
     });
     std::thread::sleep(Duration::from_millis(230));
-    let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    signal("-INT", &child.id().to_string());
+    let stderr = interrupted(child);
     assert!(
         stderr.contains("interrupted at step") && stderr.contains("--resume"),
         "{stderr}"
@@ -1051,6 +1049,54 @@ fn ctrl_c_saves_a_checkpoint_and_resume_loses_nothing() {
         b.as_object_mut().unwrap().remove("train_loss");
         assert_eq!(a, b);
     }
+}
+
+/// `kill <sig> -- <target>` (a process id, or minus a process group's).
+#[cfg(unix)]
+fn signal(sig: &str, target: &str) {
+    let status = Command::new("kill")
+        .args([sig, "--", target])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {sig} {target}");
+}
+
+/// The stderr of an interrupted run, once it exited with 130.
+#[cfg(unix)]
+fn interrupted(child: std::process::Child) -> String {
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    stderr
+}
+
+/// SIGTERM delivered twice at once, as GNU `timeout` delivers it (to the process, then to its
+/// process group): one request, so the run still stops with a checkpoint of the step in
+/// progress instead of stopping at once.
+#[cfg(unix)]
+#[test]
+fn sigterm_sent_twice_at_once_still_saves_a_checkpoint() {
+    use std::os::unix::process::CommandExt;
+    let (tmp, cfg) = digits_dir("sigterm-twice");
+    let cut = tmp.path("cut");
+    let child = slow(&cfg, &cut, &[])
+        .process_group(0)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("a metrics line", || {
+        std::fs::read_to_string(cut.join("metrics.jsonl")).is_ok_and(|m| !m.is_empty())
+    });
+    let pid = child.id().to_string();
+    signal("-TERM", &pid);
+    signal("-TERM", &format!("-{pid}"));
+    let stderr = interrupted(child);
+    assert!(!stderr.contains("interrupted again"), "{stderr}");
+    let (step, _) = checkpoint::list(&cut).unwrap().pop().unwrap();
+    assert!(
+        stderr.contains(&format!("interrupted at step {step} of 270")),
+        "{stderr}"
+    );
 }
 
 /// One process per run directory: a second `--resume` while the first runs is refused by name;
