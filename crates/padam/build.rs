@@ -1,5 +1,5 @@
-//! With the `tch` feature: compiles `csrc/fused_adam.cpp` (PyTorch's fused Adam, which tch does
-//! not expose) against torch-sys's libtorch.
+//! With the `tch` feature: compiles `csrc/torch_step.cpp` (PyTorch's fused Adam and per-segment
+//! sums, which tch does not expose) against torch-sys's libtorch.
 
 #[cfg(feature = "tch")]
 #[path = "libtorch_shim.rs"]
@@ -10,6 +10,6 @@ fn main() {
     #[cfg(feature = "tch")]
     {
         println!("cargo:rerun-if-changed=libtorch_shim.rs");
-        libtorch_shim::compile("csrc/fused_adam.cpp", "padam_fused_adam");
+        libtorch_shim::compile("csrc/torch_step.cpp", "padam_torch_step");
     }
 }
