@@ -97,23 +97,24 @@ fn adam_pwd_kernel(
 
 /// The multi-tensor kernel: the tensors of one launch (a group of at most
 /// `multi::MAX_TENSORS_PER_LAUNCH`, their count fixed at compile time) as sequences of buffers,
-/// one unit per element of the whole group. Unit `i` belongs to tensor `t` when
-/// `starts[t] <= i < starts[t + 1]`; a sequence is indexed by compile-time positions only, so an
-/// unrolled loop tests every tensor of the group and the matching one does the step. The
-/// per-tensor constants are sequences of scalars; the decay mode is a run-time value here (one
-/// launch mixes decayed and undecayed tensors), tested as the per-tensor kernel tests it at
-/// compile time. `w_out`, `m_out`, `v_out` alias `w`, `m`, `v` where the buffer may be written in
-/// place, else are new buffers.
+/// one unit per line of `N` elements of the whole group (`N` = 4 for 128-bit accesses where the
+/// group's lengths and buffers allow it, else 1; fixed at compile time). Unit `i` belongs to
+/// tensor `t` when `starts[t] <= i < starts[t + 1]` (in lines); a sequence is indexed by
+/// compile-time positions only, so an unrolled loop tests every tensor of the group and the
+/// matching one does the step. The per-tensor constants are sequences of scalars; the decay
+/// mode is a run-time value here (one launch mixes decayed and undecayed tensors), tested as the
+/// per-tensor kernel tests it at compile time. `w_out`, `m_out`, `v_out` alias `w`, `m`, `v`
+/// where the buffer may be written in place, else are new buffers.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
-fn multi_adam_pwd_kernel(
-    w: &Sequence<Array<f32>>,
-    g: &Sequence<Array<f32>>,
-    m: &Sequence<Array<f32>>,
-    v: &Sequence<Array<f32>>,
-    w_out: &mut Sequence<Array<f32>>,
-    m_out: &mut Sequence<Array<f32>>,
-    v_out: &mut Sequence<Array<f32>>,
+fn multi_adam_pwd_kernel<N: Size>(
+    w: &Sequence<Array<Vector<f32, N>>>,
+    g: &Sequence<Array<Vector<f32, N>>>,
+    m: &Sequence<Array<Vector<f32, N>>>,
+    v: &Sequence<Array<Vector<f32, N>>>,
+    w_out: &mut Sequence<Array<Vector<f32, N>>>,
+    m_out: &mut Sequence<Array<Vector<f32, N>>>,
+    v_out: &mut Sequence<Array<Vector<f32, N>>>,
     flags: &mut Array<f32>,
     starts: Sequence<usize>,
     flag_index: Sequence<u32>,
@@ -137,7 +138,7 @@ fn multi_adam_pwd_kernel(
     for t in 0..tensors {
         let start = starts[t];
         if i >= start && i < starts[t + 1] {
-            adam_pwd_element(
+            adam_pwd_element::<N>(
                 i - start,
                 w.index(t),
                 g.index(t),
@@ -166,20 +167,22 @@ fn multi_adam_pwd_kernel(
     }
 }
 
-/// One element's step in the multi-tensor kernel: `adam_pwd_kernel`'s arithmetic, operation for
-/// operation, with the decay mode tested at run time. Written out twice on purpose: the
-/// per-tensor kernel is this one's oracle (`padam bench verify` compares their bits).
+/// One line's step in the multi-tensor kernel: `adam_pwd_kernel`'s arithmetic, operation for
+/// operation on each of the line's elements (CubeCL unrolls a line's arithmetic into the same
+/// f32 operations per element; each scalar is broadcast to a line first), with the decay mode
+/// tested at run time. Written out twice on purpose: the per-tensor kernel is this one's oracle
+/// (`padam bench verify` compares their bits).
 #[cube]
 #[allow(clippy::too_many_arguments, clippy::collapsible_if)]
-fn adam_pwd_element(
+fn adam_pwd_element<N: Size>(
     i: usize,
-    w: &Array<f32>,
-    g: &Array<f32>,
-    m: &Array<f32>,
-    v: &Array<f32>,
-    w_out: &mut Array<f32>,
-    m_out: &mut Array<f32>,
-    v_out: &mut Array<f32>,
+    w: &Array<Vector<f32, N>>,
+    g: &Array<Vector<f32, N>>,
+    m: &Array<Vector<f32, N>>,
+    v: &Array<Vector<f32, N>>,
+    w_out: &mut Array<Vector<f32, N>>,
+    m_out: &mut Array<Vector<f32, N>>,
+    v_out: &mut Array<Vector<f32, N>>,
     flags: &mut Array<f32>,
     flag_index: usize,
     beta_1: f32,
@@ -198,22 +201,32 @@ fn adam_pwd_element(
 ) {
     let gi = g[i];
     if comptime![check] {
-        if f32::is_nan(gi) || f32::is_inf(gi) {
-            flags[flag_index] = 1.0;
+        // Each element tested as the per-tensor kernel tests it: one NaN or inf sets the flag.
+        #[unroll]
+        for k in 0..gi.size() {
+            let gk = gi[k];
+            if f32::is_nan(gk) || f32::is_inf(gk) {
+                flags[flag_index] = 1.0;
+            }
         }
     }
-    let m_new = m[i] * beta_1 + gi * one_minus_beta_1;
-    let v_new = v[i] * beta_2 + (gi * gi) * one_minus_beta_2;
-    let update = (m_new * combined) / (f32::sqrt(v_new) + eps_scaled);
+    let m_new = m[i] * Vector::<f32, N>::new(beta_1) + gi * Vector::<f32, N>::new(one_minus_beta_1);
+    let v_new =
+        v[i] * Vector::<f32, N>::new(beta_2) + (gi * gi) * Vector::<f32, N>::new(one_minus_beta_2);
+    let update = (m_new * Vector::<f32, N>::new(combined))
+        / (Vector::<f32, N>::sqrt(v_new) + Vector::<f32, N>::new(eps_scaled));
     let w_old = w[i];
-    let w_hat = w_old - update * lr;
+    let w_hat = w_old - update * Vector::<f32, N>::new(lr);
     let mut w_new = w_hat;
     if mode == MODE_UNIFORM {
-        w_new = w_hat * uniform_factor;
+        w_new = w_hat * Vector::<f32, N>::new(uniform_factor);
     }
     if mode == MODE_PNORM {
-        let s = f32::powf(f32::abs(w_old), p_minus_2);
-        w_new = w_hat / (s * c + base);
+        let s = Vector::<f32, N>::powf(
+            Vector::<f32, N>::abs(w_old),
+            Vector::<f32, N>::new(p_minus_2),
+        );
+        w_new = w_hat / (s * Vector::<f32, N>::new(c) + Vector::<f32, N>::new(base));
     }
     w_out[i] = w_new;
     m_out[i] = m_new;
@@ -422,10 +435,20 @@ fn mode_code(mode: DecayMode) -> u32 {
 /// One tensor of a multi-tensor step on `CubeBackend` tensors.
 type CubeStep<R> = MultiInput<CubeTensor<R>>;
 
+/// Whether `t`'s data start on a 16-byte boundary, as 128-bit accesses need: a buffer of
+/// CubeCL's pools starts on 512 bytes, but a view (burn's `slice`) may start at an offset.
+fn wide_aligned<R: CubeRuntime>(t: &CubeTensor<R>) -> bool {
+    t.handle
+        .offset_start
+        .unwrap_or(0)
+        .is_multiple_of(multi::WIDE_ALIGN)
+}
+
 /// The multi-tensor step on `CubeBackend` tensors: the tensors grouped as
-/// `multi::plan_launches` says, one kernel launch per group. `flags` is updated in place (copied
-/// first if another tensor shares it); each of `w', m', v'` is written over its input where the
-/// optimizer holds the only reference to that buffer (see [`destination`]), else into a new one.
+/// `multi::plan_line_launches` says, one kernel launch per group. `flags` is updated in place
+/// (copied first if another tensor shares it); each of `w', m', v'` is written over its input
+/// where the optimizer holds the only reference to that buffer (see [`destination`]), else into
+/// a new one.
 fn launch_multi_cube<R: CubeRuntime>(
     tensors: Vec<CubeStep<R>>,
     flags: CubeTensor<R>,
@@ -448,7 +471,15 @@ fn launch_multi_cube<R: CubeRuntime>(
         .iter()
         .map(|t| t.weight.meta.shape().num_elements())
         .collect();
-    let plan = multi::plan_launches(&lens);
+    // Outputs are these buffers (aliases) or new allocations, which start aligned.
+    let aligned: Vec<bool> = (tensors.iter())
+        .map(|t| {
+            [&t.weight, &t.grad, &t.moment_1, &t.moment_2]
+                .into_iter()
+                .all(wide_aligned)
+        })
+        .collect();
+    let plan = multi::plan_line_launches(&lens, &aligned);
     let count = tensors.len();
     let (launches, empty) = multi::split_by_plan(tensors, &plan);
     drop(alloc);
@@ -461,8 +492,8 @@ fn launch_multi_cube<R: CubeRuntime>(
             moment_2: t.moment_2,
         });
     }
-    for launch in launches {
-        for (index, out) in launch_group(launch, &flags, check) {
+    for (launch, group) in plan.iter().zip(launches) {
+        for (index, out) in launch_group(group, launch.line_size, &flags, check) {
             outputs[index] = Some(out);
         }
     }
@@ -473,10 +504,12 @@ fn launch_multi_cube<R: CubeRuntime>(
     (outputs, flags)
 }
 
-/// One launch of the multi-tensor kernel over one group (tensors with their step positions);
-/// the outputs with the same positions.
+/// One launch of the multi-tensor kernel over one group (tensors with their step positions),
+/// in lines of `line_size` elements (every length of the group a multiple of it); the outputs
+/// with the same positions.
 fn launch_group<R: CubeRuntime>(
     group: Vec<(usize, CubeStep<R>)>,
+    line_size: usize,
     flags: &CubeTensor<R>,
     check: bool,
 ) -> Vec<(usize, MultiOutput<CubeTensor<R>>)> {
@@ -484,20 +517,26 @@ fn launch_group<R: CubeRuntime>(
     let n = group.len();
     let client = flags.client.clone();
     let first = group[0].1.scalars;
-    let lens: Vec<usize> = (group.iter())
-        .map(|(_, t)| t.weight.meta.shape().num_elements())
+    let lines: Vec<usize> = (group.iter())
+        .map(|(_, t)| {
+            let len = t.weight.meta.shape().num_elements();
+            debug_assert!(len.is_multiple_of(line_size), "planned by line size");
+            len / line_size
+        })
         .collect();
-    let starts = multi::starts(&lens);
+    let starts = multi::starts(&lines);
+    // Array arguments carry their lengths in elements (the launcher divides by the line size);
+    // collected into `SequenceArg`s at the launch, whose type names the kernel's line size.
     let (mut w_in, mut g_in, mut m_in, mut v_in) = (
-        SequenceArg::<R, Array<f32>>::new(),
-        SequenceArg::<R, Array<f32>>::new(),
-        SequenceArg::<R, Array<f32>>::new(),
-        SequenceArg::<R, Array<f32>>::new(),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
     );
     let (mut w_out, mut m_out, mut v_out) = (
-        SequenceArg::<R, Array<f32>>::new(),
-        SequenceArg::<R, Array<f32>>::new(),
-        SequenceArg::<R, Array<f32>>::new(),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
     );
     let mut starts_arg = SequenceArg::<R, usize>::new();
     let mut flag_index = SequenceArg::<R, u32>::new();
@@ -551,22 +590,23 @@ fn launch_group<R: CubeRuntime>(
             },
         ));
     }
-    let elements = multi::elements(&starts);
+    let units = multi::lines(&starts);
     drop(alloc);
     let _launch = tracing::trace_span!("fused.launch").entered();
-    let cube_dim = CubeDim::new(&client, elements);
-    let cube_count = calculate_cube_count_elemwise(&client, elements, cube_dim);
+    let cube_dim = CubeDim::new(&client, units);
+    let cube_count = calculate_cube_count_elemwise(&client, units, cube_dim);
     multi_adam_pwd_kernel::launch::<R>(
         &client,
         cube_count,
         cube_dim,
-        w_in,
-        g_in,
-        m_in,
-        v_in,
-        w_out,
-        m_out,
-        v_out,
+        line_size,
+        w_in.into_iter().collect(),
+        g_in.into_iter().collect(),
+        m_in.into_iter().collect(),
+        v_in.into_iter().collect(),
+        w_out.into_iter().collect(),
+        m_out.into_iter().collect(),
+        v_out.into_iter().collect(),
         flags.clone().into_array_arg(),
         starts_arg,
         flag_index,

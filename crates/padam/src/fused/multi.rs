@@ -2,8 +2,10 @@
 //!
 //! One launch of the multi-tensor kernel (`cuda.rs`) binds every tensor of its group as its own
 //! buffers (a CubeCL `Sequence` of arrays, so the group's size is fixed when the kernel is
-//! compiled) and runs one unit per element of the group; a unit finds its tensor from the
-//! prefix sums of the lengths. Kept free of any GPU type, so the CPU tests cover it.
+//! compiled) and runs one unit per line of the group: [`WIDE_LINE`] elements (one 128-bit load
+//! or store per buffer) where every tensor of the group allows it, else one. A unit finds its
+//! tensor from the prefix sums of the lengths in lines. Kept free of any GPU type, so the CPU
+//! tests cover it.
 
 // Only the CUDA launch uses most of it.
 #![cfg_attr(not(feature = "cuda"), allow(dead_code))]
@@ -16,8 +18,15 @@ use super::StepScalars;
 /// CUDA 12.1 (and on older GPUs); 20 tensors stay near 3.2 KB, with room for the rest.
 pub const MAX_TENSORS_PER_LAUNCH: usize = 20;
 
-/// Most elements one launch covers: the kernel indexes with 32-bit positions.
-pub const MAX_ELEMENTS_PER_LAUNCH: usize = u32::MAX as usize;
+/// Most lines (units) one launch covers: the kernel indexes with 32-bit positions.
+pub const MAX_LINES_PER_LAUNCH: usize = u32::MAX as usize;
+
+/// Elements per line of a wide launch: 4 f32, 16 bytes, so each unit moves its `w g m v` and
+/// `w' m' v'` with 128-bit accesses, which come nearer the DRAM's peak than 32-bit ones.
+pub const WIDE_LINE: usize = 4;
+
+/// Byte alignment a wide launch needs of every buffer it binds (that of a 128-bit access).
+pub const WIDE_ALIGN: u64 = (WIDE_LINE * core::mem::size_of::<f32>()) as u64;
 
 /// One tensor of a multi-tensor step: its inputs (the backend's rank-erased float primitives,
 /// so tensors of any rank go into one operation), its flag and its step's constants. Every
@@ -89,11 +98,11 @@ pub(super) fn recast_stepped<T: 'static, P: 'static>((outs, flags): Stepped<T>) 
 }
 
 /// The launches for tensors of lengths `lens` (in step order): each a list of tensor indices,
-/// consecutive, at most [`MAX_TENSORS_PER_LAUNCH`] of them and [`MAX_ELEMENTS_PER_LAUNCH`]
-/// elements together (a tensor longer than that gets a launch of its own). Empty tensors are in
+/// consecutive, at most [`MAX_TENSORS_PER_LAUNCH`] of them and [`MAX_LINES_PER_LAUNCH`]
+/// units together (a tensor longer than that gets a launch of its own). Empty tensors are in
 /// none: their step changes nothing, and a launch would bind an empty buffer.
 pub fn plan_launches(lens: &[usize]) -> Vec<Vec<usize>> {
-    plan_with(lens, MAX_TENSORS_PER_LAUNCH, MAX_ELEMENTS_PER_LAUNCH)
+    plan_with(lens, MAX_TENSORS_PER_LAUNCH, MAX_LINES_PER_LAUNCH)
 }
 
 fn plan_with(lens: &[usize], max_tensors: usize, max_elements: usize) -> Vec<Vec<usize>> {
@@ -118,9 +127,49 @@ fn plan_with(lens: &[usize], max_tensors: usize, max_elements: usize) -> Vec<Vec
     launches
 }
 
-/// Where each tensor of one launch starts among the launch's elements, and where the last one
-/// ends: `lens.len() + 1` prefix sums. Unit `i` belongs to tensor `t` when
-/// `starts[t] <= i < starts[t + 1]`, at element `i - starts[t]`.
+/// One launch of the multi-tensor kernel: its line size and its tensors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Launch {
+    /// Elements per line (per unit): [`WIDE_LINE`] or 1; the kernel is compiled for it.
+    pub line_size: usize,
+    /// The tensors, by their positions in the step, in step order.
+    pub tensors: Vec<usize>,
+}
+
+/// The line size a tensor of `len` elements takes: [`WIDE_LINE`] when `len` is a multiple of it
+/// and every buffer of the tensor starts on [`WIDE_ALIGN`] bytes (`aligned`), else 1 (a line
+/// must neither straddle two tensors nor start off a 16-byte boundary).
+pub fn line_size(len: usize, aligned: bool) -> usize {
+    if aligned && len.is_multiple_of(WIDE_LINE) {
+        WIDE_LINE
+    } else {
+        1
+    }
+}
+
+/// The launches of a step: the tensors of each line size (see [`line_size`]) grouped as
+/// [`plan_launches`] groups them, over their lengths in lines; the wide launches first (the
+/// launches are independent, so their order changes nothing). `aligned[i]` says whether tensor
+/// `i`'s buffers allow 128-bit accesses.
+pub fn plan_line_launches(lens: &[usize], aligned: &[bool]) -> Vec<Launch> {
+    assert_eq!(lens.len(), aligned.len(), "one alignment per tensor");
+    let mut launches = Vec::new();
+    for line in [WIDE_LINE, 1] {
+        let members: Vec<usize> = (0..lens.len())
+            .filter(|&i| line_size(lens[i], aligned[i]) == line)
+            .collect();
+        let lines: Vec<usize> = members.iter().map(|&i| lens[i] / line).collect();
+        launches.extend(plan_launches(&lines).into_iter().map(|group| Launch {
+            line_size: line,
+            tensors: group.into_iter().map(|k| members[k]).collect(),
+        }));
+    }
+    launches
+}
+
+/// Where each tensor of one launch starts among the launch's lines, and where the last one
+/// ends: `lens.len() + 1` prefix sums of the lengths in lines. Unit `i` belongs to tensor `t`
+/// when `starts[t] <= i < starts[t + 1]`, at line `i - starts[t]`.
 pub fn starts(lens: &[usize]) -> Vec<usize> {
     let mut out = Vec::with_capacity(lens.len() + 1);
     let mut sum = 0;
@@ -143,13 +192,12 @@ fn locate(starts: &[usize], i: usize) -> Option<(usize, usize)> {
 
 /// `items` (one per tensor, consumed) split by the plan: each launch's, in order, with their
 /// positions; then the rest (the empty tensors), with theirs.
-pub fn split_by_plan<T>(items: Vec<T>, plan: &[Vec<usize>]) -> (Vec<Positioned<T>>, Positioned<T>) {
+pub fn split_by_plan<T>(items: Vec<T>, plan: &[Launch]) -> (Vec<Positioned<T>>, Positioned<T>) {
     let mut slots: Vec<Option<T>> = items.into_iter().map(Some).collect();
     let launches = plan
         .iter()
         .map(|launch| {
-            launch
-                .iter()
+            (launch.tensors.iter())
                 .map(|&i| (i, slots[i].take().expect("each tensor in one launch")))
                 .collect()
         })
@@ -162,8 +210,8 @@ pub fn split_by_plan<T>(items: Vec<T>, plan: &[Vec<usize>]) -> (Vec<Positioned<T
     (launches, rest)
 }
 
-/// The elements one launch covers (the grid's size).
-pub fn elements(starts: &[usize]) -> usize {
+/// The lines (units) one launch covers: the grid's size.
+pub fn lines(starts: &[usize]) -> usize {
     starts.last().copied().unwrap_or(0)
 }
 
@@ -206,7 +254,7 @@ mod tests {
         let lens = [3, 1, 5];
         let s = starts(&lens);
         assert_eq!(s, vec![0, 3, 4, 9]);
-        assert_eq!(elements(&s), 9);
+        assert_eq!(lines(&s), 9);
         let found: Vec<_> = (0..9).map(|i| locate(&s, i).unwrap()).collect();
         let want = [
             (0, 0),
@@ -225,10 +273,86 @@ mod tests {
 
     #[test]
     fn split_follows_the_plan_and_returns_the_rest() {
-        let plan = plan_with(&[2, 0, 2, 2], 2, 100);
+        let plan: Vec<Launch> = (plan_with(&[2, 0, 2, 2], 2, 100).into_iter())
+            .map(|tensors| Launch {
+                line_size: 1,
+                tensors,
+            })
+            .collect();
         let (launches, rest) = split_by_plan(vec!['a', 'b', 'c', 'd'], &plan);
         assert_eq!(launches, vec![vec![(0, 'a'), (2, 'c')], vec![(3, 'd')]]);
         assert_eq!(rest, vec![(1, 'b')]);
+    }
+
+    fn launch(line_size: usize, tensors: &[usize]) -> Launch {
+        Launch {
+            line_size,
+            tensors: tensors.to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_length_that_is_no_multiple_of_four_takes_lines_of_one() {
+        assert_eq!(line_size(10, true), 1);
+        assert_eq!(line_size(1, true), 1);
+        assert_eq!(line_size(4097, true), 1);
+        assert_eq!(plan_line_launches(&[10], &[true]), vec![launch(1, &[0])]);
+    }
+
+    #[test]
+    fn multiples_of_four_take_wide_lines_and_count_in_lines() {
+        assert_eq!(line_size(64, true), WIDE_LINE);
+        assert_eq!(line_size(4096, true), WIDE_LINE);
+        let plan = plan_line_launches(&[64, 4096], &[true, true]);
+        assert_eq!(plan, vec![launch(WIDE_LINE, &[0, 1])]);
+        let s = starts(&[64 / WIDE_LINE, 4096 / WIDE_LINE]);
+        assert_eq!(s, vec![0, 16, 1040]);
+        assert_eq!(lines(&s), 1040);
+        assert_eq!(locate(&s, 15), Some((0, 15)));
+        assert_eq!(locate(&s, 16), Some((1, 0)));
+        assert_eq!(locate(&s, 1040), None);
+    }
+
+    #[test]
+    fn an_unaligned_buffer_keeps_its_tensor_in_lines_of_one() {
+        assert_eq!(line_size(64, false), 1);
+        let plan = plan_line_launches(&[64, 4096], &[false, true]);
+        assert_eq!(plan, vec![launch(WIDE_LINE, &[1]), launch(1, &[0])]);
+    }
+
+    #[test]
+    fn a_mixed_step_splits_by_line_size_in_step_order() {
+        let lens = [10, 64, 4096, 0, 3, 4096, 10, 8];
+        let plan = plan_line_launches(&lens, &[true; 8]);
+        assert_eq!(
+            plan,
+            vec![launch(WIDE_LINE, &[1, 2, 5, 7]), launch(1, &[0, 4, 6])]
+        );
+        // Every non-empty tensor is in exactly one launch; the empty one in none.
+        let mut seen: Vec<usize> = plan.iter().flat_map(|l| l.tensors.clone()).collect();
+        seen.sort_unstable();
+        assert_eq!(seen, vec![0, 1, 2, 4, 5, 6, 7]);
+        let (launches, rest) = split_by_plan(lens.to_vec(), &plan);
+        assert_eq!(launches[0], vec![(1, 64), (2, 4096), (5, 4096), (7, 8)]);
+        assert_eq!(launches[1], vec![(0, 10), (4, 3), (6, 10)]);
+        assert_eq!(rest, vec![(3, 0)]);
+    }
+
+    #[test]
+    fn each_line_size_keeps_the_tensor_limit() {
+        let mut lens = vec![64; 25];
+        lens.extend([10; 25]);
+        let plan = plan_line_launches(&lens, &[true; 50]);
+        let shape: Vec<(usize, usize)> = plan
+            .iter()
+            .map(|l| (l.line_size, l.tensors.len()))
+            .collect();
+        assert_eq!(
+            shape,
+            vec![(WIDE_LINE, 20), (WIDE_LINE, 5), (1, 20), (1, 5)]
+        );
+        assert_eq!(plan[0].tensors, (0..20).collect::<Vec<_>>());
+        assert_eq!(plan[3].tensors, (45..50).collect::<Vec<_>>());
     }
 
     #[test]
