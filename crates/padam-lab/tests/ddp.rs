@@ -12,10 +12,10 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use padam_lab::models::Mlp;
 use padam_lab::train::task::{self, AnyTask, Task};
-use padam_lab::train::{self, checkpoint, config, TrainArgs};
+use padam_lab::train::{checkpoint, config, TrainArgs};
 
 mod common;
-use common::{metrics, TempDir};
+use common::{metrics, run_locked, TempDir};
 
 type B = Autodiff<Flex>;
 
@@ -44,13 +44,6 @@ checkpoint_every = 7
 keep_checkpoints = 5
 log_every = 7
 "#;
-
-/// burn's collective and the CPU backend RNG are one per process: trainings take turns.
-fn run_locked(cfg: &config::TrainConfig, args: &TrainArgs) -> anyhow::Result<train::Summary> {
-    static TRAINING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _turn = TRAINING.lock().unwrap_or_else(|e| e.into_inner());
-    train::run_config(cfg, args)
-}
 
 fn args(out: &Path, devices: Option<&str>, resume: bool) -> TrainArgs {
     TrainArgs {

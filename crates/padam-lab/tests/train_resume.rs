@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use padam_lab::train::{self, checkpoint, config, TrainArgs};
+use padam_lab::train::{self, checkpoint, config};
 
 mod common;
-use common::{metrics, TempDir};
+use common::{metrics, run_locked, TempDir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_padam");
 
@@ -38,14 +38,6 @@ checkpoint_every = 20
 keep_checkpoints = 2
 log_every = 7
 "#;
-
-/// burn's backend RNG (dropout) is one global generator per process: two in-process trainings
-/// on parallel test threads would re-seed it under each other. They take turns.
-fn run_locked(cfg: &config::TrainConfig, args: &TrainArgs) -> anyhow::Result<train::Summary> {
-    static TRAINING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _turn = TRAINING.lock().unwrap_or_else(|e| e.into_inner());
-    train::run_config(cfg, args)
-}
 
 fn padam(args: &[&str]) -> Output {
     Command::new(BIN).args(args).output().expect("run padam")

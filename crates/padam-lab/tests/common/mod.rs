@@ -36,6 +36,18 @@ pub fn quiet_args(out: impl Into<PathBuf>, resume: bool) -> padam_lab::train::Tr
     }
 }
 
+/// `padam train` in this process, one training at a time: burn's backend RNG (dropout) and its
+/// collective are one per process, and two trainings on parallel test threads would re-seed
+/// or join them under each other.
+pub fn run_locked(
+    cfg: &padam_lab::train::config::TrainConfig,
+    args: &padam_lab::train::TrainArgs,
+) -> anyhow::Result<padam_lab::train::Summary> {
+    static TRAINING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = TRAINING.lock().unwrap_or_else(|e| e.into_inner());
+    padam_lab::train::run_config(cfg, args)
+}
+
 /// A fresh, empty folder under the system temp dir, removed on drop.
 pub struct TempDir(PathBuf);
 
