@@ -851,13 +851,7 @@ fn controlled_fraction_is_logged_over_the_decayed_weights() {
     let lines = metrics(&tmp.path("run"));
     for line in &lines {
         // The MLP's matrices are its `.weight` tensors; its biases are rank 1.
-        let (mut zeros, mut numel) = (0, 0);
-        for t in line["tensors"].as_array().unwrap() {
-            if t["path"].as_str().unwrap().ends_with("weight") {
-                zeros += t["zeros"].as_u64().unwrap();
-                numel += t["numel"].as_u64().unwrap();
-            }
-        }
+        let (zeros, numel) = matrix_zeros(line);
         let controlled = line["controlled_fraction"].as_f64().unwrap();
         assert_eq!(controlled, zeros as f64 / numel as f64);
     }

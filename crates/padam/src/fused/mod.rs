@@ -308,8 +308,9 @@ pub fn adam_pwd_step<B: Backend, const D: usize>(
 }
 
 /// The fused step of many tensors at once ([`adam_pwd_step`]'s arithmetic for each): one
-/// operation, launching one kernel per group of up to [`MAX_TENSORS_PER_LAUNCH`] tensors (see
-/// [`plan_launches`]). When `check` is set, entry `flag_index` of `flags` becomes non-zero
+/// operation, launching one kernel per group of up to [`MAX_TENSORS_PER_LAUNCH`] tensors (on
+/// CUDA, grouped by line size as `multi::plan_line_launches` says, each line size's tensors as
+/// [`plan_launches`] groups them). When `check` is set, entry `flag_index` of `flags` becomes non-zero
 /// for each tensor whose gradient holds NaN or inf. The outputs come in the order of `inputs`. `None`
 /// when [`supports_multi`] is false for `B` (nothing is consumed but the inputs then).
 pub fn adam_pwd_steps<B: Backend>(

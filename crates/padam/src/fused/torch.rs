@@ -286,15 +286,23 @@ fn fused_adam(
             f(s.beta_2),
             f(s.epsilon),
         );
-        if message.is_null() {
-            return Ok(());
-        }
-        let text = std::ffi::CStr::from_ptr(message)
-            .to_string_lossy()
-            .into_owned();
-        padam_step_free_message(message);
-        Err(text)
+        shim_result(message)
     }
+}
+
+/// `Ok` for a null message from the shim, else the message as `Err` (its copy freed).
+///
+/// # Safety
+/// `message` is null or a string the shim returned, not yet freed.
+unsafe fn shim_result(message: *mut c_char) -> Result<(), String> {
+    if message.is_null() {
+        return Ok(());
+    }
+    let text = std::ffi::CStr::from_ptr(message)
+        .to_string_lossy()
+        .into_owned();
+    padam_step_free_message(message);
+    Err(text)
 }
 
 thread_local! {
@@ -358,14 +366,7 @@ fn segment_abs_sums(flat: &Tensor, lens: &[i64]) -> Result<Tensor, String> {
             lens.len() as i64,
             &mut out,
         );
-        if message.is_null() {
-            return Ok(Tensor::from_ptr(out));
-        }
-        let text = std::ffi::CStr::from_ptr(message)
-            .to_string_lossy()
-            .into_owned();
-        padam_step_free_message(message);
-        Err(text)
+        shim_result(message).map(|()| Tensor::from_ptr(out))
     }
 }
 
