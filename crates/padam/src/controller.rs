@@ -82,6 +82,17 @@
 //!   `lambda_min`; tests/controller.rs), so the law is unchanged.
 //! - The velocity form keeps one state, `u` itself, which the clamp bounds: no integral windup.
 //!
+//! # Where the law is slow
+//!
+//! `ln(d / d_target)` barely moves while almost no weight is zero (a ramp from 0.4% zeros
+//! aiming at 5% is an error of 0.05), so from such a model lambda climbs slowly and the model
+//! lags the ramp before catching up on its steep part, as ResNet18 did from `lambda_init` 1e-3.
+//! A `lambda_init` that zeroes some weights during the hold starts the ramp where the law is
+//! quick. A coordinate that is steep at low sparsity (the log-odds `ln z - ln d`) fixes that
+//! but overshoots on a plant that makes no zeros below a threshold lambda, since 0 zeros say
+//! nothing about how near the threshold is; simulated on both kinds of plant, no coordinate
+//! served both (docs/RESULTS.md, "Where the controller is slow"), so the law keeps `ln d`.
+//!
 //! The default gains assume the `lambda^-2` sensitivity above and weights that take a few
 //! update intervals to reach zero (they were chosen on synthetic lagging plants, pSGD on a
 //! quadratic, and a digits MLP under PAdam; docs/RESULTS.md). A plant that responds `k` times more strongly to lambda needs `gain` and
@@ -170,7 +181,9 @@ pub struct SparsityTarget {
     #[serde(default = "default_every")]
     pub every: usize,
     /// Lambda before the first update. Default 1e-3. Better too low than too high: the
-    /// controller climbs out of a too low value, but zeros made by a too high one stay.
+    /// controller climbs out of a too low value, but zeros made by a too high one stay. Best
+    /// one that has zeroed some weights by `start` (module docs, "Where the law is slow"):
+    /// from a model with almost none, lambda climbs slowly.
     #[serde(default = "default_lambda_init")]
     pub lambda_init: f64,
     /// Smallest lambda the controller sets, `> 0`. Default 1e-8.
