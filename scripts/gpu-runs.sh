@@ -7,6 +7,10 @@
 # as xz) with Fashion-MNIST (31 MB) and the CIFAR-10 stand-in (19 MB) is too much, but data
 # copied to /tmp/padam-data stays on a warm machine, so a short call carrying one dataset
 # (`mkdir -p /tmp/padam-data && cp -r gpu0/data/cifar10-jpeg /tmp/padam-data/`) can go first.
+# A call that only brings data (`STAGE=gpu0 CUDA=0 DATA=... bash scripts/gpu-stage.sh` here):
+#   rm -rf gpu && ln -s gpu0 gpu && PLAN=/dev/null bash scripts/gpu-runs.sh
+# Two plans side by side, e.g. runs whose checkpoints come back (CKPT_BACK=1) beside runs whose
+# cannot: each its own $OUT subfolder and $RUNS (OUT=$OUT/f RUNS=/tmp/padam-runs-f ... &).
 # Trains every run of a plan file in parallel on the one GPU (`padam train` is dispatch-bound
 # on small models, so several processes share the GPU well), each with `--resume` when its run
 # directory already holds a checkpoint, and stops them all at DEADLINE seconds with SIGTERM,
@@ -32,6 +36,14 @@ BIN=/tmp/padam; [ "$BACKEND" = tch ] && BIN=/tmp/padam-tch
 # Data stays in /tmp between calls on a warm machine, so a later call need not carry it again.
 mkdir -p /tmp/padam-data
 for d in gpu/data/*; do [ -e "$d" ] && [ ! -e "/tmp/padam-data/$(basename "$d")" ] && cp -r "$d" /tmp/padam-data/; done
+# Idx files staged as xz of their raw bytes (gpu-stage.sh) are unpacked here, with Python's
+# lzma (the machine may have no xz).
+find /tmp/padam-data -name '*-ubyte.xz' -exec python3 -c '
+import lzma, os, sys
+for f in sys.argv[1:]:
+    with lzma.open(f) as src, open(f[:-3] + ".part", "wb") as dst:
+        dst.write(src.read())
+    os.replace(f[:-3] + ".part", f[:-3]); os.remove(f)' {} +
 export PADAM_DATA=/tmp/padam-data
 for f in gpu/ckpt/ckpt-*.tgz; do
   [ -e "$f" ] || continue
