@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use burn::backend::Flex;
+use padam_lab::data::augment::Normalize;
 use padam_lab::data::cifar10::{self, CifarError};
 use padam_lab::data::fashion_mnist::{self, IdxError};
 use padam_lab::data::shakespeare::{self, Part, ShakespeareError};
@@ -108,6 +109,32 @@ fn idx_augmentation_is_seeded() {
     assert_ne!(a.0, c.0);
     assert_ne!(a.0, plain.0);
     assert_eq!(a.1, plain.1);
+}
+
+/// A batch's images are augmented on several threads and come out as one thread makes them:
+/// each image's transform drawn in order from the one rng, then applied and normalised.
+#[test]
+fn idx_augmented_batch_equals_the_images_one_by_one() {
+    let dir = TempDir::new("idx-aug-order");
+    write_fashion(&dir);
+    let set = fashion_mnist::load(dir.root()).unwrap();
+    let t = fashion_mnist::Transform::train();
+    let aug = t.augment.expect("train() augments");
+    // More images than threads, repeats included.
+    let indices: Vec<usize> = (0..40).map(|k| (k * 7) % 3).collect();
+    let mut rng = Rng::new(11);
+    let (x, _) = set.train.batch_host(&indices, &t, &mut rng);
+    let norm = Normalize::new(&[t.mean], &[t.std]);
+    let mut one = Rng::new(11);
+    let mut expect = Vec::new();
+    for &i in &indices {
+        let img = aug.apply(set.train.image(i), 1, 28, 28, &mut one);
+        norm.extend(&img, &mut expect);
+    }
+    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&x), bits(&expect));
+    // The batch drew what the images one by one draw, no more.
+    assert_eq!(rng.below(1 << 30), one.below(1 << 30));
 }
 
 #[test]

@@ -44,16 +44,33 @@ impl Normalize {
 
     /// Append the normalised values of planar `image` (`channels` equal planes) to `out`.
     pub fn extend(&self, image: &[u8], out: &mut Vec<f32>) {
+        let start = out.len();
+        out.resize(start + image.len(), 0.0);
+        self.write(image, &mut out[start..]);
+    }
+
+    /// [`extend`](Self::extend) into `out`, which holds exactly one value per byte of `image`.
+    ///
+    /// # Panics
+    /// When the lengths differ or the image does not split into the channels.
+    pub fn write(&self, image: &[u8], out: &mut [f32]) {
+        assert_eq!(out.len(), image.len(), "one output value per byte");
         let plane = image.len() / self.channels();
         assert_eq!(
             plane * self.channels(),
             image.len(),
             "image size vs channels"
         );
-        for (c, values) in image.chunks_exact(plane).enumerate() {
+        for (c, (values, out)) in image
+            .chunks_exact(plane)
+            .zip(out.chunks_exact_mut(plane))
+            .enumerate()
+        {
             let scale = 1.0 / (255.0 * self.std[c]);
             let shift = self.mean[c] / self.std[c];
-            out.extend(values.iter().map(|&v| f32::from(v) * scale - shift));
+            for (o, &v) in out.iter_mut().zip(values) {
+                *o = f32::from(v) * scale - shift;
+            }
         }
     }
 }
@@ -157,7 +174,41 @@ impl Default for RandomAffine {
     }
 }
 
+/// One draw of a [`RandomAffine`]: the rotation and translation it applies.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AffineDraw {
+    /// Rotation in radians.
+    pub angle: f32,
+    /// Translation in pixels, down.
+    pub ty: f32,
+    /// Translation in pixels, right.
+    pub tx: f32,
+}
+
+impl AffineDraw {
+    /// This transform applied to a planar image (the same for every channel): [`affine`].
+    pub fn apply(&self, image: &[u8], channels: usize, height: usize, width: usize) -> Vec<u8> {
+        affine(image, channels, height, width, self.angle, self.ty, self.tx)
+    }
+}
+
 impl RandomAffine {
+    /// Draw one transform: three values from `rng` (angle, then `ty`, then `tx`). A batch
+    /// draws its images' transforms in order first, so it can apply them on several threads
+    /// and still come out as one thread would make it.
+    pub fn draw(&self, rng: &mut Rng) -> AffineDraw {
+        let max_rot = f64::from(self.max_rotation_deg).to_radians();
+        let max_shift = f64::from(self.max_shift_px);
+        let angle = rng.uniform(-max_rot, max_rot);
+        let ty = rng.uniform(-max_shift, max_shift);
+        let tx = rng.uniform(-max_shift, max_shift);
+        AffineDraw {
+            angle: angle as f32,
+            ty: ty as f32,
+            tx: tx as f32,
+        }
+    }
+
     /// Apply one random draw to a planar image (same transform for every channel).
     pub fn apply(
         &self,
@@ -167,20 +218,7 @@ impl RandomAffine {
         width: usize,
         rng: &mut Rng,
     ) -> Vec<u8> {
-        let max_rot = f64::from(self.max_rotation_deg).to_radians();
-        let max_shift = f64::from(self.max_shift_px);
-        let angle = rng.uniform(-max_rot, max_rot);
-        let ty = rng.uniform(-max_shift, max_shift);
-        let tx = rng.uniform(-max_shift, max_shift);
-        affine(
-            image,
-            channels,
-            height,
-            width,
-            angle as f32,
-            ty as f32,
-            tx as f32,
-        )
+        self.draw(rng).apply(image, channels, height, width)
     }
 }
 

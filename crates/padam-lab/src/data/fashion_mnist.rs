@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 
+use rayon::prelude::*;
+
 use super::augment::{Normalize, RandomAffine};
 use super::Rng;
 
@@ -418,17 +420,26 @@ impl MnistSplit {
         rng: &mut Rng,
     ) -> (Vec<f32>, Vec<i64>) {
         let norm = Normalize::new(&[transform.mean], &[transform.std]);
-        let mut x = Vec::with_capacity(indices.len() * self.rows * self.cols);
-        let mut y = Vec::with_capacity(indices.len());
-        for &i in indices {
-            match &transform.augment {
-                Some(aug) => {
-                    let img = aug.apply(self.image(i), 1, self.rows, self.cols, rng);
-                    norm.extend(&img, &mut x);
-                }
-                None => norm.extend(self.image(i), &mut x),
+        let n = self.rows * self.cols;
+        let mut x = vec![0.0; indices.len() * n];
+        let y = indices.iter().map(|&i| i64::from(self.labels[i])).collect();
+        match &transform.augment {
+            Some(aug) => {
+                // The draws in image order from the one rng, then the images on rayon's
+                // threads (the affine sampling is most of a batch's host time).
+                let draws: Vec<_> = indices.iter().map(|_| aug.draw(rng)).collect();
+                x.par_chunks_mut(n)
+                    .zip(indices.par_iter().zip(&draws))
+                    .for_each(|(out, (&i, draw))| {
+                        let img = draw.apply(self.image(i), 1, self.rows, self.cols);
+                        norm.write(&img, out);
+                    });
             }
-            y.push(i64::from(self.labels[i]));
+            None => {
+                for (out, &i) in x.chunks_exact_mut(n).zip(indices) {
+                    norm.write(self.image(i), out);
+                }
+            }
         }
         (x, y)
     }
