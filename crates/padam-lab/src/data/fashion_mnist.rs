@@ -428,7 +428,8 @@ impl MnistSplit {
                 // The draws in image order from the one rng, then the images on rayon's
                 // threads (the affine sampling is most of a batch's host time).
                 let draws: Vec<_> = indices.iter().map(|_| aug.draw(rng)).collect();
-                x.par_chunks_mut(n)
+                // (`max(1)`: images of no pixels make no chunks, and no work)
+                x.par_chunks_mut(n.max(1))
                     .zip(indices.par_iter().zip(&draws))
                     .for_each(|(out, (&i, draw))| {
                         let img = draw.apply(self.image(i), 1, self.rows, self.cols);
@@ -436,7 +437,7 @@ impl MnistSplit {
                     });
             }
             None => {
-                for (out, &i) in x.chunks_exact_mut(n).zip(indices) {
+                for (out, &i) in x.chunks_exact_mut(n.max(1)).zip(indices) {
                     norm.write(self.image(i), out);
                 }
             }
