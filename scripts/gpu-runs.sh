@@ -3,11 +3,10 @@
 #   gpu/padam.xz or gpu/padam.gz (stripped, compressed `--features cuda` binary),
 #   gpu/cuda-env.sh, gpu/data/<dataset folders the plan needs>, optionally gpu/cubecl-cache.tgz
 #   (stage it here with `DATA="fashion-mnist" bash scripts/gpu-stage.sh`).
-# A call carries at most 64 MiB with the repository's tracked files (~14 MB): the binary (11 MB
-# as xz) with Fashion-MNIST (31 MB) and the CIFAR-10 stand-in (19 MB) is too much, but data
-# copied to /tmp/padam-data stays on a warm machine, so a short call carrying one dataset
-# (`mkdir -p /tmp/padam-data && cp -r gpu0/data/cifar10-jpeg /tmp/padam-data/`) can go first.
-# A call that only brings data (`STAGE=gpu0 CUDA=0 DATA=... bash scripts/gpu-stage.sh` here):
+# A call carries at most 64 MiB with the repository's tracked files (~35 MiB): a binary with
+# Fashion-MNIST and the CIFAR-10 stand-in is too much, but data copied to /tmp/padam-data stays
+# on a warm machine, so a short call that only brings data can go first (staged here with
+# `STAGE=gpu0 CUDA=0 DATA=... bash scripts/gpu-stage.sh`; it copies and unpacks the data):
 #   rm -rf gpu && ln -s gpu0 gpu && PLAN=/dev/null bash scripts/gpu-runs.sh
 # Two plans side by side, e.g. runs whose checkpoints come back (CKPT_BACK=1) beside runs whose
 # cannot: each its own $OUT subfolder and $RUNS (OUT=$OUT/f RUNS=/tmp/padam-runs-f ... &).
