@@ -16,10 +16,40 @@
 #      $OUT/ncu-{torch,padam}-<workload>.csv.gz; scripts/profile-summary.py gives the last
 #      step of each by kernel.
 #   BACKEND=tch PROFILE_WORKLOAD=resnet18_128 bash scripts/gpu-profile.sh
+# PROFILE=step profiles the CUDA optimizer step alone (issue 22): `padam bench step --backend
+# cuda` on PROFILE_SHAPES (default gpt2) under ncu, every PAdam kernel launch (cubecl names
+# them adam_pwd_kernel / multi_adam_pwd_kernel_n_<line size>) with its time, DRAM bytes and throughput, SM
+# throughput, registers and grid, to $OUT/ncu-step-<shapes>.csv.gz; scripts/ncu-step-summary.py
+# reads it:
+#   PROFILE=step PROFILE_SHAPES=gpt2 bash scripts/gpu-profile.sh
 set -uo pipefail
 source "$(dirname "$0")/gpu-setup.sh"
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 t0=$(date +%s)
+if [ "${PROFILE:-train}" = step ]; then
+  SH=${PROFILE_SHAPES:-gpt2}; S=${PROFILE_S:-200}
+  M=gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum
+  M=$M,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__throughput.avg.pct_of_peak_sustained_elapsed
+  M=$M,launch__registers_per_thread,launch__grid_size,launch__block_size,sm__warps_active.avg.pct_of_peak_sustained_active
+  for opt in padam_unchecked padam_unchecked_per_tensor; do
+    timeout "$S" ncu --clock-control none --kernel-name regex:adam_pwd --metrics "$M" --csv --print-units base \
+      /tmp/padam bench step --backend cuda --shapes "$SH" --optimizers $opt --iters 2 --warmup 2 \
+      > /tmp/ncu-step-$opt.csv 2> /tmp/ncu-step-$opt.err
+    rc=$?
+    # cubecl's names for the kernel entry points were not seen yet: without a match, every
+    # kernel of the run (set-up included) with the time and byte metrics only.
+    if [ "$(grep -c '^"' /tmp/ncu-step-$opt.csv)" -le 1 ]; then
+      timeout "$S" ncu --clock-control none --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,launch__grid_size \
+        --csv --print-units base /tmp/padam bench step --backend cuda --shapes "$SH" --optimizers $opt \
+        --iters 2 --warmup 2 > /tmp/ncu-step-$opt.csv 2> /tmp/ncu-step-$opt.err
+      rc="$rc, unfiltered rc=$?"
+    fi
+    echo "ncu $opt rc=$rc after $(( $(date +%s) - t0 )) s, $(grep -c '^"' /tmp/ncu-step-$opt.csv) rows" | tee -a "$OUT/profile-step.txt"
+    tail -3 /tmp/ncu-step-$opt.err >> "$OUT/profile-step.txt"
+    gzip -c /tmp/ncu-step-$opt.csv > "$OUT/ncu-step-$SH-$opt.csv.gz"
+  done
+  exit 0
+fi
 if [ "${BACKEND:-cuda}" = tch ]; then
   W=${PROFILE_WORKLOAD:-resnet18_128}; S=${PROFILE_S:-200}
   NCU="ncu --clock-control none --metrics gpu__time_duration.sum --csv --print-units base"
