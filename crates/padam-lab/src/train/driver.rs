@@ -303,6 +303,8 @@ where
     interval_start: Instant,
     interval_items: usize,
     step_start: Instant,
+    /// Host time per phase since the last metrics line (`host` in metrics.jsonl).
+    phases: Phases,
     progress: Progress,
 }
 
@@ -445,6 +447,7 @@ where
             interval_start: Instant::now(),
             interval_items: 0,
             step_start: Instant::now(),
+            phases: Phases::default(),
             progress: Progress::default(),
         };
         Ok((run, model))
@@ -453,7 +456,9 @@ where
     /// One optimizer step on the next batch (and the pruning event due after it, if any).
     fn step(&mut self, model: T::Model) -> anyhow::Result<T::Model> {
         let step = self.state.step;
+        let t = Instant::now();
         self.steer(step, &model)?;
+        self.phases.steer += t.elapsed();
         let (seed, bs) = (self.config.seed, self.config.train.batch_size);
         let epoch = step / self.steps_per_epoch;
         let b = step % self.steps_per_epoch;
@@ -469,24 +474,36 @@ where
             None => {
                 B::seed(self.device, step_seed(seed, step, 2));
                 let mut rng = Rng::new(step_seed(seed, step, 3));
+                let t = Instant::now();
                 let loss = self.task.loss(&model, indices, &mut rng, self.device);
                 self.pending.push(loss.clone().detach());
-                GradientsParams::from_grads(loss.backward(), &model)
+                let t = self.phases.add(Phase::Forward, t);
+                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                self.phases.add(Phase::Backward, t);
+                grads
             }
             Some(r) => {
+                let t = Instant::now();
                 let (loss, grads) = r.grads(&model, &self.optim, step, lr, indices)?;
                 self.pending.push(loss);
+                self.phases.add(Phase::Backward, t);
                 grads
             }
         };
+        let t = Instant::now();
         let grads = match self.config.train.grad_clip_norm {
             Some(max_norm) => padam::clip::clip_grad_norm(&model, grads, max_norm).0,
             None => grads,
         };
+        let t = self.phases.add(Phase::Clip, t);
         self.interval_items += self.task.items(indices.len());
         let model = self.optim.train_step(lr, model, grads)?;
+        let t = self.phases.add(Phase::Optimizer, t);
         self.state.step += 1;
-        self.prune(model)
+        self.phases.steps += 1;
+        let model = self.prune(model);
+        self.phases.add(Phase::Prune, t);
+        model
     }
 
     /// `[sparsity]`: when an update is due, measure the exact-zero fraction (the only device
@@ -528,6 +545,13 @@ where
     /// Settle the optimizer's deferred non-finite check (nothing unchecked is evaluated, saved
     /// or returned), then read the pending losses back in one transfer.
     fn read_losses(&mut self, model: T::Model) -> anyhow::Result<T::Model> {
+        let t = Instant::now();
+        let model = self.read_losses_untimed(model);
+        self.phases.add(Phase::Read, t);
+        model
+    }
+
+    fn read_losses_untimed(&mut self, model: T::Model) -> anyhow::Result<T::Model> {
         let model = self.optim.settle(model)?;
         let s = self.state.step;
         let k = self.pending.len();
@@ -553,6 +577,7 @@ where
 
     /// Evaluate on the held-out data, measure sparsity, append the metrics line.
     fn evaluate(&mut self, model: &T::Model) -> anyhow::Result<()> {
+        let eval_start = Instant::now();
         let s = self.state.step;
         let elapsed = self.interval_start.elapsed().as_secs_f64();
         let valid = model.valid();
@@ -593,6 +618,7 @@ where
             "magnitudes": sparsity::magnitude_histogram(&valid, &ParamSelection::all(), -12, 2, 10),
             "items_per_sec": self.interval_items as f64 / elapsed.max(1e-9),
             "elapsed_s": self.state.train_seconds,
+            "host": self.phases.take(eval_start.elapsed()),
         });
         append_line(&self.metrics_path, &serde_json::to_string(&line)?)?;
         tracing::info!(
@@ -618,6 +644,7 @@ where
 
     /// Write a checkpoint of everything the next step needs.
     fn checkpoint(&mut self, model: &T::Model) -> anyhow::Result<()> {
+        let t = Instant::now();
         let recorder = BinBytesRecorder::<FullPrecisionSettings>::default();
         self.state.masks = self.masks.as_ref().map(|m| m.host.to_state());
         self.state.controller = self.controller.as_ref().map(|(c, _)| c.state());
@@ -632,6 +659,7 @@ where
                 .context("recording the optimizer")?,
         };
         let path = checkpoint::save(self.dir, &ckpt, self.config.train.keep_checkpoints)?;
+        self.phases.checkpoint += t.elapsed();
         tracing::info!(step = self.state.step, file = %path.display(), "checkpoint");
         Ok(())
     }
@@ -673,6 +701,61 @@ where
     }
 }
 
+/// The parts of a training step that [`Phases`] times.
+#[derive(Clone, Copy)]
+enum Phase {
+    Forward,
+    Backward,
+    Clip,
+    Optimizer,
+    Prune,
+    Read,
+}
+
+/// Host (wall) time per phase of the steps since the last metrics line, written as its `host`
+/// entry: where a run's time goes. On a GPU backend most work is queued, not done, when a
+/// phase returns: a run bound by the device shows its time in `read` (the loss read waits for
+/// the queued work), a run bound by the host in the phases that queue it.
+#[derive(Default)]
+struct Phases {
+    steps: usize,
+    /// Per [`Phase`], in its order.
+    spent: [Duration; 6],
+    steer: Duration,
+    checkpoint: Duration,
+}
+
+impl Phases {
+    /// Add the time since `start` to `phase`; returns now, the next phase's start.
+    fn add(&mut self, phase: Phase, start: Instant) -> Instant {
+        let now = Instant::now();
+        self.spent[phase as usize] += now - start;
+        now
+    }
+
+    /// The metrics entry (ms per step for the step's phases, seconds for the evaluation just
+    /// made and the checkpoints written since the last line); the counters restart.
+    fn take(&mut self, eval: Duration) -> serde_json::Value {
+        let p = std::mem::take(self);
+        let per_step = |d: Duration| 1e3 * d.as_secs_f64() / p.steps.max(1) as f64;
+        let [forward, backward, clip, optimizer, prune, read] = p.spent.map(per_step);
+        serde_json::json!({
+            "steps": p.steps,
+            "ms_per_step": {
+                "batch_forward": forward,
+                "backward": backward,
+                "clip": clip,
+                "optimizer": optimizer,
+                "prune": prune,
+                "steer": per_step(p.steer),
+                "read": read,
+            },
+            "eval_s": eval.as_secs_f64(),
+            "checkpoint_s": p.checkpoint.as_secs_f64(),
+        })
+    }
+}
+
 /// Per-tensor sparsity as metrics-line entries.
 fn tensor_lines(report: &padam::SparsityReport) -> Vec<serde_json::Value> {
     report
@@ -692,7 +775,40 @@ fn tensor_lines(report: &padam::SparsityReport) -> Vec<serde_json::Value> {
 
 #[cfg(test)]
 mod tests {
-    use super::Progress;
+    use super::{Phase, Phases, Progress};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn phases_report_ms_per_step_then_restart() {
+        let mut p = Phases::default();
+        let start = Instant::now() - Duration::from_millis(30);
+        let next = p.add(Phase::Read, start);
+        assert!(next >= start + Duration::from_millis(30));
+        p.steps = 3;
+        p.checkpoint = Duration::from_millis(500);
+        let v = p.take(Duration::from_secs(2));
+        assert_eq!(v["steps"], 3);
+        let read = v["ms_per_step"]["read"].as_f64().unwrap();
+        assert!((10.0..1000.0).contains(&read), "30 ms over 3 steps: {read}");
+        for other in [
+            "batch_forward",
+            "backward",
+            "clip",
+            "optimizer",
+            "prune",
+            "steer",
+        ] {
+            assert_eq!(v["ms_per_step"][other], 0.0, "{other}");
+        }
+        assert_eq!(v["eval_s"], 2.0);
+        assert_eq!(v["checkpoint_s"], 0.5);
+        let again = p.take(Duration::ZERO);
+        assert_eq!(again["steps"], 0);
+        assert_eq!(
+            again["ms_per_step"]["read"], 0.0,
+            "take restarts the counters"
+        );
+    }
 
     #[test]
     fn progress_shows_a_dash_until_a_value_is_known() {

@@ -107,6 +107,7 @@ pub fn metrics(dir: &Path) -> Vec<serde_json::Value> {
             let o = v.as_object_mut().unwrap();
             o.remove("items_per_sec");
             o.remove("elapsed_s");
+            o.remove("host");
             v
         })
         .collect()
