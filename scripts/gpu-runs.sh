@@ -3,7 +3,7 @@
 #   gpu/padam.xz or gpu/padam.gz (stripped, compressed `--features cuda` binary),
 #   gpu/cuda-env.sh, gpu/data/<dataset folders the plan needs>, optionally gpu/cubecl-cache.tgz
 #   (stage it here with `DATA="fashion-mnist" bash scripts/gpu-stage.sh`).
-# A call carries at most 64 MiB with the repository's tracked files (~35 MiB): a binary with
+# A call carries at most 64 MiB with the repository's tracked files (~25 MiB): a binary with
 # Fashion-MNIST and the CIFAR-10 stand-in is too much, but data copied to /tmp/padam-data stays
 # on a warm machine, so a short call that only brings data can go first (staged here with
 # `STAGE=gpu0 CUDA=0 DATA=... bash scripts/gpu-stage.sh`; it copies and unpacks the data):

@@ -22,7 +22,7 @@
 # a warm machine is given back after 30 s idle. On the machine, the scripts read gpu/: start a
 # call that carries another folder with `rm -rf gpu && ln -s gpu2 gpu && ...`.
 # Gzipped idx files (`*-ubyte.gz`, Fashion-MNIST) are staged as xz of their raw bytes (25 MiB
-# against 29.5 for the .gz, which does not fit beside the 35 MiB tree); gpu-runs.sh unpacks
+# against 29.5 for the .gz, room for a binary beside the ~25 MiB tree); gpu-runs.sh unpacks
 # them on the machine, and the loaders read raw idx files as they read gzipped ones.
 set -euo pipefail
 cd "$(dirname "$0")/.."

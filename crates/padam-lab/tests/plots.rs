@@ -152,3 +152,45 @@ fn bad_run_directories_are_errors_naming_the_file() {
     assert!(e.contains("unknown format `gif`"), "{e}");
     let _ = std::fs::remove_dir_all(&root);
 }
+
+#[test]
+fn archived_runs_are_read_from_gzipped_metrics() {
+    use std::io::Write;
+    let root = tmp("gz");
+    let plain = root.join("plain");
+    synthetic_run(&plain, Some(0.8), 0.9);
+    let archived = root.join("archived");
+    std::fs::create_dir_all(&archived).unwrap();
+    let text = std::fs::read(plain.join("metrics.jsonl")).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(&text).unwrap();
+    std::fs::write(archived.join("metrics.jsonl.gz"), gz.finish().unwrap()).unwrap();
+    let (a, b) = (
+        plot::Run::load(&plain).unwrap(),
+        plot::Run::load(&archived).unwrap(),
+    );
+    assert_eq!(a.lines, b.lines);
+    assert_eq!(
+        padam_lab::train::metrics_line_at(&archived, 500),
+        padam_lab::train::metrics_line_at(&plain, 500)
+    );
+    assert!(padam_lab::train::metrics_line_at(&archived, 500).is_some());
+    let out = root.join("figs");
+    plot::run(&PlotArgs {
+        runs: vec![archived.clone()],
+        out: out.clone(),
+        format: vec!["png".into()],
+    })
+    .unwrap();
+    assert!(out.join("accuracy.png").exists());
+    // A plain file, as a run that trains again writes, is the one read.
+    std::fs::write(archived.join("metrics.jsonl"), "{\"step\": 7}\n").unwrap();
+    assert_eq!(plot::Run::load(&archived).unwrap().lines.len(), 1);
+    // A damaged archive is an error naming it.
+    let damaged = root.join("damaged");
+    std::fs::create_dir_all(&damaged).unwrap();
+    std::fs::write(damaged.join("metrics.jsonl.gz"), b"not gzip").unwrap();
+    let e = format!("{:#}", plot::Run::load(&damaged).unwrap_err());
+    assert!(e.contains("metrics.jsonl.gz"), "{e}");
+    let _ = std::fs::remove_dir_all(&root);
+}

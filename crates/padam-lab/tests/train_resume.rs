@@ -377,7 +377,8 @@ fn shipped_configs_parse() {
 }
 
 /// Every run directory kept in results/ (written by padam versions since 2026-11-23) still
-/// reads as a config: a schema change must leave old runs resumable and exportable.
+/// reads as a config, and its (gzipped) metrics as `padam plot` reads them: a schema change
+/// must leave old runs resumable, exportable and plottable.
 #[test]
 fn run_directories_in_results_still_read() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../results");
@@ -388,11 +389,14 @@ fn run_directories_in_results_still_read() {
             continue;
         };
         for run in runs {
-            let path = run.unwrap().path().join("config.toml");
+            let dir = run.unwrap().path();
+            let path = dir.join("config.toml");
             let Ok(text) = std::fs::read_to_string(&path) else {
                 continue;
             };
             config::parse(&text, &[]).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+            padam_lab::runs::plot::Run::load(&dir)
+                .unwrap_or_else(|e| panic!("{}: {e:#}", dir.display()));
             n += 1;
         }
     }

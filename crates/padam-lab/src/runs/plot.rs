@@ -23,6 +23,8 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use serde_json::Value;
 
+use crate::train::read_metrics;
+
 /// Options of `padam plot`.
 #[derive(Args, Debug, Clone)]
 pub struct PlotArgs {
@@ -47,15 +49,13 @@ pub struct Run {
 }
 
 impl Run {
-    /// Read `dir/metrics.jsonl`; errors name the file and line.
+    /// Read `dir/metrics.jsonl` (or `metrics.jsonl.gz`); errors name the file and line.
     pub fn load(dir: &Path) -> anyhow::Result<Self> {
         if !dir.is_dir() {
             bail!("{}: not a run directory", dir.display());
         }
-        let path = dir.join("metrics.jsonl");
-        let text = fs::read_to_string(&path).with_context(|| {
-            format!("{}: cannot read (is this a run directory?)", path.display())
-        })?;
+        let (path, text) =
+            read_metrics(dir).context("no metrics to read (is this a run directory?)")?;
         let mut lines = Vec::new();
         for (i, l) in text
             .lines()

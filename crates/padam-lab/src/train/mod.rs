@@ -34,7 +34,7 @@ pub use config::TrainConfig;
 pub use driver::{weights_hash, ReplicaCheck, Summary};
 pub use interrupt::Interrupted;
 pub use lr::LrSchedule;
-pub use metrics::metrics_line_at;
+pub use metrics::{metrics_line_at, read_metrics};
 pub use optimizers::TrainOptimizer;
 pub use task::{AnyTask, Task};
 
