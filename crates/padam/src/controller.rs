@@ -88,7 +88,9 @@
 //! aiming at 5% is an error of 0.05), so from such a model lambda climbs slowly and the model
 //! lags the ramp before catching up on its steep part, as ResNet18 did from `lambda_init` 1e-3.
 //! A `lambda_init` that zeroes some weights during the hold starts the ramp where the law is
-//! quick. A coordinate that is steep at low sparsity (the log-odds `ln z - ln d`) fixes that
+//! quicker; since the cubic ramp asks for most of its zeros early, a model that makes zeros
+//! readily needs a start that already makes many (nanoGPT from 5e-3 still lagged; the λ a
+//! fixed run needs for a somewhat lower sparsity is a good start). A coordinate that is steep at low sparsity (the log-odds `ln z - ln d`) fixes that
 //! but overshoots on a plant that makes no zeros below a threshold lambda, since 0 zeros say
 //! nothing about how near the threshold is; simulated on both kinds of plant, no coordinate
 //! served both (docs/RESULTS.md, "Where the controller is slow"), so the law keeps `ln d`.
