@@ -19,8 +19,9 @@
 # PROFILE=step profiles the CUDA optimizer step alone (issue 22): `padam bench step --backend
 # cuda` on PROFILE_SHAPES (default gpt2) under ncu, every PAdam kernel launch (cubecl names
 # them adam_pwd_kernel / multi_adam_pwd_kernel_n_<line size>) with its time, DRAM bytes and throughput, SM
-# throughput, registers and grid, to $OUT/ncu-step-<shapes>.csv.gz; scripts/ncu-step-summary.py
-# reads it:
+# throughput, registers and grid, to $OUT/ncu-step-<shapes>-<optimizer>.csv.gz, and PyTorch's
+# fused AdamW on the same shapes (its `multi_tensor_apply_kernel`s, 4 steps) beside them;
+# scripts/ncu-step-summary.py reads them:
 #   PROFILE=step PROFILE_SHAPES=gpt2 bash scripts/gpu-profile.sh
 set -uo pipefail
 source "$(dirname "$0")/gpu-setup.sh"
@@ -48,6 +49,25 @@ if [ "${PROFILE:-train}" = step ]; then
     tail -3 /tmp/ncu-step-$opt.err >> "$OUT/profile-step.txt"
     gzip -c /tmp/ncu-step-$opt.csv > "$OUT/ncu-step-$SH-$opt.csv.gz"
   done
+  # PyTorch's fused AdamW on the same shapes (torch_step_bench.py's), its multi-tensor kernels
+  # profiled the same way: the like-for-like GPU time of the step issue 22 compares with.
+  cat > /tmp/torch-step-profile.py <<'PY'
+import sys, torch
+import torch_step_bench as b
+shapes = b.shapes_gpt2() if sys.argv[1] == "gpt2" else b.shapes_resnet18()
+params = [torch.nn.Parameter(torch.randn(s, device="cuda") * 0.05) for s in shapes]
+for p in params:
+    p.grad = torch.randn_like(p) * 1e-3
+opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.1, fused=True)
+for _ in range(4):
+    opt.step()
+torch.cuda.synchronize()
+PY
+  PYTHONPATH=gpu timeout "$S" ncu --clock-control none --kernel-name regex:multi_tensor --metrics "$M" --csv \
+    --print-units base python3 /tmp/torch-step-profile.py "$SH" > /tmp/ncu-step-torch.csv 2> /tmp/ncu-step-torch.err
+  echo "ncu torch fused AdamW rc=$? after $(( $(date +%s) - t0 )) s, $(grep -c '^"' /tmp/ncu-step-torch.csv) rows" | tee -a "$OUT/profile-step.txt"
+  tail -3 /tmp/ncu-step-torch.err >> "$OUT/profile-step.txt"
+  gzip -c /tmp/ncu-step-torch.csv > "$OUT/ncu-step-$SH-torch_fused_adamw.csv.gz"
   exit 0
 fi
 if [ "${BACKEND:-cuda}" = tch ]; then

@@ -2,11 +2,12 @@
 """The PAdam kernels of one optimizer step, from an Nsight Compute CSV that
 `PROFILE=step bash scripts/gpu-profile.sh` wrote (ncu-step-<shapes>-<optimizer>.csv[.gz]).
 
-  python3 scripts/ncu-step-summary.py ncu-step-gpt2-padam_unchecked.csv.gz [steps] [params]
+  python3 scripts/ncu-step-summary.py ncu-step-gpt2-padam_unchecked.csv.gz [steps] [params] [kernels]
 
 The profiled `padam bench step --warmup 2 --iters 2` runs `steps` (default 4) optimizer steps,
-each launching the same kernels, so the last step is the last 1/steps of the PAdam launches
-(kernel names containing `adam_pwd`; set-up kernels are skipped). Prints each launch of that
+each launching the same kernels, so the last step is the last 1/steps of the step's launches:
+kernel names containing `kernels` (default `adam_pwd`, PAdam's; `multi_tensor` for PyTorch's
+fused AdamW, whose profile also runs 4 steps); set-up kernels are skipped. Prints each launch of that
 step (time, DRAM bytes, ncu's DRAM and SM throughput as % of peak, grid) and the step's sum:
 kernel time, bytes moved, the bandwidth they imply, and the ratio to the time those bytes
 take at `bytes/s` (default 3.05e12, the device-to-device copy measured on an H100; KINDS.md).
@@ -18,7 +19,7 @@ import gzip
 import sys
 
 
-def launches(path):
+def launches(path, kernels):
     opener = gzip.open if path.endswith(".gz") else open
     with opener(path, "rt", encoding="utf-8", errors="replace") as f:
         lines = [line for line in f if line.startswith('"')]
@@ -26,7 +27,7 @@ def launches(path):
     for row in csv.DictReader(lines):
         metrics = by_id.setdefault(row["ID"], {"name": row["Kernel Name"]})
         metrics[row["Metric Name"]] = float(row["Metric Value"].replace(",", "") or "nan")
-    return [m for m in by_id.values() if "adam_pwd" in m["name"]]
+    return [m for m in by_id.values() if kernels in m["name"]]
 
 
 def main():
@@ -34,10 +35,11 @@ def main():
         sys.exit(__doc__)
     path = sys.argv[1]
     steps = int(sys.argv[2]) if len(sys.argv) > 2 else 4
-    params = float(sys.argv[3]) if len(sys.argv) > 3 else None
-    kernels = launches(path)
+    params = float(sys.argv[3]) if len(sys.argv) > 3 and sys.argv[3] else None
+    name = sys.argv[4] if len(sys.argv) > 4 else "adam_pwd"
+    kernels = launches(path, name)
     if not kernels or len(kernels) % steps:
-        sys.exit(f"{path}: {len(kernels)} PAdam launches, not a multiple of {steps} steps")
+        sys.exit(f"{path}: {len(kernels)} launches of `{name}` kernels, not a multiple of {steps} steps")
     step = kernels[-len(kernels) // steps:]
     print(f"{path}: {len(step)} launches per step")
     print("  time (us)  read (MB)  written (MB)  DRAM %  SM %   grid  kernel")
