@@ -37,8 +37,8 @@ if [ "${PROFILE:-train}" = step ]; then
       /tmp/padam bench step --backend cuda --shapes "$SH" --optimizers $opt --iters 2 --warmup 2 \
       > /tmp/ncu-step-$opt.csv 2> /tmp/ncu-step-$opt.err
     rc=$?
-    # cubecl's names for the kernel entry points were not seen yet: without a match, every
-    # kernel of the run (set-up included) with the time and byte metrics only.
+    # No rows (the full metric set ran past $S: GPT-2 per tensor took over 80 s in session
+    # 21): every kernel of the run (set-up included) with the time and byte metrics only.
     if [ "$(grep -c '^"' /tmp/ncu-step-$opt.csv)" -le 1 ]; then
       timeout "$S" ncu --clock-control none --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,launch__grid_size \
         --csv --print-units base /tmp/padam bench step --backend cuda --shapes "$SH" --optimizers $opt \

@@ -90,10 +90,11 @@
 //! A `lambda_init` that zeroes some weights during the hold starts the ramp where the law is
 //! quicker; since the cubic ramp asks for most of its zeros early, a model that makes zeros
 //! readily needs a start that already makes many (nanoGPT from 5e-3 still lagged; the λ a
-//! fixed run needs for a somewhat lower sparsity is a good start). A coordinate that is steep at low sparsity (the log-odds `ln z - ln d`) fixes that
-//! but overshoots on a plant that makes no zeros below a threshold lambda, since 0 zeros say
-//! nothing about how near the threshold is; simulated on both kinds of plant, no coordinate
-//! served both (docs/RESULTS.md, "Where the controller is slow"), so the law keeps `ln d`.
+//! fixed run needs for a somewhat lower sparsity is a good start). A coordinate that is steep
+//! at low sparsity (the log-odds `ln z - ln d`) fixes that but overshoots on a plant that
+//! makes no zeros below a threshold lambda, since 0 zeros say nothing about how near the
+//! threshold is; simulated on both kinds of plant, no coordinate served both (docs/RESULTS.md,
+//! "Where the controller is slow"), so the law keeps `ln d`.
 //!
 //! The default gains assume the `lambda^-2` sensitivity above and weights that take a few
 //! update intervals to reach zero (they were chosen on synthetic lagging plants, pSGD on a

@@ -458,7 +458,7 @@ where
         let step = self.state.step;
         let t = Instant::now();
         self.steer(step, &model)?;
-        self.phases.steer += t.elapsed();
+        self.phases.add(Phase::Steer, t);
         let (seed, bs) = (self.config.seed, self.config.train.batch_size);
         let epoch = step / self.steps_per_epoch;
         let b = step % self.steps_per_epoch;
@@ -704,6 +704,7 @@ where
 /// The parts of a training step that [`Phases`] times.
 #[derive(Clone, Copy)]
 enum Phase {
+    Steer,
     Forward,
     Backward,
     Clip,
@@ -720,8 +721,7 @@ enum Phase {
 struct Phases {
     steps: usize,
     /// Per [`Phase`], in its order.
-    spent: [Duration; 6],
-    steer: Duration,
+    spent: [Duration; 7],
     checkpoint: Duration,
 }
 
@@ -738,7 +738,7 @@ impl Phases {
     fn take(&mut self, eval: Duration) -> serde_json::Value {
         let p = std::mem::take(self);
         let per_step = |d: Duration| 1e3 * d.as_secs_f64() / p.steps.max(1) as f64;
-        let [forward, backward, clip, optimizer, prune, read] = p.spent.map(per_step);
+        let [steer, forward, backward, clip, optimizer, prune, read] = p.spent.map(per_step);
         serde_json::json!({
             "steps": p.steps,
             "ms_per_step": {
@@ -747,7 +747,7 @@ impl Phases {
                 "clip": clip,
                 "optimizer": optimizer,
                 "prune": prune,
-                "steer": per_step(p.steer),
+                "steer": steer,
                 "read": read,
             },
             "eval_s": eval.as_secs_f64(),
