@@ -1,6 +1,6 @@
 //! Criterion bench of the CPU path (burn-flex): one optimizer step over the parameters of a
 //! small MLP (784-256-10, 203k parameters), burn AdamW and Adam against PAdam (fused CPU step
-//! and tensor ops) and pSGD.
+//! and tensor ops) and pSGD (the decay fused and as tensor ops).
 //! Run: `cargo bench -p padam-lab --bench cpu_step`. Results are recorded in docs/BENCHMARKS.md.
 
 use burn::backend::{Autodiff, Flex};
@@ -119,11 +119,21 @@ fn step(c: &mut Criterion) {
         padam.with_fused_kernel(false).init().unwrap(),
         0.9,
     );
+    // pSGD: burn's SGD, then the decay fused (the default) or as tensor ops, dense and sparse.
     let psgd = PSgdConfig::new()
         .with_momentum(0.9)
         .with_p(0.8)
         .with_lambda(1e-3);
+    let ops = psgd.clone().with_fused_kernel(false);
     bench_optimizer(c, "step/psgd", psgd.init::<B, Mlp<B>>().unwrap());
+    bench_optimizer(c, "step/psgd_tensor_ops", ops.init::<B, Mlp<B>>().unwrap());
+    bench_optimizer_at(c, "step/psgd_90pct_zeros", psgd.init().unwrap(), 0.9);
+    bench_optimizer_at(
+        c,
+        "step/psgd_tensor_ops_90pct_zeros",
+        ops.init().unwrap(),
+        0.9,
+    );
 }
 
 criterion_group! {

@@ -300,6 +300,13 @@ impl Case {
             && self.policy != NonFinitePolicy::SkipTensor
     }
 
+    /// True when the decay after the base step runs fused on a backend that has it
+    /// ([`crate::fused::pwd_decay`]): adiabatic `s`. (A PAdam case the fused step takes does its
+    /// decay inside that step; the optimizer still reports the capability.)
+    pub fn fused_decay_expected(&self) -> bool {
+        self.s_rate == 1.0
+    }
+
     /// Whether the parameter at `path` with this rank is decayed in this case.
     pub fn is_decayed(&self, path: &str, rank: usize) -> bool {
         self.selection.is_decayed(path, rank)
@@ -374,9 +381,10 @@ impl Case {
         Some(out)
     }
 
-    /// This case's optimizer for module `M` on backend `B`. `fused = false` keeps PAdam on
-    /// the tensor-op path; otherwise the fused step runs where the backend has it and the case
-    /// allows it ([`Case::fused_expected`]). The other optimizers ignore `fused`.
+    /// This case's optimizer for module `M` on backend `B`. `fused = false` keeps every step
+    /// on the tensor-op path; otherwise the fused step (PAdam) and the fused decay (every
+    /// optimizer) run where the backend has them and the case allows it
+    /// ([`Case::fused_expected`], [`Case::fused_decay_expected`]).
     pub fn build<B, M>(&self, fused: bool) -> Result<Box<dyn Stepper<M, B>>, ConfigError>
     where
         B: AutodiffBackend,
@@ -413,15 +421,20 @@ impl Case {
                     .with_multi_tensor(multi_tensor)
                     .init::<B, M>()?,
             ),
-            CaseOptimizer::PSgd { .. } => {
-                Box::new(self.psgd_config().expect("a pSGD case").init::<B, M>()?)
-            }
+            CaseOptimizer::PSgd { .. } => Box::new(
+                self.psgd_config()
+                    .expect("a pSGD case")
+                    .with_fused_kernel(fused)
+                    .init::<B, M>()?,
+            ),
             CaseOptimizer::PWdRmsProp => Box::new(
                 self.pwd_config()
+                    .with_fused_kernel(fused)
                     .init_with::<B, M, _>(RmsPropConfig::new().build())?,
             ),
             CaseOptimizer::PWdAdaGrad => Box::new(
                 self.pwd_config()
+                    .with_fused_kernel(fused)
                     .init_with::<B, M, _>(AdaGradConfig::new().build())?,
             ),
         })
@@ -473,6 +486,11 @@ pub trait Stepper<M, B> {
     fn settle(&mut self, module: M) -> Result<M, StepError<M>>;
     /// True when steps run the fused kernel ([`PWdOptimizer::uses_fused_kernel`]).
     fn uses_fused_kernel(&self) -> bool;
+    /// True when the decay after a tensor-op base step runs fused
+    /// ([`PWdOptimizer::uses_fused_decay`]).
+    fn uses_fused_decay(&self) -> bool {
+        false
+    }
     /// True when they run it as the multi-tensor kernel
     /// ([`PWdOptimizer::uses_multi_tensor_kernel`]).
     fn uses_multi_tensor_kernel(&self) -> bool {
@@ -507,6 +525,10 @@ where
 
     fn uses_multi_tensor_kernel(&self) -> bool {
         PWdOptimizer::uses_multi_tensor_kernel(self)
+    }
+
+    fn uses_fused_decay(&self) -> bool {
+        PWdOptimizer::uses_fused_decay(self)
     }
 
     fn steps(&self) -> usize {
@@ -561,8 +583,8 @@ where
 /// | PAdam and pSGD (Nesterov momentum 0.9) over `p` | `(p, λ)` = (0.5, 1e-2), (0.8, 1e-3), (1, 1e-2), (1.5, 1e-1), (2, 1e-2), (3, 1e-2): pWD for `p < 1`, `1 <= p < 2`, the uniform factor at `p = 2`, `p > 2` |
 /// | PAdam extensions (p 0.8, λ 1e-2) | elastic net with non-adiabatic `s`; elastic net; decay on matrices only; `p` annealed 2 → 0.6; λ ramped 0 → 0.5 |
 /// | non-finite policy (PAdam p 0.8, λ 1e-2) | refusal of a NaN/inf gradient; refusal of a deferred window (filled, and read by `settle`); trajectories with `check_every` 3, `Unchecked` and `SkipTensor` |
-/// | pSGD variants (p 0.8, λ 1e-2) | no momentum; momentum 0.9 without Nesterov |
-/// | pWD around other bases (p 0.7, λ 1e-2) | RmsProp, AdaGrad |
+/// | pSGD variants (p 0.8, λ 1e-2) | no momentum; momentum 0.9 without Nesterov; momentum with elastic net λ2 0.3 at λ 0.5 and the learning-rate change below |
+/// | pWD around other bases (p 0.7, λ 1e-2) | RmsProp, AdaGrad; RmsProp at p 0.5 on matrices only |
 /// | strong decay with a learning-rate change (λ 0.5, lr 1e-2 then 3e-3 from step 3) | PAdam at p 0.5, 0.8, 1, 1.5, 3 and 2; λ = 0 (plain Adam); elastic net λ2 0.3; matrices only |
 pub fn cases() -> Vec<Case> {
     let padam = CaseOptimizer::PADAM;
@@ -647,6 +669,22 @@ pub fn cases() -> Vec<Case> {
         strong("padam elastic-net lambda2=0.3, lr drop".into(), 0.8, 0.5).with_lambda2(0.3),
         strong("padam matrices only, lr drop".into(), 0.8, 0.5)
             .with_selection(ParamSelection::matrices_only()),
+        // The fused decay after a base other than Adam, in every setting it reads.
+        Case::new(
+            "psgd momentum elastic-net lambda=0.5, lr drop",
+            CaseOptimizer::psgd(0.9, false),
+            0.8,
+            0.5,
+        )
+        .with_lambda2(0.3)
+        .with_lr_change(3, 3e-3),
+        Case::new(
+            "pwd(rmsprop) matrices only",
+            CaseOptimizer::PWdRmsProp,
+            0.5,
+            1e-2,
+        )
+        .with_selection(ParamSelection::matrices_only()),
     ]);
     out
 }

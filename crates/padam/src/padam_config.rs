@@ -135,7 +135,7 @@ impl PAdamConfig {
                 })
                 .with_multi_tensor(self.multi_tensor)
         } else {
-            optim
+            optim.with_fused_decay(false)
         })
     }
 }

@@ -28,6 +28,10 @@ pub struct PSgdConfig {
     pub decay: DecayConfig,
     /// Optional per-tensor gradient clipping (burn's).
     pub grad_clipping: Option<GradientClippingConfig>,
+    /// Run the decay after the base step as one fused pass per tensor where the backend has it
+    /// (burn's CPU backend `Flex`, see [`fused::pwd_decay`](crate::fused::pwd_decay)); `false`
+    /// keeps the tensor ops everywhere. The results are the same to the bit. Default `true`.
+    pub fused_kernel: bool,
 }
 
 impl Default for PSgdConfig {
@@ -38,6 +42,7 @@ impl Default for PSgdConfig {
             nesterov: false,
             decay: DecayConfig::default(),
             grad_clipping: None,
+            fused_kernel: true,
         }
     }
 }
@@ -69,6 +74,12 @@ impl PSgdConfig {
     /// Clip each gradient tensor before the step.
     pub fn with_grad_clipping(mut self, clipping: Option<GradientClippingConfig>) -> Self {
         self.grad_clipping = clipping;
+        self
+    }
+
+    /// Fuse the decay where the backend has it (`true`, the default) or keep the tensor ops.
+    pub fn with_fused_kernel(mut self, fused_kernel: bool) -> Self {
+        self.fused_kernel = fused_kernel;
         self
     }
 
@@ -119,7 +130,8 @@ impl PSgdConfig {
         &self,
     ) -> Result<PWdOptimizer<Sgd<B::InnerBackend>, M, B>, ConfigError> {
         self.validate()?;
-        PWdOptimizer::build(self.base(), &self.decay, self.grad_clipping.as_ref())
+        let optim = PWdOptimizer::build(self.base(), &self.decay, self.grad_clipping.as_ref())?;
+        Ok(optim.with_fused_decay(self.fused_kernel))
     }
 }
 

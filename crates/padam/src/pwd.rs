@@ -16,6 +16,7 @@ use burn::tensor::{backend::Backend, Tensor};
 use crate::decay;
 use crate::decay_config::DecayConfig;
 use crate::error::ConfigError;
+use crate::fused;
 use crate::schedule::Schedule;
 
 /// pWD wrapped around a base optimizer `O`.
@@ -23,6 +24,9 @@ use crate::schedule::Schedule;
 pub struct PWd<O> {
     base: O,
     decay: DecayConfig,
+    /// Whether the adiabatic decay runs as [`fused::pwd_decay`] (one pass where the backend has
+    /// it) or always as [`decay::apply`]'s tensor ops (the oracle).
+    fused_decay: bool,
 }
 
 /// Per-tensor state: the base optimizer's state, the steps taken, and the non-adiabatic `s`.
@@ -40,7 +44,24 @@ impl<O> PWd<O> {
     /// Wrap `base`; fails if `decay` is invalid.
     pub fn new(base: O, decay: DecayConfig) -> Result<Self, ConfigError> {
         decay.validate("pWD")?;
-        Ok(Self { base, decay })
+        Ok(Self {
+            base,
+            decay,
+            fused_decay: true,
+        })
+    }
+
+    /// With `false`, the decay always runs as tensor ops, also where the backend has the fused
+    /// decay ([`fused::supports_decay`]); the results are the same to the bit.
+    pub fn with_fused_decay(mut self, fused: bool) -> Self {
+        self.fused_decay = fused;
+        self
+    }
+
+    /// True when the decay runs fused on backend `B` ([`fused::supports_decay`]) for weights of
+    /// `dtype`, wherever it is not uniform and `s` is adiabatic.
+    pub fn uses_fused_decay<B: Backend>(&self, dtype: burn::tensor::DType) -> bool {
+        self.fused_decay && !self.decay.is_non_adiabatic() && fused::supports_decay::<B>(dtype)
     }
 
     /// The base optimizer.
@@ -95,6 +116,8 @@ impl<O> PWd<O> {
                     decay::apply_with_s(w_hat, s_new.clone(), &step),
                     Some(s_new),
                 )
+            } else if self.fused_decay {
+                (fused::pwd_decay(w_hat, w_old, &step), None)
             } else {
                 (decay::apply(w_hat, w_old, &step), None)
             }

@@ -23,13 +23,27 @@ use crate::optimizer::PWdOptimizer;
 ///     .init_with::<B, M, _>(RmsPropConfig::new().build())
 ///     .unwrap();
 /// ```
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PWdConfig {
     /// The pWD settings.
     pub decay: DecayConfig,
     /// Optional per-tensor gradient clipping (burn's).
     pub grad_clipping: Option<GradientClippingConfig>,
+    /// Run the decay after the base step as one fused pass per tensor where the backend has it
+    /// (burn's CPU backend `Flex`, see [`fused::pwd_decay`](crate::fused::pwd_decay)); `false`
+    /// keeps the tensor ops everywhere. The results are the same to the bit. Default `true`.
+    pub fused_kernel: bool,
+}
+
+impl Default for PWdConfig {
+    fn default() -> Self {
+        Self {
+            decay: DecayConfig::default(),
+            grad_clipping: None,
+            fused_kernel: true,
+        }
+    }
 }
 
 impl PWdConfig {
@@ -41,6 +55,12 @@ impl PWdConfig {
     /// Clip each gradient tensor before the step.
     pub fn with_grad_clipping(mut self, clipping: Option<GradientClippingConfig>) -> Self {
         self.grad_clipping = clipping;
+        self
+    }
+
+    /// Fuse the decay where the backend has it (`true`, the default) or keep the tensor ops.
+    pub fn with_fused_kernel(mut self, fused_kernel: bool) -> Self {
+        self.fused_kernel = fused_kernel;
         self
     }
 
@@ -56,7 +76,8 @@ impl PWdConfig {
         M: AutodiffModule<B>,
         O: SimpleOptimizer<B::InnerBackend>,
     {
-        PWdOptimizer::build(base, &self.decay, self.grad_clipping.as_ref())
+        let optim = PWdOptimizer::build(base, &self.decay, self.grad_clipping.as_ref())?;
+        Ok(optim.with_fused_decay(self.fused_kernel))
     }
 }
 

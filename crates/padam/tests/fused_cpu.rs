@@ -1,11 +1,11 @@
 //! Every case of the table `padam::cases::cases()` on the CPU (`burn::backend::Flex`): the
-//! default step (the fused PAdam step, module `fused`, where the case allows it) against the
-//! tensor-op path, bit for bit, and both against the float64 reference, on random weights with
+//! default step (the fused PAdam step, module `fused`, where the case allows it, and the fused
+//! decay after every other base) against the tensor-op path, bit for bit, and both against the float64 reference, on random weights with
 //! exact zeros and tiny values, over several steps; and the table's non-finite refusals on both
 //! paths. The table covers every decay mode the fused step has (pWD for p < 1, 1 <= p < 2 and
 //! p > 2; the uniform factor at p = 2 and lambda = 0; parameters outside the decay selection;
-//! the elastic-net lambda2) and the cases it hands to the tensor ops (pSGD, pWD around other
-//! bases, non-adiabatic s, `SkipTensor`). The same table runs on any backend as
+//! the elastic-net lambda2) and the cases it hands to the tensor ops (pSGD and pWD around other
+//! bases, whose decay is fused; non-adiabatic s, `SkipTensor`). The same table runs on any backend as
 //! `padam bench verify` (`--backend cuda` for the GPU).
 
 mod common;
@@ -88,7 +88,14 @@ fn both_paths(case: &Case) -> [Box<dyn Stepper<Linear<B>, B>>; 2] {
         "{}: the CPU has the fused step",
         case.name
     );
+    assert_eq!(
+        default.uses_fused_decay(),
+        case.fused_decay_expected(),
+        "{}: the CPU has the fused decay",
+        case.name
+    );
     assert!(!ops.uses_fused_kernel(), "{}", case.name);
+    assert!(!ops.uses_fused_decay(), "{}", case.name);
     [default, ops]
 }
 
@@ -319,6 +326,36 @@ fn the_table_covers_every_mode_of_the_fused_step() {
     assert!(has(&|c| lambda(c) == 0.0));
     assert!(has(&|c| c.lambda2 > 0.0));
     assert!(has(&|c| !c.is_decayed("bias", 1)));
+}
+
+/// The table reaches the fused decay after every base optimizer that is not Adam (pSGD with
+/// and without momentum and Nesterov, pWD around RMSprop and AdaGrad), in its p-norm mode
+/// (the uniform ones stay one multiplication), with the learning-rate change.
+#[test]
+fn the_table_covers_the_fused_decay_after_every_base() {
+    use padam::cases::CaseOptimizer;
+    let table = cases();
+    let decayed: Vec<&Case> = table
+        .iter()
+        .filter(|c| {
+            c.fused_decay_expected()
+                && c.probe == Probe::Trajectory
+                && c.p.value(0) != 2.0
+                && c.lambda.value(0) > 0.0
+                && !matches!(c.optimizer, CaseOptimizer::PAdam { .. })
+        })
+        .collect();
+    let has = |f: &dyn Fn(&CaseOptimizer) -> bool| decayed.iter().any(|c| f(&c.optimizer));
+    assert!(has(
+        &|o| matches!(o, CaseOptimizer::PSgd { momentum, .. } if *momentum == 0.0)
+    ));
+    assert!(has(&|o| matches!(
+        o,
+        CaseOptimizer::PSgd { nesterov: true, .. }
+    )));
+    assert!(has(&|o| matches!(o, CaseOptimizer::PWdRmsProp)));
+    assert!(has(&|o| matches!(o, CaseOptimizer::PWdAdaGrad)));
+    assert!(decayed.iter().any(|c| c.lr_change.is_some()));
 }
 
 /// The fused step writes in place only where nothing else holds the buffer: a tensor the

@@ -55,7 +55,8 @@ pub struct StepArgs {
     /// padam_deferred_per_tensor and padam_unchecked_per_tensor (the same with one kernel per
     /// tensor), padam_tensor_ops and
     /// padam_tensor_ops_unchecked (the portable tensor-op path), padam_lambda0 (Adam + check,
-    /// no decay math), psgd_momentum. Two rows that split the per-tensor cost, not in the
+    /// no decay math), psgd_momentum (the fused decay where the backend has it) and
+    /// psgd_momentum_tensor_ops (the decay as tensor ops). Two rows that split the per-tensor cost, not in the
     /// default list: burn_sgd (plain SGD, `w - lr g`: one element-wise kernel per tensor after
     /// fusion, 12 bytes/param) and walk_only (burn's optimizer adaptor walking the module and
     /// handing every tensor back unchanged: no kernel at all, only the per-tensor host work and
@@ -63,7 +64,7 @@ pub struct StepArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "burn_adamw,burn_adam,padam,padam_deferred,padam_unchecked,padam_per_tensor,padam_deferred_per_tensor,padam_unchecked_per_tensor,padam_tensor_ops,padam_tensor_ops_unchecked,padam_lambda0,psgd_momentum"
+        default_value = "burn_adamw,burn_adam,padam,padam_deferred,padam_unchecked,padam_per_tensor,padam_deferred_per_tensor,padam_unchecked_per_tensor,padam_tensor_ops,padam_tensor_ops_unchecked,padam_lambda0,psgd_momentum,psgd_momentum_tensor_ops"
     )]
     pub optimizers: Vec<String>,
     /// Timed steps per optimizer (after warm-up); the median is reported.

@@ -148,7 +148,7 @@ pub struct StepRow {
     pub shapes: String,
     /// Optimizer.
     pub optimizer: String,
-    /// Which implementation ran: burn, tensor ops or fused kernel.
+    /// Which implementation ran: burn, tensor ops, fused kernel, multi-tensor or fused decay.
     pub path: String,
     /// Parameters stepped.
     pub params: usize,
@@ -355,8 +355,18 @@ pub(super) fn step_bench<B: AutodiffBackend>(
                     };
                     (28, time_steps(o, m, &grads, args, &device)?)
                 }
-                "psgd_momentum" => {
-                    let o = PSgdConfig::new().with_momentum(0.9).with_p(0.8).with_lambda(1e-2).init()?;
+                "psgd_momentum" | "psgd_momentum_tensor_ops" => {
+                    let o = PSgdConfig::new()
+                        .with_momentum(0.9)
+                        .with_p(0.8)
+                        .with_lambda(1e-2)
+                        .with_fused_kernel(name == "psgd_momentum")
+                        .init()?;
+                    path = if o.uses_fused_decay() {
+                        "fused decay"
+                    } else {
+                        "tensor ops"
+                    };
                     (20, time_steps(o, m, &grads, args, &device)?)
                 }
                 "burn_sgd" => (12, time_steps(SgdConfig::new().init(), m, &grads, args, &device)?),
@@ -365,12 +375,9 @@ pub(super) fn step_bench<B: AutodiffBackend>(
                     (0, time_steps(o, m, &grads, args, &device)?)
                 }
                 other => anyhow::bail!(
-                    "--optimizers: unknown optimizer `{other}` (expected burn_adamw, burn_adam, padam, padam_deferred, padam_unchecked, padam_per_tensor, padam_deferred_per_tensor, padam_unchecked_per_tensor, padam_tensor_ops, padam_tensor_ops_unchecked, padam_lambda0, psgd_momentum, burn_sgd or walk_only)"
+                    "--optimizers: unknown optimizer `{other}` (expected burn_adamw, burn_adam, padam, padam_deferred, padam_unchecked, padam_per_tensor, padam_deferred_per_tensor, padam_unchecked_per_tensor, padam_tensor_ops, padam_tensor_ops_unchecked, padam_lambda0, psgd_momentum, psgd_momentum_tensor_ops, burn_sgd or walk_only)"
                 ),
             };
-            if name.starts_with("psgd") {
-                path = "tensor ops";
-            }
             record(name, path, bytes, timing);
         }
     }

@@ -164,6 +164,7 @@ pub(super) fn with_optimizer<B: AutodiffBackend, T: Task<B> + Sync>(
                 nesterov,
                 decay: decay()?,
                 grad_clipping: clip.clone(),
+                ..PSgdConfig::default()
             }
             .init::<B, T::Model>()
             .map_err(pwd_err)?;
@@ -173,6 +174,7 @@ pub(super) fn with_optimizer<B: AutodiffBackend, T: Task<B> + Sync>(
             let pwd = PWdConfig {
                 decay: decay()?,
                 grad_clipping: clip.clone(),
+                ..PWdConfig::default()
             };
             match o.base.unwrap_or_default() {
                 BaseKind::Adam => {

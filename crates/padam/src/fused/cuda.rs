@@ -305,7 +305,7 @@ fn launch_cube<R: CubeRuntime>(
     let (w_out, m_out, v_out) = (destination(&w, 0), destination(&m, 2), destination(&v, 3));
     let n = w.meta.shape().num_elements();
     let client = w.client.clone();
-    let mode = match s.mode {
+    let mode = match s.decay.mode {
         DecayMode::None => MODE_NONE,
         DecayMode::Uniform => MODE_UNIFORM,
         DecayMode::PNorm => MODE_PNORM,
@@ -335,10 +335,10 @@ fn launch_cube<R: CubeRuntime>(
             s.combined,
             s.eps_scaled,
             s.lr,
-            s.uniform_factor,
-            s.c,
-            s.p_minus_2,
-            s.base,
+            s.decay.uniform_factor,
+            s.decay.c,
+            s.decay.p_minus_2,
+            s.decay.base,
             mode,
             check,
         );
@@ -573,14 +573,14 @@ fn launch_group<R: CubeRuntime>(
         m_out.push(m_dest.arg);
         v_out.push(v_dest.arg);
         flag_index.push(u32::try_from(step.flag_index).expect("flag index fits u32"));
-        mode.push(mode_code(s.mode));
+        mode.push(mode_code(s.decay.mode));
         combined.push(s.combined);
         eps_scaled.push(s.eps_scaled);
         lr.push(s.lr);
-        uniform_factor.push(s.uniform_factor);
-        c.push(s.c);
-        p_minus_2.push(s.p_minus_2);
-        base.push(s.base);
+        uniform_factor.push(s.decay.uniform_factor);
+        c.push(s.decay.c);
+        p_minus_2.push(s.decay.p_minus_2);
+        base.push(s.decay.base);
         outputs.push((
             index,
             MultiOutput {

@@ -11,11 +11,11 @@
 use std::any::TypeId;
 
 use burn::backend::Flex;
-use burn::tensor::{backend::Backend, DType};
+use burn::tensor::{backend::Backend, DType, Tensor, TensorPrimitive};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::{downcast, DecayMode, FusedInputs, FusedOutput, StepScalars};
+use super::{downcast, DecayMode, DecayScalars, FusedInputs, FusedOutput, StepScalars};
 
 /// True when `B` is burn's CPU backend with f32 floats.
 pub(super) fn is_flex<B: Backend>() -> bool {
@@ -61,19 +61,16 @@ fn update(w: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], s: &StepScalar
         .reduce(|| false, |a, b| a | b)
 }
 
-/// Elements [`update_chunk`] takes at a time: its scratch buffers stay in L1 cache.
+/// Elements [`update_chunk`] and [`decay_chunk`] take at a time: their scratch buffers stay in
+/// L1 cache.
 const BLOCK: usize = 256;
 
-/// [`update`] on one chunk, [`BLOCK`] elements at a time in three loops: Adam (no calls, so
-/// the compiler vectorises it), `|w|^(p-2)` for pWD (a `powf` per non-zero weight: most of
-/// the step's time, and in a sparse network most weights are exactly 0), and the decay's
-/// division or factor (vectorised). Returns true when the chunk's `g` holds a NaN or inf.
+/// [`update`] on one chunk, [`BLOCK`] elements at a time: Adam (no calls, so the compiler
+/// vectorises it), then pWD's finish ([`finish_block`]). Returns true when the chunk's `g`
+/// holds a NaN or inf.
 fn update_chunk(w: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], s: &StepScalars) -> bool {
     let mut non_finite = false;
-    let (mut w_hat, mut powers, mut positions) = ([0f32; BLOCK], [0f32; BLOCK], [0u16; BLOCK]);
-    // |0|^(p-2), the same value `powf` gives there: +inf for p < 2, so the denominator is +inf
-    // and a zero weight stays exactly 0.
-    let at_zero = flex_pow(0.0, s.p_minus_2);
+    let mut scratch = Scratch::new(&s.decay);
     let blocks = w
         .chunks_mut(BLOCK)
         .zip(g.chunks(BLOCK))
@@ -81,7 +78,7 @@ fn update_chunk(w: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], s: &Step
         .zip(v.chunks_mut(BLOCK));
     for (((w, g), m), v) in blocks {
         let n = w.len();
-        let (w_hat, powers) = (&mut w_hat[..n], &mut powers[..n]);
+        let w_hat = &mut scratch.w_hat[..n];
         let adam = w_hat.iter_mut().zip(&*w).zip(g).zip(m).zip(v);
         for ((((w_hat, &w), &g), m), v) in adam {
             non_finite |= !g.is_finite();
@@ -92,32 +89,87 @@ fn update_chunk(w: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], s: &Step
             *m = m_new;
             *v = v_new;
         }
-        match s.mode {
-            DecayMode::None => w.copy_from_slice(w_hat),
+        scratch.finish_over_old(w, &s.decay);
+    }
+    non_finite
+}
+
+/// The pWD step ([`DecayMode::PNorm`]) alone after another base optimizer's, on one chunk:
+/// `w_hat` becomes `w'`, with `|w|^(p-2)` of the weights before the step, `w_old`.
+fn decay_chunk(w_hat: &mut [f32], w_old: &[f32], d: &DecayScalars) {
+    let mut scratch = Scratch::new(d);
+    for (w_hat, w_old) in w_hat.chunks_mut(BLOCK).zip(w_old.chunks(BLOCK)) {
+        scratch.finish_over_hat(w_hat, w_old, d);
+    }
+}
+
+/// One block's buffers for pWD's finish, which runs in three loops: the positions of the
+/// non-zero weights (no branch), `|w|^(p-2)` for those only (a `powf` per non-zero weight:
+/// most of the step's time, and in a sparse network most weights are exactly 0), and the
+/// division or factor (vectorised).
+struct Scratch {
+    w_hat: [f32; BLOCK],
+    powers: [f32; BLOCK],
+    positions: [u16; BLOCK],
+    /// `|0|^(p-2)`, the value `powf` gives there: +inf for p < 2, so the denominator is +inf
+    /// and a zero weight stays exactly 0.
+    at_zero: f32,
+}
+
+impl Scratch {
+    fn new(d: &DecayScalars) -> Self {
+        Self {
+            w_hat: [0.0; BLOCK],
+            powers: [0.0; BLOCK],
+            positions: [0; BLOCK],
+            at_zero: flex_pow(0.0, d.p_minus_2),
+        }
+    }
+
+    /// `powers[..n]` = `|w_old|^(p-2)` for [`DecayMode::PNorm`].
+    fn powers(&mut self, w_old: &[f32], d: &DecayScalars) -> &[f32] {
+        let n = w_old.len();
+        let mut nonzero = 0;
+        for (i, &w) in w_old.iter().enumerate() {
+            self.positions[nonzero] = i as u16;
+            nonzero += usize::from(w != 0.0);
+        }
+        let powers = &mut self.powers[..n];
+        powers.fill(self.at_zero);
+        for &i in &self.positions[..nonzero] {
+            let i = usize::from(i);
+            powers[i] = flex_pow(w_old[i].abs(), d.p_minus_2);
+        }
+        powers
+    }
+
+    /// `w` (the weights before the step) becomes `w'` from `self.w_hat`.
+    fn finish_over_old(&mut self, w: &mut [f32], d: &DecayScalars) {
+        let n = w.len();
+        match d.mode {
+            DecayMode::None => w.copy_from_slice(&self.w_hat[..n]),
             DecayMode::Uniform => {
-                for (w, &w_hat) in w.iter_mut().zip(&*w_hat) {
-                    *w = w_hat * s.uniform_factor;
+                for (w, &w_hat) in w.iter_mut().zip(&self.w_hat[..n]) {
+                    *w = w_hat * d.uniform_factor;
                 }
             }
             DecayMode::PNorm => {
-                // The non-zero weights' positions first (no branch), then `powf` on those only.
-                let mut nonzero = 0;
-                for (i, &w) in w.iter().enumerate() {
-                    positions[nonzero] = i as u16;
-                    nonzero += usize::from(w != 0.0);
-                }
-                powers.fill(at_zero);
-                for &i in &positions[..nonzero] {
-                    let i = usize::from(i);
-                    powers[i] = flex_pow(w[i].abs(), s.p_minus_2);
-                }
-                for ((w, &w_hat), &power) in w.iter_mut().zip(&*w_hat).zip(&*powers) {
-                    *w = w_hat / (power * s.c + s.base);
+                self.powers(w, d);
+                let (w_hat, powers) = (&self.w_hat[..n], &self.powers[..n]);
+                for ((w, &w_hat), &power) in w.iter_mut().zip(w_hat).zip(powers) {
+                    *w = w_hat / (power * d.c + d.base);
                 }
             }
         }
     }
-    non_finite
+
+    /// `w_hat` becomes `w'` ([`DecayMode::PNorm`]), with `|w|^(p-2)` of `w_old`.
+    fn finish_over_hat(&mut self, w_hat: &mut [f32], w_old: &[f32], d: &DecayScalars) {
+        let powers = self.powers(w_old, d);
+        for (w_hat, &power) in w_hat.iter_mut().zip(powers) {
+            *w_hat /= power * d.c + d.base;
+        }
+    }
 }
 
 /// `x^e` as burn-flex's `powf_scalar` computes it, so the step stays bit-equal to the tensor
@@ -163,4 +215,28 @@ pub(super) fn step<B: Backend, const D: usize>(
     Some(FusedOutput::from_primitives([w, m, v, f].map(|t| {
         downcast::<_, B::FloatTensorPrimitive>(t).expect("checked: B is the CPU backend")
     })))
+}
+
+/// pWD's step ([`DecayMode::PNorm`]) alone on `B`, which must be [`Flex`] (see [`is_flex`]):
+/// `w_hat` (the base optimizer's result, written in place where nothing else holds it)
+/// becomes `w_hat / (|w_old|^(p-2) c + base)`, split across rayon's threads.
+pub(super) fn decay<B: Backend, const D: usize>(
+    w_hat: Tensor<B, D>,
+    w_old: Tensor<B, D>,
+    d: &DecayScalars,
+) -> Tensor<B, D> {
+    let [mut w_hat, w_old] = [w_hat, w_old].map(|t| {
+        let t = downcast::<_, FlexTensor>(t.into_primitive().tensor());
+        contiguous(t.expect("checked: B is the CPU backend"))
+    });
+    assert!(
+        w_hat.dtype() == DType::F32 && w_old.dtype() == DType::F32,
+        "the fused decay's tensors are f32"
+    );
+    let old = w_old.as_slice::<f32>().expect("contiguous f32");
+    (elements_mut(&mut w_hat).par_chunks_mut(CHUNK))
+        .zip(old.par_chunks(CHUNK))
+        .for_each(|(w_hat, w_old)| decay_chunk(w_hat, w_old, d));
+    let w = downcast::<_, B::FloatTensorPrimitive>(w_hat).expect("checked: B is the CPU backend");
+    Tensor::from_primitive(TensorPrimitive::Float(w))
 }

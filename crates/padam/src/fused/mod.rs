@@ -111,6 +111,16 @@ pub struct StepScalars {
     /// `eps`.
     pub epsilon: f32,
     /// How `w_hat` is finished.
+    pub decay: DecayScalars,
+}
+
+/// The f32 constants of one tensor's pWD step, `w' = w_hat / (|w|^(p-2) c + base)` (or one of
+/// its uniform cases), computed on the host as [`decay`](crate::decay) computes them: what the
+/// fused steps take after Adam's, and alone after any other base optimizer's
+/// ([`pwd_decay`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DecayScalars {
+    /// How `w_hat` is finished.
     pub mode: DecayMode,
     /// The factor for [`DecayMode::Uniform`].
     pub uniform_factor: f32,
@@ -122,6 +132,44 @@ pub struct StepScalars {
     pub base: f32,
 }
 
+impl DecayScalars {
+    /// No decay: `w' = w_hat` (a parameter outside the selection).
+    pub const NONE: Self = Self {
+        mode: DecayMode::None,
+        uniform_factor: 1.0,
+        c: 0.0,
+        p_minus_2: 0.0,
+        base: 1.0,
+    };
+
+    /// The constants of `decay` (`None`: not decayed). `None` when f32 cannot reproduce the
+    /// tensor path: a positive `c` that rounds to 0, where the tensor path restores
+    /// `0 * inf = inf` by hand.
+    pub fn new(decay: Option<&DecayStep>) -> Option<Self> {
+        let Some(step) = decay else {
+            return Some(Self::NONE);
+        };
+        if step.is_uniform() {
+            return Some(Self {
+                mode: DecayMode::Uniform,
+                uniform_factor: step.uniform_factor() as f32,
+                ..Self::NONE
+            });
+        }
+        let c = step.coefficient();
+        if (c as f32) == 0.0 {
+            return None;
+        }
+        Some(Self {
+            mode: DecayMode::PNorm,
+            uniform_factor: 1.0,
+            c: c as f32,
+            p_minus_2: (step.p - 2.0) as f32,
+            base: step.base_denominator() as f32,
+        })
+    }
+}
+
 impl StepScalars {
     /// The scalars of Adam step number `time` (1 for the first step) followed by `decay`
     /// (`None`: the parameter is not decayed). `None` when the kernel cannot reproduce the
@@ -131,7 +179,7 @@ impl StepScalars {
         let time_i = i32::try_from(time).ok()?;
         let bias_correction2_sqrt = (1.0 - hyper.beta_2.powi(time_i)).sqrt();
         let combined = bias_correction2_sqrt / (1.0 - hyper.beta_1.powi(time_i));
-        let mut scalars = Self {
+        Some(Self {
             beta_1: hyper.beta_1,
             one_minus_beta_1: 1.0 - hyper.beta_1,
             beta_2: hyper.beta_2,
@@ -141,29 +189,8 @@ impl StepScalars {
             lr: lr as f32,
             time: u32::try_from(time).ok()?,
             epsilon: hyper.epsilon,
-            mode: DecayMode::None,
-            uniform_factor: 1.0,
-            c: 0.0,
-            p_minus_2: 0.0,
-            base: 1.0,
-        };
-        let Some(step) = decay else {
-            return Some(scalars);
-        };
-        if step.is_uniform() {
-            scalars.mode = DecayMode::Uniform;
-            scalars.uniform_factor = step.uniform_factor() as f32;
-            return Some(scalars);
-        }
-        let c = step.coefficient();
-        if (c as f32) == 0.0 {
-            return None;
-        }
-        scalars.mode = DecayMode::PNorm;
-        scalars.c = c as f32;
-        scalars.p_minus_2 = (step.p - 2.0) as f32;
-        scalars.base = step.base_denominator() as f32;
-        Some(scalars)
+            decay: DecayScalars::new(decay)?,
+        })
     }
 }
 
@@ -244,6 +271,33 @@ pub fn supports<B: Backend>(dtype: DType) -> bool {
 /// `tch` feature).
 pub fn supports_multi<B: Backend>(dtype: DType) -> bool {
     dtype == DType::F32 && (on_cuda::<B>() || on_tch::<B>())
+}
+
+/// True when backend `B` has pWD's step alone ([`pwd_decay`]) fused for tensors of `dtype`: f32
+/// on burn's CPU backend `Flex` (with the `flex` feature). Elsewhere the decay runs as tensor
+/// ops (on CUDA, burn's fusion joins them into one kernel per tensor).
+pub fn supports_decay<B: Backend>(dtype: DType) -> bool {
+    dtype == DType::F32 && on_flex::<B>()
+}
+
+/// pWD's step after any base optimizer (pSGD, [`PWdConfig`](crate::PWdConfig)):
+/// [`decay::apply`](crate::decay::apply)'s `w_hat / (1 + lr lambda2 + c |w_old|^(p-2))`, in
+/// one pass where [`supports_decay`] holds and the factor differs between weights (bit-equal to
+/// the tensor ops, writing over `w_hat` where nothing else holds it), else as `decay::apply`'s
+/// tensor ops.
+pub fn pwd_decay<B: Backend, const D: usize>(
+    w_hat: Tensor<B, D>,
+    w_old: Tensor<B, D>,
+    step: &DecayStep,
+) -> Tensor<B, D> {
+    // The uniform cases are one multiplication on the tensor path already.
+    let fused = supports_decay::<B>(w_hat.dtype()) && w_old.dtype() == w_hat.dtype();
+    let scalars = DecayScalars::new(Some(step)).filter(|d| fused && d.mode == DecayMode::PNorm);
+    match scalars {
+        #[cfg(feature = "flex")]
+        Some(d) => flex::decay(w_hat, w_old, &d),
+        _ => crate::decay::apply(w_hat, w_old, step),
+    }
 }
 
 /// True when reading a value of `B` back costs no device synchronisation (the CPU backend):
@@ -370,17 +424,20 @@ mod tests {
         let bc2 = (1.0f32 - 0.999f32.powi(3)).sqrt();
         assert_eq!(s.combined, bc2 / (1.0 - 0.9f32.powi(3)));
         assert_eq!(s.eps_scaled, 1e-8f32 * bc2);
-        assert_eq!(s.mode, DecayMode::None);
+        assert_eq!(s.decay, DecayScalars::NONE);
     }
 
     #[test]
     fn decay_modes_match_the_tensor_path_cases() {
         let p2 = StepScalars::new(&hyper(), 1, 1e-2, Some(&step(2.0, 0.1))).unwrap();
+        let p2 = p2.decay;
         assert_eq!(p2.mode, DecayMode::Uniform);
         assert_eq!(p2.uniform_factor, (1.0 / (1.0 + 2.0 * 1e-2 * 0.1)) as f32);
         let zero = StepScalars::new(&hyper(), 1, 1e-2, Some(&step(0.8, 0.0))).unwrap();
+        let zero = zero.decay;
         assert_eq!((zero.mode, zero.uniform_factor), (DecayMode::Uniform, 1.0));
         let p08 = StepScalars::new(&hyper(), 1, 1e-2, Some(&step(0.8, 0.1))).unwrap();
+        let p08 = p08.decay;
         assert_eq!(p08.mode, DecayMode::PNorm);
         assert_eq!(p08.c, (1e-2 * 0.8 * 0.1) as f32);
         assert_eq!(p08.p_minus_2, -1.2f64 as f32);

@@ -171,11 +171,11 @@ fn update(
 ) -> (Tensor, Tensor, Tensor) {
     let f = |x: f32| x as f64;
     // w' = w_hat / (|w|^(p-2) c + base)
-    let denominator = (s.mode == DecayMode::PNorm).then(|| {
+    let denominator = (s.decay.mode == DecayMode::PNorm).then(|| {
         let mut d = w.abs();
-        let _ = d.pow_(f(s.p_minus_2));
-        let _ = d.g_mul_scalar_(f(s.c));
-        let _ = d.g_add_scalar_(f(s.base));
+        let _ = d.pow_(f(s.decay.p_minus_2));
+        let _ = d.g_mul_scalar_(f(s.decay.c));
+        let _ = d.g_add_scalar_(f(s.decay.base));
         d
     });
     if let Err(e) = fused_adam(&mut w, g, &mut m, &mut v, s) {
@@ -186,10 +186,10 @@ fn update(
         });
         adam_ops(&mut w, g, &mut m, &mut v, s);
     }
-    match s.mode {
+    match s.decay.mode {
         DecayMode::None => {}
         DecayMode::Uniform => {
-            let _ = w.g_mul_scalar_(f(s.uniform_factor));
+            let _ = w.g_mul_scalar_(f(s.decay.uniform_factor));
         }
         DecayMode::PNorm => {
             let _ = w.g_div_(&denominator.expect("computed for PNorm"));

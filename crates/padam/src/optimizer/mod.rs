@@ -113,6 +113,19 @@ where
         self
     }
 
+    /// With `false`, the decay after the base optimizer always runs as tensor ops (see
+    /// [`PWd::with_fused_decay`]).
+    pub(crate) fn with_fused_decay(mut self, fused: bool) -> Self {
+        self.optim = self.optim.with_fused_decay(fused);
+        self
+    }
+
+    /// True when the decay after the base optimizer's tensor-op step runs fused on this backend
+    /// (f32 parameters; [`crate::fused::pwd_decay`]): pSGD and pWD around any base on the CPU.
+    pub fn uses_fused_decay(&self) -> bool {
+        self.optim.uses_fused_decay::<B::InnerBackend>(DType::F32)
+    }
+
     /// True when steps run the fused kernel on this backend (f32 parameters), false when they
     /// take the tensor-op path.
     pub fn uses_fused_kernel(&self) -> bool {
