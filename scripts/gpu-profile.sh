@@ -16,6 +16,12 @@
 #      $OUT/ncu-{torch,padam}-<workload>.csv.gz; scripts/profile-summary.py gives the last
 #      step of each by kernel.
 #   BACKEND=tch PROFILE_WORKLOAD=resnet18_128 bash scripts/gpu-profile.sh
+# PROFILE=phases trains a short `padam train` run alone (BACKEND, default tch) with and without
+# the data augmentation, after `padam bench train` of the same model: where the training loop's
+# host time goes (the metrics' `host` phases), for the gap between the two (Fashion-MNIST:
+# 27 ms per step in `padam train` side by side, 1.8 ms in `bench train`). Data as gpu-runs.sh
+# leaves it in /tmp/padam-data (run `PLAN=/dev/null bash scripts/gpu-runs.sh` first):
+#   PROFILE=phases PHASES_CONFIG=configs/fashion-padam.toml PHASES_ARGS="--epochs 2" bash scripts/gpu-profile.sh
 # PROFILE=step profiles the CUDA optimizer step alone (issue 22): `padam bench step --backend
 # cuda` on PROFILE_SHAPES (default gpt2) under ncu, every PAdam kernel launch (cubecl names
 # them adam_pwd_kernel / multi_adam_pwd_kernel_n_<line size>) with its time, DRAM bytes and throughput, SM
@@ -32,7 +38,8 @@ if [ "${PROFILE:-train}" = step ]; then
   M=gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum
   M=$M,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__throughput.avg.pct_of_peak_sustained_elapsed
   M=$M,launch__registers_per_thread,launch__grid_size,launch__block_size,sm__warps_active.avg.pct_of_peak_sustained_active
-  for opt in padam_unchecked padam_unchecked_per_tensor; do
+  # PROFILE_OPTIMIZERS="" profiles PyTorch's step alone (no CUDA binary needed).
+  for opt in ${PROFILE_OPTIMIZERS-padam_unchecked padam_unchecked_per_tensor}; do
     timeout "$S" ncu --clock-control none --kernel-name regex:adam_pwd --metrics "$M" --csv --print-units base \
       /tmp/padam bench step --backend cuda --shapes "$SH" --optimizers $opt --iters 2 --warmup 2 \
       > /tmp/ncu-step-$opt.csv 2> /tmp/ncu-step-$opt.err
@@ -68,6 +75,22 @@ PY
   echo "ncu torch fused AdamW rc=$? after $(( $(date +%s) - t0 )) s, $(grep -c '^"' /tmp/ncu-step-torch.csv) rows" | tee -a "$OUT/profile-step.txt"
   tail -3 /tmp/ncu-step-torch.err >> "$OUT/profile-step.txt"
   gzip -c /tmp/ncu-step-torch.csv > "$OUT/ncu-step-$SH-torch_fused_adamw.csv.gz"
+  exit 0
+fi
+if [ "${PROFILE:-train}" = phases ]; then
+  B=${BACKEND:-tch}; BIN=/tmp/padam; [ "$B" = tch ] && BIN=/tmp/padam-tch
+  export PADAM_DATA=${PADAM_DATA:-/tmp/padam-data}
+  timeout 90 "$BIN" bench train --backend "$B" --workloads "${PHASES_WORKLOAD:-fashion_cnn_128}" \
+    --optimizers adamw,padam_deferred --iters 30 --warmup 5 > "$OUT/phases-bench.txt" 2>&1
+  for augment in true false; do
+    dir=/tmp/phases-augment-$augment; rm -rf "$dir"
+    # shellcheck disable=SC2086
+    timeout "${PROFILE_S:-120}" "$BIN" train "${PHASES_CONFIG:?}" --backend "$B" --quiet \
+      --set data.augment=$augment --out "$dir" ${PHASES_ARGS:-} > "$dir.log" 2>&1
+    echo "augment=$augment rc=$? after $(( $(date +%s) - t0 )) s" | tee -a "$OUT/phases-bench.txt"
+  done
+  tar czf "$OUT/phases.tgz" -C /tmp phases-augment-true phases-augment-false \
+    phases-augment-true.log phases-augment-false.log 2>/dev/null
   exit 0
 fi
 if [ "${BACKEND:-cuda}" = tch ]; then

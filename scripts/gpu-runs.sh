@@ -44,6 +44,10 @@ for f in sys.argv[1:]:
         dst.write(src.read())
     os.replace(f[:-3] + ".part", f[:-3]); os.remove(f)' {} +
 export PADAM_DATA=/tmp/padam-data
+# libtorch's OpenMP threads spin after its CPU ops and starve the batch building on rayon's
+# (Fashion-MNIST: 7.0 ms of host batch per step, 1.7 with one thread; session 22). The tch binary
+# sets one thread itself from session 22's build on; this covers binaries built before.
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 for f in gpu/ckpt/ckpt-*.tgz; do
   [ -e "$f" ] || continue
   name=$(basename "$f" .tgz); name=${name#ckpt-}

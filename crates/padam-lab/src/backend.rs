@@ -111,13 +111,20 @@ pub fn default_device<B: burn::tensor::backend::Backend>() -> B::Device {
 }
 
 /// LibTorch's device: CUDA 0 when libtorch sees a GPU (with cuDNN's autotuner on, as PyTorch's
-/// peer benchmark runs), else the CPU.
+/// peer benchmark runs, and one libtorch CPU thread), else the CPU.
 #[cfg(feature = "tch")]
 fn tch_device() -> burn::backend::libtorch::LibTorchDevice {
     use burn::backend::libtorch::LibTorchDevice;
     static INIT: std::sync::Once = std::sync::Once::new();
     if tch::Cuda::is_available() {
-        INIT.call_once(|| tch::Cuda::cudnn_set_benchmark(true));
+        INIT.call_once(|| {
+            tch::Cuda::cudnn_set_benchmark(true);
+            // libtorch's OpenMP workers spin after each of the few CPU ops a GPU run makes and
+            // starve rayon's threads, which build the batches (augmentation, JPEG decoding):
+            // with one thread Fashion-MNIST's host batch took 1.7 ms per step instead of 7.0
+            // (docs/BENCHMARKS.md, session 22).
+            tch::set_num_threads(1);
+        });
         LibTorchDevice::Cuda(0)
     } else {
         LibTorchDevice::Cpu
