@@ -82,6 +82,7 @@ fn every_figure_is_written_and_drawn() {
         runs: vec![a, b],
         out: out.clone(),
         format: vec!["png".into(), "svg".into()],
+        score: plot::Score::Auto,
     })
     .unwrap();
     for name in [
@@ -124,6 +125,7 @@ fn bad_run_directories_are_errors_naming_the_file() {
         runs: vec![d],
         out: root.join("figs"),
         format: vec!["png".into()],
+        score: plot::Score::Auto,
     };
     let e = plot::run(&args(root.join("missing")))
         .unwrap_err()
@@ -180,6 +182,7 @@ fn archived_runs_are_read_from_gzipped_metrics() {
         runs: vec![archived.clone()],
         out: out.clone(),
         format: vec!["png".into()],
+        score: plot::Score::Auto,
     })
     .unwrap();
     assert!(out.join("accuracy.png").exists());

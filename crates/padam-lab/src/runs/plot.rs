@@ -7,8 +7,9 @@
 //! - `magnitude-cdf`: the CDF of |w| at the last evaluation on a log axis, with each pWD run's
 //!   suppression scale `(p * lambda)^(1 / (2 - p))` marked (the blog post's figure);
 //! - `tensors-<run>`: each tensor's exactly-zero fraction at the last evaluation;
-//! - `tradeoff`: final accuracy (or validation loss) against sparsity, one point per run, with
-//!   the Pareto front ([`tradeoff`], also used by sweeps).
+//! - `tradeoff`: final accuracy or validation loss (`--score`) against sparsity, one point per
+//!   run, marked by how it was made (pWD, pruning, dense), with each method's Pareto front
+//!   ([`tradeoff`], also used by sweeps).
 //!
 //! Reading runs is [`Run::load`]; every figure is a function of loaded runs, drawn once per
 //! output format by [`draw_both`].
@@ -37,6 +38,53 @@ pub struct PlotArgs {
     /// Formats to write: png, svg.
     #[arg(long, value_delimiter = ',', default_value = "png,svg")]
     pub format: Vec<String>,
+    /// What the trade-off figure plots against sparsity: `accuracy`, `loss` (validation), or
+    /// `auto` (accuracy when every run reports one, else loss).
+    #[arg(long, value_enum, default_value_t = Score::Auto)]
+    pub score: Score,
+}
+
+/// The trade-off figure's y axis.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Score {
+    /// Accuracy when every run reports one, else validation loss.
+    Auto,
+    /// Final validation accuracy.
+    Accuracy,
+    /// Final validation loss.
+    Loss,
+}
+
+/// How a run made its zeros, for the trade-off figure's markers and fronts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// pWD (PAdam, pSGD, pWD around any base): the metrics carry its `lambda`.
+    PWd,
+    /// Magnitude pruning (`[prune]`): the metrics carry its `mask_fraction`.
+    Pruning,
+    /// Neither (AdamW and other dense baselines).
+    Dense,
+}
+
+impl Method {
+    /// The method of a run from one of its metrics lines.
+    pub fn of(line: &Value) -> Self {
+        if line["mask_fraction"].as_f64().is_some() {
+            Method::Pruning
+        } else if line["lambda"].as_f64().is_some() {
+            Method::PWd
+        } else {
+            Method::Dense
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Method::PWd => "pWD",
+            Method::Pruning => "pruning",
+            Method::Dense => "dense",
+        }
+    }
 }
 
 /// One run directory's metrics.
@@ -118,6 +166,8 @@ pub struct TradeoffPoint {
     pub sparsity: f64,
     /// Accuracy (higher is better) or validation loss (lower is better).
     pub score: f64,
+    /// How the run made its zeros.
+    pub method: Method,
 }
 
 /// Indices of the points no other point beats in both sparsity and score (the Pareto front),
@@ -551,38 +601,62 @@ where
         .label_style((FONT, 14))
         .axis_desc_style((FONT, 16))
         .draw()?;
-    let front = pareto_front(points, higher_is_better);
-    chart
-        .draw_series(LineSeries::new(
-            front
-                .iter()
-                .map(|&i| (100.0 * points[i].sparsity, points[i].score)),
-            BLACK.mix(0.5).stroke_width(1),
-        ))?
-        .label("Pareto front")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK.mix(0.5)));
+    // One front per sparse method with two or more runs, so pruning's stands beside pWD's.
+    let fronts = [
+        (Method::PWd, BLACK.mix(0.6)),
+        (Method::Pruning, RGBColor(214, 120, 0).mix(0.8)),
+    ];
+    for (method, color) in fronts {
+        let own: Vec<TradeoffPoint> = (points.iter())
+            .filter(|p| p.method == method)
+            .cloned()
+            .collect();
+        if own.len() < 2 {
+            continue;
+        }
+        let style = color.stroke_width(2);
+        chart
+            .draw_series(LineSeries::new(
+                pareto_front(&own, higher_is_better)
+                    .iter()
+                    .map(|&i| (100.0 * own[i].sparsity, own[i].score)),
+                style,
+            ))?
+            .label(format!("{} front", method.name()))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], style));
+    }
+    // The marker tells the method: circle pWD, triangle pruning, cross dense.
     for (i, p) in points.iter().enumerate() {
         let color = palette(i);
-        chart
-            .draw_series(std::iter::once(Circle::new(
-                (100.0 * p.sparsity, p.score),
-                6,
-                color.filled(),
-            )))?
-            .label(format!(
-                "{} ({:.1}%, {:.4})",
-                p.label,
-                100.0 * p.sparsity,
-                p.score
-            ))
-            .legend(move |(x, y)| Circle::new((x + 9, y), 5, color.filled()));
+        let at = (100.0 * p.sparsity, p.score);
+        let label = format!("{} ({:.1}%, {:.4})", p.label, 100.0 * p.sparsity, p.score);
+        match p.method {
+            Method::PWd => chart
+                .draw_series(std::iter::once(Circle::new(at, 6, color.filled())))?
+                .label(label)
+                .legend(move |(x, y)| Circle::new((x + 9, y), 5, color.filled())),
+            Method::Pruning => chart
+                .draw_series(std::iter::once(TriangleMarker::new(at, 8, color.filled())))?
+                .label(label)
+                .legend(move |(x, y)| TriangleMarker::new((x + 9, y), 6, color.filled())),
+            Method::Dense => chart
+                .draw_series(std::iter::once(Cross::new(at, 7, color.stroke_width(3))))?
+                .label(label)
+                .legend(move |(x, y)| Cross::new((x + 9, y), 5, color.stroke_width(3))),
+        };
     }
     chart
         .configure_series_labels()
         .label_font((FONT, 12))
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
-        .position(SeriesLabelPosition::LowerLeft)
+        // Between the dense runs (left) and the sparse ones (right), on the side away from
+        // the scores: accuracy falls and loss rises with sparsity.
+        .position(if higher_is_better {
+            SeriesLabelPosition::LowerMiddle
+        } else {
+            SeriesLabelPosition::UpperMiddle
+        })
         .draw()?;
     Ok(())
 }
@@ -607,15 +681,20 @@ pub fn tradeoff(
     )
 }
 
-/// One trade-off point per `(label, last metrics line)`: sparsity and final accuracy when every
-/// run has one, else validation loss. Returns the points, the score's name and whether higher
-/// is better.
+/// One trade-off point per `(label, last metrics line)`: sparsity and the final `score`
+/// (`Auto`: accuracy when every run has one, else validation loss). Returns the points, the
+/// score's name and whether higher is better.
 pub fn tradeoff_points<'a>(
     runs: impl Iterator<Item = (String, &'a Value)> + Clone,
+    score: Score,
 ) -> (Vec<TradeoffPoint>, &'static str, bool) {
-    let with_acc = runs
-        .clone()
-        .all(|(_, last)| last["val_accuracy"].as_f64().is_some());
+    let with_acc = match score {
+        Score::Auto => runs
+            .clone()
+            .all(|(_, last)| last["val_accuracy"].as_f64().is_some()),
+        Score::Accuracy => true,
+        Score::Loss => false,
+    };
     let (key, name, higher) = if with_acc {
         ("val_accuracy", "validation accuracy", true)
     } else {
@@ -627,6 +706,7 @@ pub fn tradeoff_points<'a>(
                 label,
                 sparsity: last["zero_fraction"].as_f64()?,
                 score: last[key].as_f64()?,
+                method: Method::of(last),
             })
         })
         .collect();
@@ -727,7 +807,7 @@ pub fn run(args: &PlotArgs) -> anyhow::Result<Vec<PathBuf>> {
     }
     if runs.len() > 1 {
         let (points, score_name, higher_is_better) =
-            tradeoff_points(runs.iter().map(|r| (r.label.clone(), r.last())));
+            tradeoff_points(runs.iter().map(|r| (r.label.clone(), r.last())), args.score);
         written.extend(draw_both(
             &out("tradeoff"),
             f,
@@ -750,7 +830,27 @@ mod tests {
             label: label.into(),
             sparsity,
             score,
+            method: Method::PWd,
         }
+    }
+
+    #[test]
+    fn tradeoff_points_tell_the_method_and_take_the_score_asked_for() {
+        let lines = [
+            serde_json::json!({"zero_fraction": 0.9, "val_loss": 1.45, "val_accuracy": 0.57,
+                "lambda": 0.02, "mask_fraction": null}),
+            serde_json::json!({"zero_fraction": 0.9, "val_loss": 1.44, "val_accuracy": 0.58,
+                "lambda": null, "mask_fraction": 0.9}),
+            serde_json::json!({"zero_fraction": 0.0, "val_loss": 1.66, "val_accuracy": 0.57}),
+        ];
+        let runs = || lines.iter().enumerate().map(|(i, l)| (format!("r{i}"), l));
+        let (points, name, higher) = tradeoff_points(runs(), Score::Auto);
+        assert_eq!((name, higher), ("validation accuracy", true));
+        let methods: Vec<Method> = points.iter().map(|p| p.method).collect();
+        assert_eq!(methods, [Method::PWd, Method::Pruning, Method::Dense]);
+        let (points, name, higher) = tradeoff_points(runs(), Score::Loss);
+        assert_eq!((name, higher), ("validation loss", false));
+        assert_eq!(points[1].score, 1.44);
     }
 
     #[test]

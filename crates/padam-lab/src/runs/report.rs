@@ -76,6 +76,7 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<usize> {
         runs: args.runs.clone(),
         out: figs.clone(),
         format: vec!["png".into()],
+        score: plot::Score::Auto,
     })?;
     let mut html = String::new();
     let title = escape(&args.title);

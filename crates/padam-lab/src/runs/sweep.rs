@@ -278,8 +278,10 @@ pub fn run(args: &SweepArgs) -> anyhow::Result<Vec<SweepRun>> {
         .with_context(|| format!("writing {}", dir.join("sweep.md").display()))?;
     fs::write(dir.join("sweep.csv"), table_csv(&keys, &runs))
         .with_context(|| format!("writing {}", dir.join("sweep.csv").display()))?;
-    let (points, score_name, higher) =
-        plot::tradeoff_points(runs.iter().map(|r| (r.name.clone(), &r.last)));
+    let (points, score_name, higher) = plot::tradeoff_points(
+        runs.iter().map(|r| (r.name.clone(), &r.last)),
+        plot::Score::Auto,
+    );
     plot::tradeoff(&points, score_name, higher, &dir.join("tradeoff"))?;
     print!("{}", table_markdown(&keys, &runs));
     Ok(runs)
