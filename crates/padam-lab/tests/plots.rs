@@ -197,3 +197,40 @@ fn archived_runs_are_read_from_gzipped_metrics() {
     assert!(e.contains("metrics.jsonl.gz"), "{e}");
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// `--score` picks the trade-off figure's axis; a run without that score is an error naming it.
+#[test]
+fn tradeoff_score_is_the_one_asked_for_or_an_error_naming_the_run() {
+    let root = tmp("score");
+    let (sparse, lm) = (root.join("sparse"), root.join("lm"));
+    synthetic_run(&sparse, Some(0.8), 0.9);
+    synthetic_run(&lm, None, 0.0);
+    // A language model's run: loss only.
+    let metrics = lm.join("metrics.jsonl");
+    let text: String = std::fs::read_to_string(&metrics)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v.as_object_mut().unwrap().remove("val_accuracy");
+            format!("{v}\n")
+        })
+        .collect();
+    std::fs::write(&metrics, text).unwrap();
+    let args = |score| PlotArgs {
+        runs: vec![sparse.clone(), lm.clone()],
+        out: root.join("figs"),
+        format: vec!["svg".into()],
+        score,
+    };
+    let e = format!("{:#}", plot::run(&args(plot::Score::Accuracy)).unwrap_err());
+    assert!(e.contains("lm") && e.contains("val_accuracy"), "{e}");
+    plot::run(&args(plot::Score::Loss)).unwrap();
+    let svg = std::fs::read_to_string(root.join("figs/tradeoff.svg")).unwrap();
+    assert!(svg.contains("validation loss vs sparsity"), "the loss axis");
+    assert!(
+        svg.contains("(90.0%, 1.0500)"),
+        "the sparse run's final loss"
+    );
+    let _ = std::fs::remove_dir_all(&root);
+}

@@ -806,6 +806,19 @@ pub fn run(args: &PlotArgs) -> anyhow::Result<Vec<PathBuf>> {
         written.extend(draw_both(&out(&name), f, &Figure::Tensors(run))?);
     }
     if runs.len() > 1 {
+        let key = match args.score {
+            Score::Accuracy => Some("val_accuracy"),
+            Score::Loss => Some("val_loss"),
+            Score::Auto => None,
+        };
+        if let Some(key) = key {
+            if let Some(r) = runs.iter().find(|r| r.last()[key].as_f64().is_none()) {
+                bail!(
+                    "--score: run {} has no {key} in its last evaluation",
+                    r.label
+                );
+            }
+        }
         let (points, score_name, higher_is_better) =
             tradeoff_points(runs.iter().map(|r| (r.label.clone(), r.last())), args.score);
         written.extend(draw_both(

@@ -6,7 +6,8 @@
 //! non-finite check); here each element is read and written once, with the same f32 operations
 //! in the same order as the tensor path (see the module docs of `fused`), so the two agree to
 //! the last bit (`tests/fused_cpu.rs` holds them bit-equal, and both to the float64
-//! reference).
+//! reference). The decay alone after any other base optimizer (pSGD, `PWdConfig`) is the same
+//! finish in one pass ([`decay`]).
 
 use std::any::TypeId;
 
@@ -66,8 +67,8 @@ fn update(w: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], s: &StepScalar
 const BLOCK: usize = 256;
 
 /// [`update`] on one chunk, [`BLOCK`] elements at a time: Adam (no calls, so the compiler
-/// vectorises it), then pWD's finish ([`finish_block`]). Returns true when the chunk's `g`
-/// holds a NaN or inf.
+/// vectorises it), then pWD's finish ([`Scratch::finish_over_old`]). Returns true when the
+/// chunk's `g` holds a NaN or inf.
 fn update_chunk(w: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], s: &StepScalars) -> bool {
     let mut non_finite = false;
     let mut scratch = Scratch::new(&s.decay);

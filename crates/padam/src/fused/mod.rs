@@ -21,6 +21,9 @@
 //!   their constants concatenated and stepped by one sequence of PyTorch ops (`torch.rs`), equal
 //!   to the tensor path to f32 rounding rather than to the bit.
 //!
+//! After any other base optimizer (pSGD, [`PWdConfig`](crate::PWdConfig)) the decay alone is
+//! fused on the CPU backend ([`pwd_decay`]); elsewhere it stays tensor ops.
+//!
 //! Both write in place where the optimizer holds the only reference to a buffer. Every other
 //! backend, dtype or setting (non-adiabatic `s`, [`NonFinitePolicy::SkipTensor`]) takes the
 //! tensor-op path, which stays the portable implementation and the fused steps' test oracle
@@ -429,15 +432,15 @@ mod tests {
 
     #[test]
     fn decay_modes_match_the_tensor_path_cases() {
-        let p2 = StepScalars::new(&hyper(), 1, 1e-2, Some(&step(2.0, 0.1))).unwrap();
-        let p2 = p2.decay;
+        let decay = |p, lambda| {
+            (StepScalars::new(&hyper(), 1, 1e-2, Some(&step(p, lambda))).unwrap()).decay
+        };
+        let p2 = decay(2.0, 0.1);
         assert_eq!(p2.mode, DecayMode::Uniform);
         assert_eq!(p2.uniform_factor, (1.0 / (1.0 + 2.0 * 1e-2 * 0.1)) as f32);
-        let zero = StepScalars::new(&hyper(), 1, 1e-2, Some(&step(0.8, 0.0))).unwrap();
-        let zero = zero.decay;
+        let zero = decay(0.8, 0.0);
         assert_eq!((zero.mode, zero.uniform_factor), (DecayMode::Uniform, 1.0));
-        let p08 = StepScalars::new(&hyper(), 1, 1e-2, Some(&step(0.8, 0.1))).unwrap();
-        let p08 = p08.decay;
+        let p08 = decay(0.8, 0.1);
         assert_eq!(p08.mode, DecayMode::PNorm);
         assert_eq!(p08.c, (1e-2 * 0.8 * 0.1) as f32);
         assert_eq!(p08.p_minus_2, -1.2f64 as f32);
