@@ -277,7 +277,13 @@ pub fn global_magnitude_masks(
             order.push((mag, t as u32, i as u32));
         }
     }
-    order.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+    // The k smallest under this strict total order, in any order: a selection, O(n), where a
+    // sort took seconds on nanoGPT's 10.7M weights at every pruning event.
+    if 0 < k && k < n {
+        order.select_nth_unstable_by(k, |a, b| {
+            a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2))
+        });
+    }
     let mut tensors: BTreeMap<String, Vec<bool>> = weights
         .iter()
         .map(|(p, w)| (p.clone(), vec![true; w.len()]))
@@ -390,6 +396,45 @@ mod tests {
         assert_eq!(m2.pruned(), 3);
         let m3 = global_magnitude_masks(&w2, Some(&m2), 1.0 / 7.0);
         assert_eq!(m3, m2);
+    }
+
+    proptest::proptest! {
+        /// The selection prunes exactly the entries a full sort by (magnitude, tensor,
+        /// element) puts first, ties and earlier masks included.
+        #[test]
+        fn pruning_takes_the_first_entries_of_the_sorted_order(
+            a in proptest::collection::vec(-4i8..=4, 0..40),
+            b in proptest::collection::vec(-4i8..=4, 1..40),
+            before in 0.0f64..1.0,
+            fraction in 0.0f64..=1.0,
+        ) {
+            let w: Vec<(String, Vec<f32>)> = [("a", &a), ("b", &b)]
+                .iter()
+                .map(|(p, v)| (p.to_string(), v.iter().map(|x| f32::from(*x) / 4.0).collect()))
+                .collect();
+            let previous = global_magnitude_masks(&w, None, before);
+            let got = global_magnitude_masks(&w, Some(&previous), fraction);
+            let mut order: Vec<(f32, usize, usize)> = w
+                .iter()
+                .enumerate()
+                .flat_map(|(t, (p, v))| {
+                    let prev = &previous.tensors[p];
+                    v.iter()
+                        .enumerate()
+                        .map(move |(i, x)| (if prev[i] { x.abs() } else { -1.0 }, t, i))
+                })
+                .collect();
+            order.sort_by(|x, y| x.0.total_cmp(&y.0).then(x.1.cmp(&y.1)).then(x.2.cmp(&y.2)));
+            let k = (fraction * order.len() as f64).round() as usize;
+            let mut want: BTreeMap<String, Vec<bool>> =
+                w.iter().map(|(p, v)| (p.clone(), vec![true; v.len()])).collect();
+            for (j, &(mag, t, i)) in order.iter().enumerate() {
+                if j < k || mag < 0.0 {
+                    want.get_mut(&w[t].0).unwrap()[i] = false;
+                }
+            }
+            proptest::prop_assert_eq!(got.tensors, want);
+        }
     }
 
     #[test]
