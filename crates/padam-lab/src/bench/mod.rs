@@ -56,8 +56,8 @@ pub struct StepArgs {
     /// tensor), padam_tensor_ops and
     /// padam_tensor_ops_unchecked (the portable tensor-op path), padam_lambda0 (Adam + check,
     /// no decay math), psgd_momentum (the fused decay where the backend has it) and
-    /// psgd_momentum_tensor_ops (the decay as tensor ops). Two rows that split the per-tensor cost, not in the
-    /// default list: burn_sgd (plain SGD, `w - lr g`: one element-wise kernel per tensor after
+    /// psgd_momentum_tensor_ops (the decay as tensor ops). Two rows that split the per-tensor
+    /// cost, not in the default list: burn_sgd (plain SGD, `w - lr g`: one element-wise kernel per tensor after
     /// fusion, 12 bytes/param) and walk_only (burn's optimizer adaptor walking the module and
     /// handing every tensor back unchanged: no kernel at all, only the per-tensor host work and
     /// the sync).

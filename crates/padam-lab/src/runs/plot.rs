@@ -683,11 +683,12 @@ pub fn tradeoff(
 
 /// One trade-off point per `(label, last metrics line)`: sparsity and the final `score`
 /// (`Auto`: accuracy when every run has one, else validation loss). Returns the points, the
-/// score's name and whether higher is better.
+/// score's name and whether higher is better; an error naming the run when a score asked for
+/// by name is missing from one.
 pub fn tradeoff_points<'a>(
     runs: impl Iterator<Item = (String, &'a Value)> + Clone,
     score: Score,
-) -> (Vec<TradeoffPoint>, &'static str, bool) {
+) -> anyhow::Result<(Vec<TradeoffPoint>, &'static str, bool)> {
     let with_acc = match score {
         Score::Auto => runs
             .clone()
@@ -700,6 +701,11 @@ pub fn tradeoff_points<'a>(
     } else {
         ("val_loss", "validation loss", false)
     };
+    if score != Score::Auto {
+        if let Some((label, _)) = runs.clone().find(|(_, last)| last[key].as_f64().is_none()) {
+            bail!("--score: run {label} has no {key} in its last evaluation");
+        }
+    }
     let points = runs
         .filter_map(|(label, last)| {
             Some(TradeoffPoint {
@@ -710,7 +716,7 @@ pub fn tradeoff_points<'a>(
             })
         })
         .collect();
-    (points, name, higher)
+    Ok((points, name, higher))
 }
 
 /// Run `padam plot`: every figure for the given runs; returns the files written.
@@ -806,21 +812,8 @@ pub fn run(args: &PlotArgs) -> anyhow::Result<Vec<PathBuf>> {
         written.extend(draw_both(&out(&name), f, &Figure::Tensors(run))?);
     }
     if runs.len() > 1 {
-        let key = match args.score {
-            Score::Accuracy => Some("val_accuracy"),
-            Score::Loss => Some("val_loss"),
-            Score::Auto => None,
-        };
-        if let Some(key) = key {
-            if let Some(r) = runs.iter().find(|r| r.last()[key].as_f64().is_none()) {
-                bail!(
-                    "--score: run {} has no {key} in its last evaluation",
-                    r.label
-                );
-            }
-        }
         let (points, score_name, higher_is_better) =
-            tradeoff_points(runs.iter().map(|r| (r.label.clone(), r.last())), args.score);
+            tradeoff_points(runs.iter().map(|r| (r.label.clone(), r.last())), args.score)?;
         written.extend(draw_both(
             &out("tradeoff"),
             f,
@@ -857,11 +850,11 @@ mod tests {
             serde_json::json!({"zero_fraction": 0.0, "val_loss": 1.66, "val_accuracy": 0.57}),
         ];
         let runs = || lines.iter().enumerate().map(|(i, l)| (format!("r{i}"), l));
-        let (points, name, higher) = tradeoff_points(runs(), Score::Auto);
+        let (points, name, higher) = tradeoff_points(runs(), Score::Auto).unwrap();
         assert_eq!((name, higher), ("validation accuracy", true));
         let methods: Vec<Method> = points.iter().map(|p| p.method).collect();
         assert_eq!(methods, [Method::PWd, Method::Pruning, Method::Dense]);
-        let (points, name, higher) = tradeoff_points(runs(), Score::Loss);
+        let (points, name, higher) = tradeoff_points(runs(), Score::Loss).unwrap();
         assert_eq!((name, higher), ("validation loss", false));
         assert_eq!(points[1].score, 1.44);
     }

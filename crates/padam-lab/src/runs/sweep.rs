@@ -281,7 +281,7 @@ pub fn run(args: &SweepArgs) -> anyhow::Result<Vec<SweepRun>> {
     let (points, score_name, higher) = plot::tradeoff_points(
         runs.iter().map(|r| (r.name.clone(), &r.last)),
         plot::Score::Auto,
-    );
+    )?;
     plot::tradeoff(&points, score_name, higher, &dir.join("tradeoff"))?;
     print!("{}", table_markdown(&keys, &runs));
     Ok(runs)
