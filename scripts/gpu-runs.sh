@@ -26,7 +26,8 @@
 # into $RUNS, so a run survives the end of a session.
 set -uo pipefail
 source "$(dirname "$0")/gpu-setup.sh"
-OUT=${OUT:-/tmp/out}; STAGE=/tmp/runs-out; rm -rf "$STAGE"; mkdir -p "$OUT" "$STAGE/runs"
+# Each invocation packs in its own folder: two plans side by side must not pack each other's runs.
+OUT=${OUT:-/tmp/out}; STAGE=$(mktemp -d /tmp/runs-out.XXXXXX); mkdir -p "$OUT" "$STAGE/runs"
 RUNS=${RUNS:-/tmp/padam-runs}; mkdir -p "$RUNS"
 DEADLINE=${DEADLINE:-540}
 # BACKEND=tch trains on burn's LibTorch backend (the tch binary, staged with TCH=1).
@@ -51,6 +52,8 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 for f in gpu/ckpt/ckpt-*.tgz; do
   [ -e "$f" ] || continue
   name=$(basename "$f" .tgz); name=${name#ckpt-}
+  # Only the plan's own runs: a plan beside it (its own $RUNS) must not pack them as its own.
+  grep -q "^$name[[:space:]]" "${PLAN:?set PLAN to a plan file}" || continue
   if ! ls "$RUNS/$name"/ckpt-* >/dev/null 2>&1; then tar xzf "$f" -C "$RUNS" && echo "$name: checkpoint restored from $f"; fi
 done
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee -a "$OUT/device.txt"
