@@ -797,6 +797,44 @@ fn sparsity_controller_steers_lambda_and_resumes_exactly() {
     );
 }
 
+/// `clock = "lr"`: the ramp runs on the learning-rate clock. Under a cosine decay to a tenth
+/// it reaches the target at about half the run where the step clock's reaches it at three
+/// quarters; the logged trajectory is at the target exactly from the lr clock's end on, and a
+/// run resumed mid-ramp ends bit-identical.
+#[test]
+fn sparsity_on_the_lr_clock_ends_the_ramp_early_and_resumes_exactly() {
+    let tmp = TempDir::new("steer-lr");
+    let text = steered_digits(
+        "target = 0.9\nevery = 5\nclock = \"lr\"",
+        "kind = \"padam\"\np = 0.8\nlambda = 1e-3",
+    )
+    .replace(
+        "schedule = \"constant\"",
+        "schedule = \"cosine\"\nfinal_fraction = 0.1",
+    );
+    let cfg = config::parse(&text, &[]).unwrap();
+    // 45 steps per epoch, 540 steps.
+    let lr = cfg.lr_schedule(45);
+    let rates: Vec<f64> = (0..540).map(|t| lr.at(t)).collect();
+    let target = cfg.sparsity.clone().unwrap();
+    let on_lr = padam::SparsityController::with_learning_rates(target.clone(), &rates).unwrap();
+    let on_steps =
+        padam::SparsityController::new(target.with_clock(padam::RampClock::Steps), rates.len())
+            .unwrap();
+    assert_eq!(on_steps.end_step(), 405);
+    assert!(
+        (240..300).contains(&on_lr.end_step()),
+        "{}",
+        on_lr.end_step()
+    );
+    rollback_resume(&tmp, "steer-lr", &text, 180);
+    for line in metrics(&tmp.path("steer-lr")) {
+        let step = line["step"].as_u64().unwrap() as usize;
+        let aim = line["target_sparsity"].as_f64().unwrap();
+        assert_eq!(aim == 0.9, step >= on_lr.end_step(), "step {step}: {aim}");
+    }
+}
+
 /// The promise of `[sparsity]`: the run ends at the target (within half a point), for each of
 /// three targets, on a digits MLP under PAdam (60 epochs, 108 controller updates).
 #[test]
@@ -887,6 +925,9 @@ fn sparsity_target_errors_name_the_key() {
     let typo = steered_digits("target = 0.9\nevry = 5", padam);
     let e = format!("{:#}", config::parse(&typo, &[]).unwrap_err());
     assert!(e.contains("evry"), "{e}");
+    let clock = steered_digits("target = 0.9\nclock = \"epochs\"", padam);
+    let e = format!("{:#}", config::parse(&clock, &[]).unwrap_err());
+    assert!(e.contains("clock") && e.contains("epochs"), "{e}");
 }
 
 /// A run stopped before its first checkpoint is no dead end: the same command starts it again

@@ -48,6 +48,19 @@
 //! Fashion-MNIST: 25 epochs stalled at 28%, a catch-up at lambda 0.12 for a target held at
 //! 9e-3). `s_i` is part of [`ControllerState`], so a resumed run follows the same trajectory.
 //!
+//! # The clock
+//!
+//! `start`, `end` and the ramp's progress are read on a clock ([`RampClock`]): the run's steps
+//! (`t` above is a step), or, with [`RampClock::Lr`], the share of the run's summed learning
+//! rate spent so far. Under Adam both the pWD shrink and the update that opposes it scale with
+//! the learning rate, so weights travel to zero at a speed that falls with it: zeros asked for
+//! late in a decaying schedule come slowly, lambda climbs to force them, and the model has too
+//! little learning rate left to recover from losing them. On the learning-rate clock the ramp
+//! asks for its zeros while the learning rate is high (under a cosine decay to a tenth, `end`
+//! 0.75 falls at about half the steps). With a constant learning rate both clocks are one.
+//! [`SparsityController::with_learning_rates`] builds a controller on either clock from the
+//! run's per-step learning rates.
+//!
 //! # The law
 //!
 //! The plant is "lambda in, dense fraction `d = 1 - zero_fraction` out". In our runs `d` falls
@@ -154,6 +167,25 @@ pub fn cubic_ramp_from(step: usize, start: usize, end: usize, from: f64, target:
     from + (target - from) * (1.0 - (1.0 - progress).powi(3))
 }
 
+/// What the ramp's `start`, `end` and progress are measured in (module docs, "The clock").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RampClock {
+    /// Optimizer steps: `start = 0.1` is a tenth of the run's steps (gradual pruning's clock).
+    #[default]
+    Steps,
+    /// The run's summed learning rate: `start = 0.1` is where a tenth of it has been spent.
+    Lr,
+}
+
+impl RampClock {
+    /// True for the default, [`RampClock::Steps`] (left out when a config is serialized, so
+    /// configs written before the clock existed keep their hash).
+    pub fn is_steps(&self) -> bool {
+        *self == RampClock::Steps
+    }
+}
+
 /// What a [`SparsityController`] aims for and how it moves lambda.
 ///
 /// Only `target` is required; every other field has a default (serde and [`SparsityTarget::new`]).
@@ -212,6 +244,11 @@ pub struct SparsityTarget {
     /// Largest factor lambda may grow by in one update, `> 1`. Default 2.
     #[serde(default = "default_max_raise")]
     pub max_raise: f64,
+    /// What `start`, `end` and the ramp's progress are measured in: `steps` (default) or
+    /// `lr`, the share of the run's summed learning rate (module docs, "The clock"; needs
+    /// [`SparsityController::with_learning_rates`]).
+    #[serde(default, skip_serializing_if = "RampClock::is_steps")]
+    pub clock: RampClock,
 }
 
 fn default_start() -> f64 {
@@ -260,7 +297,14 @@ impl SparsityTarget {
             gain_down: default_gain_down(),
             horizon: default_horizon(),
             max_raise: default_max_raise(),
+            clock: RampClock::Steps,
         }
+    }
+
+    /// Measure the ramp on `clock`.
+    pub fn with_clock(mut self, clock: RampClock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Ramp from `start` to `end` (fractions of the run).
@@ -485,14 +529,117 @@ pub struct SparsityController {
     total_steps: usize,
     start_step: usize,
     end_step: usize,
+    /// On [`RampClock::Lr`]: the share of the summed learning rate spent before each step.
+    spent: Option<SpentShare>,
     state: ControllerState,
+}
+
+/// The learning-rate clock: entry `t` is the share of the run's summed learning rate spent by
+/// the first `t` steps (`0` at step 0, `1` at the end). Shared, since a controller is cloned
+/// with the run's state and the table has one entry per step.
+#[derive(Clone, PartialEq)]
+struct SpentShare(std::sync::Arc<[f64]>);
+
+impl std::fmt::Debug for SpentShare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SpentShare({} steps)", self.0.len() - 1)
+    }
+}
+
+/// Per-step learning rates must be finite and `>= 0`; the error names the first bad step.
+fn check_learning_rates(learning_rates: &[f64]) -> Result<(), ConfigError> {
+    match (learning_rates.iter().enumerate()).find(|(_, lr)| !(lr.is_finite() && **lr >= 0.0)) {
+        Some((step, lr)) => Err(ConfigError::new(
+            OWNER,
+            "learning_rates",
+            format!("{lr} at step {step}"),
+            "learning rates must be finite and >= 0",
+        )),
+        None => Ok(()),
+    }
+}
+
+impl SpentShare {
+    /// From per-step learning rates that passed [`check_learning_rates`]; refuses all 0.
+    fn new(learning_rates: &[f64]) -> Result<Self, ConfigError> {
+        let mut sums = Vec::with_capacity(learning_rates.len() + 1);
+        let mut sum = 0.0f64;
+        sums.push(sum);
+        for &lr in learning_rates {
+            sum += lr;
+            sums.push(sum);
+        }
+        if !(sum > 0.0 && sum.is_finite()) {
+            return Err(ConfigError::new(
+                OWNER,
+                "learning_rates",
+                format!("summing to {sum} over {} steps", learning_rates.len()),
+                "the learning-rate clock needs learning rates whose sum is finite and > 0",
+            ));
+        }
+        Ok(Self(sums.into_iter().map(|s| s / sum).collect()))
+    }
+
+    /// The share spent after `step` steps (1 past the end).
+    fn at(&self, step: usize) -> f64 {
+        self.0.get(step).copied().unwrap_or(1.0)
+    }
+
+    /// The step whose share is nearest `fraction` (the later one on a tie, as `round` takes a
+    /// step count): with a constant learning rate, the step clock's `round(fraction * total)`.
+    fn step_of(&self, fraction: f64) -> usize {
+        let after = self.0.partition_point(|&s| s < fraction);
+        match after {
+            0 => 0,
+            t if t >= self.0.len() => self.0.len() - 1,
+            t if fraction - self.0[t - 1] < self.0[t] - fraction => t - 1,
+            t => t,
+        }
+    }
 }
 
 impl SparsityController {
     /// A controller for a run of `total_steps` optimizer steps, lambda at `lambda_init`.
-    /// Fails if the config is invalid, `total_steps` is 0 or shorter than `every`.
+    /// Fails if the config is invalid, `total_steps` is 0 or shorter than `every`, or the
+    /// config asks for the learning-rate clock, which needs
+    /// [`with_learning_rates`](Self::with_learning_rates).
     pub fn new(config: SparsityTarget, total_steps: usize) -> Result<Self, ConfigError> {
         config.validate()?;
+        if config.clock == RampClock::Lr {
+            return Err(ConfigError::new(
+                OWNER,
+                "clock",
+                "lr",
+                "the learning-rate clock needs the run's learning rates: build the controller \
+                 with SparsityController::with_learning_rates",
+            ));
+        }
+        Self::build(config, total_steps, None)
+    }
+
+    /// A controller for a run whose step `t` (0-based) trains at `learning_rates[t]`, on either
+    /// clock (the step clock only takes the run's length from them). Fails as [`new`](Self::new)
+    /// does, and on a learning rate that is negative or not finite, or all of them 0 on the
+    /// learning-rate clock.
+    pub fn with_learning_rates(
+        config: SparsityTarget,
+        learning_rates: &[f64],
+    ) -> Result<Self, ConfigError> {
+        config.validate()?;
+        check_learning_rates(learning_rates)?;
+        // No rates: `build` refuses the run of 0 steps.
+        let spent = match config.clock {
+            RampClock::Lr if !learning_rates.is_empty() => Some(SpentShare::new(learning_rates)?),
+            _ => None,
+        };
+        Self::build(config, learning_rates.len(), spent)
+    }
+
+    fn build(
+        config: SparsityTarget,
+        total_steps: usize,
+        spent: Option<SpentShare>,
+    ) -> Result<Self, ConfigError> {
         if total_steps == 0 {
             return Err(ConfigError::new(
                 OWNER,
@@ -510,7 +657,10 @@ impl SparsityController {
             ));
         }
         // As gradual pruning turns its fractions into steps, so both share one trajectory.
-        let step_of = |f: f64| ((f * total_steps as f64).round() as usize).min(total_steps);
+        let step_of = |f: f64| match &spent {
+            None => ((f * total_steps as f64).round() as usize).min(total_steps),
+            Some(clock) => clock.step_of(f),
+        };
         let state = ControllerState {
             log_lambda: config.lambda_init.ln(),
             updates: 0,
@@ -523,6 +673,7 @@ impl SparsityController {
             end_step: step_of(config.end),
             total_steps,
             config,
+            spent,
             state,
         })
     }
@@ -562,13 +713,29 @@ impl SparsityController {
     /// measured [`ramp_from`](Self::ramp_from) to the target (from 0 while not yet measured,
     /// which is the trajectory only up to the ramp start).
     pub fn target_at(&self, step: usize) -> f64 {
-        cubic_ramp_from(
-            step,
-            self.start_step,
-            self.end_step,
-            self.state.ramp_from.unwrap_or(0.0),
-            self.config.target,
-        )
+        self.trajectory(step, self.state.ramp_from.unwrap_or(0.0))
+    }
+
+    /// The ramp from `from` at `step`, on the config's clock.
+    fn trajectory(&self, step: usize, from: f64) -> f64 {
+        let (start, end, target) = (self.start_step, self.end_step, self.config.target);
+        let Some(clock) = &self.spent else {
+            return cubic_ramp_from(step, start, end, from, target);
+        };
+        if step <= start {
+            return from;
+        }
+        if step >= end {
+            return target;
+        }
+        let (s0, s1) = (clock.at(start), clock.at(end));
+        // A stretch of zero learning rate inside the ramp: its share does not move.
+        let progress = if s1 > s0 {
+            (clock.at(step) - s0) / (s1 - s0)
+        } else {
+            1.0
+        };
+        from + (target - from) * (1.0 - (1.0 - progress).powi(3))
     }
 
     /// True when `step` is an update step (a multiple of `every`, step 0 included) not yet
@@ -624,13 +791,7 @@ impl SparsityController {
             ((s.last_dense / dense).ln() / interval).max(0.0)
         };
         // lambda now acts until the next update: aim at the trajectory there.
-        let aim = cubic_ramp_from(
-            step + c.every,
-            self.start_step,
-            self.end_step,
-            ramp_from.unwrap_or(0.0),
-            c.target,
-        );
+        let aim = self.trajectory(step + c.every, ramp_from.unwrap_or(0.0));
         let level = (dense / (1.0 - aim)).ln();
         let e = level - c.horizon * rate;
         let du = if holding {

@@ -54,7 +54,9 @@ pub mod schedule;
 pub mod select;
 pub mod sparsity;
 
-pub use controller::{ControllerError, ControllerState, SparsityController, SparsityTarget};
+pub use controller::{
+    ControllerError, ControllerState, RampClock, SparsityController, SparsityTarget,
+};
 pub use decay_config::{DecayConfig, NonFinitePolicy};
 pub use error::{ConfigError, NonFiniteGradient, NonFiniteParam, StepError, StepFailure};
 pub use optimizer::{PWdOptimizer, PWdOptimizerRecord};

@@ -3,7 +3,8 @@
 //! relation is known: synthetic lagging, irreversible plants (one with zeros in flight that
 //! reproduces the session-14 Fashion-MNIST run's ramp start), the float64 reference pSGD and
 //! the burn pSGD step (p = 1 on `0.5 * sum (w - a)^2`, whose fixed point soft-thresholds `a`
-//! at lambda).
+//! at lambda); the learning-rate clock against hand-summed shares and on a plant whose weights
+//! travel at the learning rate's pace.
 
 mod common;
 
@@ -16,7 +17,7 @@ use padam::reference::{self, Decay, SgdParams, SgdState};
 use padam::sparsity;
 use padam::{
     ConfigError, ControllerError, ControllerState, DecayConfig, NonFinitePolicy, PSgdConfig, PWd,
-    ParamSelection, Schedule, SparsityController, SparsityTarget,
+    ParamSelection, RampClock, Schedule, SparsityController, SparsityTarget,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -754,4 +755,258 @@ fn through_json(
         .load_state(serde_json::from_str(&saved_state).unwrap())
         .unwrap();
     resumed
+}
+
+// ---------------------------------------------------------------------------------------------
+// The learning-rate clock.
+
+/// nanoGPT's schedule: 100 warmup steps to 1e-3, then a cosine to 1e-4 at the last step.
+fn cosine_rates(steps: usize) -> Vec<f64> {
+    let (peak, low, warmup) = (1e-3, 1e-4, 100);
+    (0..steps)
+        .map(|t| {
+            if t < warmup {
+                return peak * (t + 1) as f64 / warmup as f64;
+            }
+            let x = (t - warmup) as f64 / (steps - warmup - 1) as f64;
+            low + 0.5 * (peak - low) * (1.0 + (std::f64::consts::PI * x).cos())
+        })
+        .collect()
+}
+
+#[test]
+fn the_lr_clock_at_a_constant_rate_is_the_step_clock() {
+    for (steps, start, end, every) in [
+        (1000, 0.1, 0.75, 50),
+        (999, 0.05, 0.5, 100),
+        (15_000, 0.0, 1.0, 100),
+    ] {
+        let config = SparsityTarget::new(0.9)
+            .with_ramp(start, end)
+            .with_every(every);
+        let by_steps = SparsityController::new(config.clone(), steps).unwrap();
+        let lr = config.clone().with_clock(RampClock::Lr);
+        let by_lr = SparsityController::with_learning_rates(lr, &vec![3e-3; steps]).unwrap();
+        assert_eq!(
+            (by_lr.start_step(), by_lr.end_step(), by_lr.total_steps()),
+            (by_steps.start_step(), by_steps.end_step(), steps),
+            "{steps} steps, ramp {start}..{end}"
+        );
+        // The same closed loop, to rounding: the shares are sums divided by a sum.
+        let (mut a, mut b) = (by_steps, by_lr);
+        let (mut pa, mut pb) = (LagPlant::new(1e-4, 200.0), LagPlant::new(1e-4, 200.0));
+        let (oa, ob) = (
+            drive(&mut a, &mut pa, 0, steps),
+            drive(&mut b, &mut pb, 0, steps),
+        );
+        assert!(
+            (oa.last - ob.last).abs() < 1e-9,
+            "{} vs {}",
+            oa.last,
+            ob.last
+        );
+        for step in (0..=steps).step_by(7) {
+            assert!(
+                (a.target_at(step) - b.target_at(step)).abs() < 1e-9,
+                "step {step}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_lr_clock_puts_the_ramp_where_the_learning_rate_is_spent() {
+    let steps = 5000;
+    let rates = cosine_rates(steps);
+    let config = SparsityTarget::new(0.95).with_clock(RampClock::Lr);
+    let c = SparsityController::with_learning_rates(config, &rates).unwrap();
+    // The shares by hand: the step nearest each fraction of the summed rate.
+    let total: f64 = rates.iter().sum();
+    let share = |t: usize| rates[..t].iter().sum::<f64>() / total;
+    let nearest = |f: f64| {
+        (0..=steps)
+            .min_by(|&a, &b| (share(a) - f).abs().total_cmp(&(share(b) - f).abs()))
+            .unwrap()
+    };
+    assert_eq!(
+        (c.start_step(), c.end_step()),
+        (nearest(0.1), nearest(0.75))
+    );
+    // Under this cosine three quarters of the rate are spent by about half the run.
+    assert!((2300..2600).contains(&c.end_step()), "{}", c.end_step());
+    assert!((250..350).contains(&c.start_step()), "{}", c.start_step());
+    // The cubic runs in the share: halfway between the ends' shares, 1 - 0.5^3 of the rise.
+    let mid = (c.start_step()..c.end_step())
+        .min_by(|&a, &b| {
+            let m = 0.5 * (share(c.start_step()) + share(c.end_step()));
+            (share(a) - m).abs().total_cmp(&(share(b) - m).abs())
+        })
+        .unwrap();
+    let progress =
+        (share(mid) - share(c.start_step())) / (share(c.end_step()) - share(c.start_step()));
+    let expected = 0.95 * (1.0 - (1.0 - progress).powi(3));
+    assert!(
+        (c.target_at(mid) - expected).abs() < 1e-12,
+        "{} vs {expected}",
+        c.target_at(mid)
+    );
+    assert_eq!(c.target_at(c.end_step()), 0.95);
+    assert!(c.target_at(c.end_step() - 1) < 0.95);
+}
+
+/// A [`LagPlant`] whose weights travel at the learning rate's pace (pWD's shrink and Adam's
+/// update both scale with it): its time constant is `tau * peak / lr(step)`.
+struct PacedPlant {
+    plant: LagPlant,
+    tau: f64,
+    rates: Vec<f64>,
+    step: usize,
+    /// Zeros made while the learning rate was below a third of its peak.
+    late_zeros: f64,
+}
+
+impl Plant for PacedPlant {
+    fn step(&mut self, lambda: f64) {
+        let peak = self.rates.iter().copied().fold(0.0, f64::max);
+        let lr = self.rates[self.step.min(self.rates.len() - 1)];
+        self.plant.tau = self.tau * peak / lr;
+        let before = self.plant.dense;
+        self.plant.step(lambda);
+        if lr < peak / 3.0 {
+            self.late_zeros += before - self.plant.dense;
+        }
+        self.step += 1;
+    }
+
+    fn zero_fraction(&mut self) -> f64 {
+        self.plant.zero_fraction()
+    }
+}
+
+/// Under a cosine decay to a tenth, a ramp on the step clock asks for its last zeros when the
+/// plant makes them slowly; on the learning-rate clock it asks while the plant is quick. Both
+/// reach each target, on plants whose weights take one to three update intervals to reach
+/// zero at the peak rate; the learning-rate clock makes a tenth as many of its zeros below a
+/// third of the peak rate, or fewer. (Its ramp is shorter in steps, so a plant that lags more
+/// overshoots more on it: four intervals at 0.90 overshoot by a point.)
+#[test]
+fn the_lr_clock_makes_fewer_zeros_late_in_a_decaying_schedule() {
+    let steps = 5000;
+    let rates = cosine_rates(steps);
+    for tau in [100.0, 200.0, 300.0] {
+        for target in TARGETS {
+            let mut late = Vec::new();
+            for clock in [RampClock::Steps, RampClock::Lr] {
+                let config = SparsityTarget::new(target).with_clock(clock);
+                let mut ctl = SparsityController::with_learning_rates(config, &rates).unwrap();
+                let mut plant = paced_plant(tau, &rates);
+                let o = drive(&mut ctl, &mut plant, 0, steps);
+                check(
+                    &format!("paced plant tau={tau}, {clock:?} clock"),
+                    target,
+                    &o,
+                );
+                late.push(plant.late_zeros);
+            }
+            eprintln!(
+                "tau={tau} target {target}: zeros made below a third of the peak lr: steps clock {:.4}, lr clock {:.4}",
+                late[0], late[1]
+            );
+            assert!(late[0] > 0.01, "tau={tau} target {target}: {late:?}");
+            assert!(
+                late[1] < 0.1 * late[0],
+                "tau={tau} target {target}: {late:?}"
+            );
+        }
+    }
+}
+
+/// The threshold lambda of 95% zeros is nanoGPT's fixed 2.3e-2 (docs/RESULTS.md).
+fn paced_plant(tau: f64, rates: &[f64]) -> PacedPlant {
+    PacedPlant {
+        plant: LagPlant::new(0.05 * 2.3e-2 * 2.3e-2, tau),
+        tau,
+        rates: rates.to_vec(),
+        step: 0,
+        late_zeros: 0.0,
+    }
+}
+
+#[test]
+fn the_lr_clock_is_refused_without_rates_and_bad_rates_are_named() {
+    let lr = SparsityTarget::new(0.9).with_clock(RampClock::Lr);
+    let e = SparsityController::new(lr.clone(), 1000).unwrap_err();
+    assert_eq!((e.field.as_str(), e.value.as_str()), ("clock", "lr"));
+    assert!(e.to_string().contains("with_learning_rates"), "{e}");
+    let mut rates = vec![1e-3; 100];
+    rates[3] = f64::NAN;
+    for config in [lr.clone(), SparsityTarget::new(0.9).with_every(10)] {
+        let e = SparsityController::with_learning_rates(config, &rates).unwrap_err();
+        assert_eq!(
+            (e.field.as_str(), e.value.as_str()),
+            ("learning_rates", "NaN at step 3")
+        );
+    }
+    rates[3] = -1e-3;
+    let e = SparsityController::with_learning_rates(lr.clone(), &rates).unwrap_err();
+    assert_eq!(e.value, "-0.001 at step 3");
+    // All 0: no clock to read on the learning-rate clock; the step clock needs none.
+    let e = SparsityController::with_learning_rates(lr.clone().with_every(10), &[0.0; 100])
+        .unwrap_err();
+    assert_eq!(e.field, "learning_rates");
+    assert!(e.to_string().contains("summing to 0 over 100 steps"), "{e}");
+    let steps = SparsityController::with_learning_rates(
+        SparsityTarget::new(0.9).with_every(10),
+        &[0.0; 100],
+    );
+    assert_eq!(steps.unwrap().end_step(), 75);
+    // No rates: a run of 0 steps, refused as `new` refuses it.
+    let e = SparsityController::with_learning_rates(lr, &[]).unwrap_err();
+    assert_eq!(e.field, "total_steps");
+}
+
+#[test]
+fn the_clock_key_in_serde() {
+    let c: SparsityTarget = serde_json::from_str(r#"{"target": 0.95, "clock": "lr"}"#).unwrap();
+    assert_eq!(c, SparsityTarget::new(0.95).with_clock(RampClock::Lr));
+    let c: SparsityTarget = serde_json::from_str(r#"{"target": 0.95, "clock": "steps"}"#).unwrap();
+    assert_eq!(c.clock, RampClock::Steps);
+    let e = serde_json::from_str::<SparsityTarget>(r#"{"target": 0.95, "clock": "epochs"}"#);
+    assert!(e
+        .unwrap_err()
+        .to_string()
+        .contains("unknown variant `epochs`"));
+    // The default is left out, so configs written before the clock existed serialize (and
+    // hash) as they did.
+    let json = serde_json::to_string(&SparsityTarget::new(0.95)).unwrap();
+    assert!(!json.contains("clock"), "{json}");
+    let json = serde_json::to_string(&SparsityTarget::new(0.95).with_clock(RampClock::Lr)).unwrap();
+    assert!(json.contains(r#""clock":"lr""#), "{json}");
+}
+
+#[test]
+fn resume_on_the_lr_clock_is_bit_exact() {
+    let steps = 5000;
+    let rates = cosine_rates(steps);
+    let config = SparsityTarget::new(0.95).with_clock(RampClock::Lr);
+    let plant = || paced_plant(200.0, &rates);
+    let mut straight = SparsityController::with_learning_rates(config.clone(), &rates).unwrap();
+    let whole = drive(&mut straight, &mut plant(), 0, steps);
+    let mut first = SparsityController::with_learning_rates(config.clone(), &rates).unwrap();
+    let mut p = plant();
+    let a = drive(&mut first, &mut p, 0, 1730);
+    let saved_config = serde_json::to_string(&config).unwrap();
+    let saved_state = serde_json::to_string(&first.state()).unwrap();
+    let mut resumed = SparsityController::with_learning_rates(
+        serde_json::from_str(&saved_config).unwrap(),
+        &rates,
+    )
+    .unwrap();
+    resumed
+        .load_state(serde_json::from_str(&saved_state).unwrap())
+        .unwrap();
+    let b = drive(&mut resumed, &mut p, 1730, steps);
+    let joined: Vec<u64> = a.lambdas.iter().chain(&b.lambdas).copied().collect();
+    assert_eq!(joined, whole.lambdas);
+    assert_eq!(b.last.to_bits(), whole.last.to_bits());
 }

@@ -358,16 +358,32 @@ where
             controller: None,
         };
         let mut masks = None;
+        let lr = config.lr_schedule(steps_per_epoch);
         let mut controller = match &config.sparsity {
             Some(target) => Some((
-                SparsityController::new(target.clone(), total)
-                    .map_err(|e| anyhow::anyhow!("invalid config: sparsity.{}: {e}", e.field))?,
+                // The run's learning rates: the ramp's clock when `clock = "lr"`.
+                SparsityController::with_learning_rates(
+                    target.clone(),
+                    &(0..total).map(|t| lr.at(t)).collect::<Vec<_>>(),
+                )
+                .map_err(|e| anyhow::anyhow!("invalid config: sparsity.{}: {e}", e.field))?,
                 decay
                     .as_ref()
                     .map_or_else(ParamSelection::all, |d| d.selection.clone()),
             )),
             None => None,
         };
+        if let Some((c, _)) = &controller {
+            // Where the ramp lies in steps, which on the learning-rate clock the config does
+            // not say.
+            tracing::info!(
+                target = c.config().target,
+                clock = ?c.config().clock,
+                start_step = c.start_step(),
+                end_step = c.end_step(),
+                "sparsity ramp"
+            );
+        }
         if args.resume {
             let (path, ckpt) = checkpoint::load_for(dir, config)?;
             let m = checkpoint::decode_record(ckpt.model.clone(), device, &path, "model")?;
@@ -432,7 +448,7 @@ where
             total,
             eval_every,
             ckpt_every,
-            lr: config.lr_schedule(steps_per_epoch),
+            lr,
             decay,
             pruning,
             controller,
