@@ -1,6 +1,6 @@
 //! A target-sparsity controller: it adjusts the pWD strength `lambda` during a run so that the
 //! exact-zero fraction of the decayed weights follows a trajectory, Zhu & Gupta's cubic ramp
-//! ([`cubic_ramp_from`]) from the sparsity the model has when the ramp starts to
+//! ([`cubic_ramp_from`](crate::ramp::cubic_ramp_from)) from the sparsity the model has when the ramp starts to
 //! [`SparsityTarget::target`], which the rest of the run then holds.
 //!
 //! The controller is a small value a training loop consults every
@@ -50,14 +50,10 @@
 //!
 //! # The clock
 //!
-//! `start`, `end` and the ramp's progress are read on a clock ([`RampClock`]): the run's steps
-//! (`t` above is a step), or, with [`RampClock::Lr`], the share of the run's summed learning
-//! rate spent so far. Under Adam both the pWD shrink and the update that opposes it scale with
-//! the learning rate, so weights travel to zero at a speed that falls with it: zeros asked for
-//! late in a decaying schedule come slowly, lambda climbs to force them, and the model has too
-//! little learning rate left to recover from losing them. On the learning-rate clock the ramp
-//! asks for its zeros while the learning rate is high (under a cosine decay to a tenth, `end`
-//! 0.75 falls at about half the steps). With a constant learning rate both clocks are one.
+//! `start`, `end` and the ramp's progress are read on a [`RampClock`]: the run's steps (`t`
+//! above is a step), or with `clock = "lr"` the share of the run's summed learning rate spent
+//! so far, so that under a decaying learning rate the ramp asks for its zeros while weights
+//! still reach zero quickly ([`crate::ramp`] says why).
 //! [`SparsityController::with_learning_rates`] builds a controller on either clock from the
 //! run's per-step learning rates.
 //!
@@ -119,72 +115,13 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::error::ConfigError;
+use crate::ramp::{CubicRamp, RampClock};
 
 /// The name [`ConfigError`]s of this module carry.
 const OWNER: &str = "sparsity controller";
 
 /// Smallest dense fraction the law takes a logarithm of (a fully zero model).
 const DENSE_FLOOR: f64 = 1e-12;
-
-/// Zhu & Gupta's cubic sparsity ramp from 0: 0 up to and at `start`, `target` at and after
-/// `end`, `target * (1 - (1 - (step - start) / (end - start))^3)` in between.
-///
-/// The same function as gradual magnitude pruning's schedule, so both follow one trajectory.
-/// [`cubic_ramp_from`] with `from = 0`.
-///
-/// ```
-/// use padam::controller::cubic_ramp;
-/// assert_eq!(cubic_ramp(10, 10, 110, 0.9), 0.0);
-/// assert!((cubic_ramp(60, 10, 110, 0.9) - 0.9 * (1.0 - 0.125)).abs() < 1e-12);
-/// assert_eq!(cubic_ramp(110, 10, 110, 0.9), 0.9);
-/// ```
-pub fn cubic_ramp(step: usize, start: usize, end: usize, target: f64) -> f64 {
-    cubic_ramp_from(step, start, end, 0.0, target)
-}
-
-/// Zhu & Gupta's cubic sparsity ramp in full: `from` (their `s_i`) up to and at `start`,
-/// `target` (`s_f`) at and after `end`, and in between
-/// `s_f + (s_i - s_f) (1 - (step - start) / (end - start))^3`, computed as the equal
-/// `s_i + (s_f - s_i) (1 - (1 - progress)^3)`. Steepest at the start, where most weights are
-/// left to prune.
-///
-/// ```
-/// use padam::controller::cubic_ramp_from;
-/// assert_eq!(cubic_ramp_from(10, 10, 110, 0.3, 0.9), 0.3);
-/// assert!((cubic_ramp_from(60, 10, 110, 0.3, 0.9) - (0.9 - 0.6 * 0.125)).abs() < 1e-12);
-/// assert_eq!(cubic_ramp_from(110, 10, 110, 0.3, 0.9), 0.9);
-/// ```
-pub fn cubic_ramp_from(step: usize, start: usize, end: usize, from: f64, target: f64) -> f64 {
-    if step <= start {
-        return from;
-    }
-    if step >= end {
-        return target;
-    }
-    let progress = (step - start) as f64 / (end - start) as f64;
-    // Written as the rise from `from`, so that `from = 0` is bit for bit the ramp from 0
-    // (gradual pruning's schedule).
-    from + (target - from) * (1.0 - (1.0 - progress).powi(3))
-}
-
-/// What the ramp's `start`, `end` and progress are measured in (module docs, "The clock").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RampClock {
-    /// Optimizer steps: `start = 0.1` is a tenth of the run's steps (gradual pruning's clock).
-    #[default]
-    Steps,
-    /// The run's summed learning rate: `start = 0.1` is where a tenth of it has been spent.
-    Lr,
-}
-
-impl RampClock {
-    /// True for the default, [`RampClock::Steps`] (left out when a config is serialized, so
-    /// configs written before the clock existed keep their hash).
-    pub fn is_steps(&self) -> bool {
-        *self == RampClock::Steps
-    }
-}
 
 /// What a [`SparsityController`] aims for and how it moves lambda.
 ///
@@ -527,75 +464,8 @@ pub enum ControllerError {
 pub struct SparsityController {
     config: SparsityTarget,
     total_steps: usize,
-    start_step: usize,
-    end_step: usize,
-    /// On [`RampClock::Lr`]: the share of the summed learning rate spent before each step.
-    spent: Option<SpentShare>,
+    ramp: CubicRamp,
     state: ControllerState,
-}
-
-/// The learning-rate clock: entry `t` is the share of the run's summed learning rate spent by
-/// the first `t` steps (`0` at step 0, `1` at the end). Shared, since a controller is cloned
-/// with the run's state and the table has one entry per step.
-#[derive(Clone, PartialEq)]
-struct SpentShare(std::sync::Arc<[f64]>);
-
-impl std::fmt::Debug for SpentShare {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SpentShare({} steps)", self.0.len() - 1)
-    }
-}
-
-/// Per-step learning rates must be finite and `>= 0`; the error names the first bad step.
-fn check_learning_rates(learning_rates: &[f64]) -> Result<(), ConfigError> {
-    match (learning_rates.iter().enumerate()).find(|(_, lr)| !(lr.is_finite() && **lr >= 0.0)) {
-        Some((step, lr)) => Err(ConfigError::new(
-            OWNER,
-            "learning_rates",
-            format!("{lr} at step {step}"),
-            "learning rates must be finite and >= 0",
-        )),
-        None => Ok(()),
-    }
-}
-
-impl SpentShare {
-    /// From per-step learning rates that passed [`check_learning_rates`]; refuses all 0.
-    fn new(learning_rates: &[f64]) -> Result<Self, ConfigError> {
-        let mut sums = Vec::with_capacity(learning_rates.len() + 1);
-        let mut sum = 0.0f64;
-        sums.push(sum);
-        for &lr in learning_rates {
-            sum += lr;
-            sums.push(sum);
-        }
-        if !(sum > 0.0 && sum.is_finite()) {
-            return Err(ConfigError::new(
-                OWNER,
-                "learning_rates",
-                format!("summing to {sum} over {} steps", learning_rates.len()),
-                "the learning-rate clock needs learning rates whose sum is finite and > 0",
-            ));
-        }
-        Ok(Self(sums.into_iter().map(|s| s / sum).collect()))
-    }
-
-    /// The share spent after `step` steps (1 past the end).
-    fn at(&self, step: usize) -> f64 {
-        self.0.get(step).copied().unwrap_or(1.0)
-    }
-
-    /// The step whose share is nearest `fraction` (the later one on a tie, as `round` takes a
-    /// step count): with a constant learning rate, the step clock's `round(fraction * total)`.
-    fn step_of(&self, fraction: f64) -> usize {
-        let after = self.0.partition_point(|&s| s < fraction);
-        match after {
-            0 => 0,
-            t if t >= self.0.len() => self.0.len() - 1,
-            t if fraction - self.0[t - 1] < self.0[t] - fraction => t - 1,
-            t => t,
-        }
-    }
 }
 
 impl SparsityController {
@@ -604,8 +474,8 @@ impl SparsityController {
     /// config asks for the learning-rate clock, which needs
     /// [`with_learning_rates`](Self::with_learning_rates).
     pub fn new(config: SparsityTarget, total_steps: usize) -> Result<Self, ConfigError> {
-        config.validate()?;
         if config.clock == RampClock::Lr {
+            config.validate()?;
             return Err(ConfigError::new(
                 OWNER,
                 "clock",
@@ -614,7 +484,8 @@ impl SparsityController {
                  with SparsityController::with_learning_rates",
             ));
         }
-        Self::build(config, total_steps, None)
+        let ramp = || Ok(CubicRamp::on_steps(config.start, config.end, total_steps));
+        Self::build(&config, total_steps, ramp)
     }
 
     /// A controller for a run whose step `t` (0-based) trains at `learning_rates[t]`, on either
@@ -625,21 +496,17 @@ impl SparsityController {
         config: SparsityTarget,
         learning_rates: &[f64],
     ) -> Result<Self, ConfigError> {
-        config.validate()?;
-        check_learning_rates(learning_rates)?;
-        // No rates: `build` refuses the run of 0 steps.
-        let spent = match config.clock {
-            RampClock::Lr if !learning_rates.is_empty() => Some(SpentShare::new(learning_rates)?),
-            _ => None,
-        };
-        Self::build(config, learning_rates.len(), spent)
+        let ramp = || CubicRamp::new(config.clock, config.start, config.end, learning_rates);
+        Self::build(&config, learning_rates.len(), ramp)
     }
 
+    /// Checks the config and the run length, then lays the ramp.
     fn build(
-        config: SparsityTarget,
+        config: &SparsityTarget,
         total_steps: usize,
-        spent: Option<SpentShare>,
+        ramp: impl FnOnce() -> Result<CubicRamp, ConfigError>,
     ) -> Result<Self, ConfigError> {
+        config.validate()?;
         if total_steps == 0 {
             return Err(ConfigError::new(
                 OWNER,
@@ -656,11 +523,6 @@ impl SparsityController {
                 "every must be <= total_steps, else lambda is never updated",
             ));
         }
-        // As gradual pruning turns its fractions into steps, so both share one trajectory.
-        let step_of = |f: f64| match &spent {
-            None => ((f * total_steps as f64).round() as usize).min(total_steps),
-            Some(clock) => clock.step_of(f),
-        };
         let state = ControllerState {
             log_lambda: config.lambda_init.ln(),
             updates: 0,
@@ -669,11 +531,10 @@ impl SparsityController {
             ramp_from: None,
         };
         Ok(Self {
-            start_step: step_of(config.start),
-            end_step: step_of(config.end),
+            // As gradual pruning lays its ramp, so both share one trajectory.
+            ramp: ramp()?,
             total_steps,
-            config,
-            spent,
+            config: config.clone(),
             state,
         })
     }
@@ -690,12 +551,12 @@ impl SparsityController {
 
     /// The step where the ramp leaves its start value ([`ramp_from`](Self::ramp_from)).
     pub fn start_step(&self) -> usize {
-        self.start_step
+        self.ramp.start_step()
     }
 
     /// The step where the ramp reaches the target.
     pub fn end_step(&self) -> usize {
-        self.end_step
+        self.ramp.end_step()
     }
 
     /// The lambda to use from now until the next update.
@@ -709,33 +570,17 @@ impl SparsityController {
         self.state.ramp_from
     }
 
-    /// The zero fraction the trajectory asks for after `step` steps: [`cubic_ramp_from`] the
-    /// measured [`ramp_from`](Self::ramp_from) to the target (from 0 while not yet measured,
-    /// which is the trajectory only up to the ramp start).
+    /// The zero fraction the trajectory asks for after `step` steps: the cubic ramp
+    /// ([`CubicRamp::at`], on the config's clock) from the measured
+    /// [`ramp_from`](Self::ramp_from) to the target (from 0 while not yet measured, which is
+    /// the trajectory only up to the ramp start).
     pub fn target_at(&self, step: usize) -> f64 {
         self.trajectory(step, self.state.ramp_from.unwrap_or(0.0))
     }
 
     /// The ramp from `from` at `step`, on the config's clock.
     fn trajectory(&self, step: usize, from: f64) -> f64 {
-        let (start, end, target) = (self.start_step, self.end_step, self.config.target);
-        let Some(clock) = &self.spent else {
-            return cubic_ramp_from(step, start, end, from, target);
-        };
-        if step <= start {
-            return from;
-        }
-        if step >= end {
-            return target;
-        }
-        let (s0, s1) = (clock.at(start), clock.at(end));
-        // A stretch of zero learning rate inside the ramp: its share does not move.
-        let progress = if s1 > s0 {
-            (clock.at(step) - s0) / (s1 - s0)
-        } else {
-            1.0
-        };
-        from + (target - from) * (1.0 - (1.0 - progress).powi(3))
+        self.ramp.at(step, from, self.config.target)
     }
 
     /// True when `step` is an update step (a multiple of `every`, step 0 included) not yet
@@ -773,7 +618,7 @@ impl SparsityController {
             });
         }
         let c = &self.config;
-        let holding = step + c.every <= self.start_step;
+        let holding = step + c.every <= self.ramp.start_step();
         // The first update that aims past the ramp start fixes where the ramp starts: at the
         // sparsity the model has (what the hold at lambda_init made). A ramp from 0 would read
         // those zeros as an overshoot, drive lambda to its floor and stall until the trajectory
@@ -858,7 +703,8 @@ impl SparsityController {
                 });
             }
         }
-        let past_hold = state.updates > 0 && state.last_step + self.config.every > self.start_step;
+        let past_hold =
+            state.updates > 0 && state.last_step + self.config.every > self.ramp.start_step();
         let (lo, hi) = (self.config.lambda_min.ln(), self.config.lambda_max.ln());
         self.state = ControllerState {
             log_lambda: state.log_lambda.clamp(lo, hi),
@@ -875,18 +721,6 @@ impl SparsityController {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cubic_ramp_matches_gradual_pruning() {
-        // The cases of padam-lab's `cubic_fraction` test.
-        assert_eq!(cubic_ramp(10, 10, 110, 0.9), 0.0);
-        assert!((cubic_ramp(60, 10, 110, 0.9) - 0.9 * (1.0 - 0.125)).abs() < 1e-12);
-        assert_eq!(cubic_ramp(110, 10, 110, 0.9), 0.9);
-        assert_eq!(cubic_ramp(500, 10, 110, 0.9), 0.9);
-        // start == end: a step.
-        assert_eq!(cubic_ramp(5, 5, 5, 0.5), 0.0);
-        assert_eq!(cubic_ramp(6, 5, 5, 0.5), 0.5);
-    }
 
     #[test]
     fn holds_without_zeros_before_the_ramp() {

@@ -11,6 +11,8 @@
 //! - [`Schedule`] gives `p(t)` and `lambda(t)`; [`ParamSelection`] chooses decayed parameters.
 //! - [`clip::clip_grad_norm`] clips gradients by their global norm (PyTorch's `clip_grad_norm_`).
 //! - [`sparsity::measure`] reports exact zeros and `|w| < threshold`, globally and per tensor.
+//! - [`SparsityController`] steers lambda to a target sparsity along a [`CubicRamp`], the
+//!   trajectory gradual pruning follows too, on the step or the learning-rate clock.
 //!
 //! ```
 //! use burn::backend::{Autodiff, Flex};
@@ -49,14 +51,13 @@ pub mod paths;
 pub mod psgd_config;
 pub mod pwd;
 pub mod pwd_config;
+pub mod ramp;
 pub mod reference;
 pub mod schedule;
 pub mod select;
 pub mod sparsity;
 
-pub use controller::{
-    ControllerError, ControllerState, RampClock, SparsityController, SparsityTarget,
-};
+pub use controller::{ControllerError, ControllerState, SparsityController, SparsityTarget};
 pub use decay_config::{DecayConfig, NonFinitePolicy};
 pub use error::{ConfigError, NonFiniteGradient, NonFiniteParam, StepError, StepFailure};
 pub use optimizer::{PWdOptimizer, PWdOptimizerRecord};
@@ -64,6 +65,7 @@ pub use padam_config::PAdamConfig;
 pub use psgd_config::PSgdConfig;
 pub use pwd::{PWd, PWdState};
 pub use pwd_config::PWdConfig;
+pub use ramp::{CubicRamp, RampClock};
 pub use schedule::{Schedule, ScheduleLr};
 pub use select::ParamSelection;
 pub use sparsity::{SparsityReport, TensorSparsity};

@@ -12,7 +12,7 @@ use burn::module::Param;
 use burn::optim::{GradientsParams, Optimizer, SimpleOptimizer};
 use burn::tensor::Tensor;
 use common::*;
-use padam::controller::cubic_ramp;
+use padam::ramp::cubic_ramp;
 use padam::reference::{self, Decay, SgdParams, SgdState};
 use padam::sparsity;
 use padam::{

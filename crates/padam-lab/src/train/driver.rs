@@ -332,8 +332,15 @@ where
         let eval_every = t.eval_every.unwrap_or(steps_per_epoch);
         let ckpt_every = t.checkpoint_every.unwrap_or(eval_every);
         let decay = config.optimizer.decay.clone();
+        let lr = config.lr_schedule(steps_per_epoch);
+        // The run's learning rates: the clock of a ramp (`[prune]`, `[sparsity]`) with
+        // `clock = "lr"`.
+        let learning_rates: Vec<f64> = (0..total).map(|t| lr.at(t)).collect();
         let pruning = match &config.prune {
-            Some(p) => Some((p.schedule(total, steps_per_epoch), p.selection()?)),
+            Some(p) => Some((
+                p.schedule(&learning_rates, steps_per_epoch)?,
+                p.selection()?,
+            )),
             None => None,
         };
         tracing::info!(
@@ -358,30 +365,33 @@ where
             controller: None,
         };
         let mut masks = None;
-        let lr = config.lr_schedule(steps_per_epoch);
         let mut controller = match &config.sparsity {
             Some(target) => Some((
-                // The run's learning rates: the ramp's clock when `clock = "lr"`.
-                SparsityController::with_learning_rates(
-                    target.clone(),
-                    &(0..total).map(|t| lr.at(t)).collect::<Vec<_>>(),
-                )
-                .map_err(|e| anyhow::anyhow!("invalid config: sparsity.{}: {e}", e.field))?,
+                SparsityController::with_learning_rates(target.clone(), &learning_rates)
+                    .map_err(|e| anyhow::anyhow!("invalid config: sparsity.{}: {e}", e.field))?,
                 decay
                     .as_ref()
                     .map_or_else(ParamSelection::all, |d| d.selection.clone()),
             )),
             None => None,
         };
+        // Where the ramps lie in steps, which on the learning-rate clock the config does not say.
         if let Some((c, _)) = &controller {
-            // Where the ramp lies in steps, which on the learning-rate clock the config does
-            // not say.
             tracing::info!(
                 target = c.config().target,
                 clock = ?c.config().clock,
                 start_step = c.start_step(),
                 end_step = c.end_step(),
                 "sparsity ramp"
+            );
+        }
+        if let Some((p, _)) = &pruning {
+            tracing::info!(
+                target = p.target,
+                clock = ?config.prune.as_ref().and_then(|c| c.clock).unwrap_or_default(),
+                start_step = p.ramp.start_step(),
+                end_step = p.ramp.end_step(),
+                "pruning ramp"
             );
         }
         if args.resume {

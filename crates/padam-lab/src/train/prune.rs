@@ -5,7 +5,9 @@
 //!   with the mask held for the rest of the run;
 //! - **gradual** (Zhu & Gupta 2017): from `start * total` to `end * total` the pruned fraction
 //!   follows `s_t = target * (1 - (1 - (t - t0) / (t1 - t0))^3)`, re-pruned every `frequency`
-//!   steps; masks only grow.
+//!   steps; masks only grow. With `clock = "lr"` the ramp is laid over the run's summed
+//!   learning rate instead of its steps, as the target-sparsity controller's can be
+//!   ([`padam::CubicRamp`]), so the two compare on one trajectory.
 //!
 //! The mask math here is pure (host vectors in, masks out); [`crate::train`] reads the weights,
 //! applies the masks after every optimizer step (`w * mask`, so a masked weight is exactly 0
@@ -16,9 +18,9 @@ use std::collections::BTreeMap;
 use anyhow::bail;
 use burn::module::{Module, Param};
 use burn::tensor::{backend::Backend, Tensor, TensorData};
-use padam::controller::cubic_ramp;
 use padam::paths::{map_with_paths, PathMapper};
 use padam::ParamSelection;
+use padam::{CubicRamp, RampClock};
 use serde::{Deserialize, Serialize};
 
 /// Which pruning baseline.
@@ -51,6 +53,10 @@ pub struct PruneConfig {
     /// Gradual: steps between pruning events (default: one epoch).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frequency: Option<usize>,
+    /// Gradual: what `start`, `end` and the ramp's progress are measured in, `"steps"`
+    /// (default) or `"lr"` (shares of the run's summed learning rate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<RampClock>,
     /// `"matrices"` (default: rank >= 2, conv kernels and weight matrices) or `"all"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub params: Option<String>,
@@ -86,6 +92,7 @@ impl PruneConfig {
                     ("prune.start", self.start),
                     ("prune.end", self.end),
                     ("prune.frequency", self.frequency.map(|f| f as f64)),
+                    ("prune.clock", self.clock.map(|_| 0.0)),
                 ] {
                     if v.is_some() {
                         bail!("invalid config: {key} applies to method = \"gradual\", not \"one_shot\"");
@@ -116,38 +123,46 @@ impl PruneConfig {
         }
     }
 
-    /// The schedule over a run of `total` steps with `steps_per_epoch`.
-    pub fn schedule(&self, total: usize, steps_per_epoch: usize) -> PruneSchedule {
-        let step_of = |f: f64| ((f * total as f64).round() as usize).min(total);
-        match self.method {
+    /// The schedule over a run whose step `t` trains at `learning_rates[t]`, with
+    /// `steps_per_epoch`.
+    pub fn schedule(
+        &self,
+        learning_rates: &[f64],
+        steps_per_epoch: usize,
+    ) -> anyhow::Result<PruneSchedule> {
+        let total = learning_rates.len();
+        Ok(match self.method {
             PruneMethod::OneShot => {
-                let at = step_of(self.at.unwrap_or(0.5));
+                let at = self.at.unwrap_or(0.5);
                 PruneSchedule {
                     target: self.target,
-                    start: at,
-                    end: at,
+                    ramp: CubicRamp::on_steps(at, at, total),
                     frequency: 1,
                 }
             }
             PruneMethod::Gradual => PruneSchedule {
                 target: self.target,
-                start: step_of(self.start.unwrap_or(0.1)),
-                end: step_of(self.end.unwrap_or(0.75)),
+                ramp: CubicRamp::new(
+                    self.clock.unwrap_or_default(),
+                    self.start.unwrap_or(0.1),
+                    self.end.unwrap_or(0.75),
+                    learning_rates,
+                )
+                .map_err(|e| anyhow::anyhow!("prune.clock: {e}"))?,
                 frequency: self.frequency.unwrap_or(steps_per_epoch).max(1),
             },
-        }
+        })
     }
 }
 
 /// When to prune and how much, in optimizer steps (steps counted after the update).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PruneSchedule {
     /// Final pruned fraction.
     pub target: f64,
-    /// First pruning step.
-    pub start: usize,
-    /// Step at which the target is reached (== `start` for one-shot).
-    pub end: usize,
+    /// The cubic ramp from 0 to `target`: its first pruning step, the step at which the target
+    /// is reached (the same step for one-shot) and the fraction in between.
+    pub ramp: CubicRamp,
     /// Steps between pruning events.
     pub frequency: usize,
 }
@@ -155,16 +170,17 @@ pub struct PruneSchedule {
 impl PruneSchedule {
     /// The pruned fraction to reach at `step`, if the masks are recomputed after that step.
     pub fn event(&self, step: usize) -> Option<f64> {
-        if step < self.start {
+        let (start, end) = (self.ramp.start_step(), self.ramp.end_step());
+        if step < start {
             return None;
         }
-        if step >= self.end {
+        if step >= end {
             // the last event lands exactly on `end`; after it the mask is only held
-            return (step == self.end).then_some(self.target);
+            return (step == end).then_some(self.target);
         }
-        (step - self.start)
+        (step - start)
             .is_multiple_of(self.frequency)
-            .then(|| cubic_ramp(step, self.start, self.end, self.target))
+            .then(|| self.ramp.at(step, 0.0, self.target))
     }
 }
 
@@ -358,18 +374,60 @@ mod tests {
 
     #[test]
     fn cubic_schedule_starts_at_zero_and_reaches_the_target() {
-        assert_eq!(cubic_ramp(10, 10, 110, 0.9), 0.0);
-        assert!((cubic_ramp(60, 10, 110, 0.9) - 0.9 * (1.0 - 0.125)).abs() < 1e-12);
-        assert_eq!(cubic_ramp(110, 10, 110, 0.9), 0.9);
-        assert_eq!(cubic_ramp(500, 10, 110, 0.9), 0.9);
         let s = PruneSchedule {
             target: 0.9,
-            start: 10,
-            end: 110,
+            ramp: CubicRamp::on_steps(0.01, 0.11, 1000),
             frequency: 25,
         };
-        let events: Vec<usize> = (0..200).filter(|t| s.event(*t).is_some()).collect();
-        assert_eq!(events, vec![10, 35, 60, 85, 110]);
+        let events: Vec<(usize, f64)> = (0..200)
+            .filter_map(|t| s.event(t).map(|f| (t, f)))
+            .collect();
+        let steps: Vec<usize> = events.iter().map(|e| e.0).collect();
+        assert_eq!(steps, vec![10, 35, 60, 85, 110]);
+        assert_eq!(events[0].1, 0.0);
+        assert!((events[2].1 - 0.9 * (1.0 - 0.125)).abs() < 1e-12);
+        assert_eq!(events[4].1, 0.9);
+    }
+
+    /// `clock = "lr"`: the events still come every `frequency` steps, along the ramp laid over
+    /// the summed learning rate (here halved after step 500, so three quarters are spent by
+    /// step 625, not 750).
+    #[test]
+    fn gradual_pruning_on_the_lr_clock() {
+        let rates: Vec<f64> = (0..1000)
+            .map(|t| if t < 500 { 2e-3 } else { 1e-3 })
+            .collect();
+        let config = PruneConfig {
+            method: PruneMethod::Gradual,
+            target: 0.9,
+            at: None,
+            start: None,
+            end: None,
+            frequency: Some(50),
+            clock: Some(RampClock::Lr),
+            params: None,
+        };
+        config.validate().unwrap();
+        let s = config.schedule(&rates, 100).unwrap();
+        let steps: Vec<usize> = (0..1000).filter(|&t| s.event(t).is_some()).collect();
+        assert_eq!(
+            steps,
+            vec![75, 125, 175, 225, 275, 325, 375, 425, 475, 525, 575, 625]
+        );
+        let on_steps = PruneConfig {
+            clock: None,
+            ..config
+        }
+        .schedule(&rates, 100)
+        .unwrap();
+        assert_eq!(
+            (on_steps.ramp.start_step(), on_steps.ramp.end_step()),
+            (100, 750)
+        );
+        // Step 375 has spent half the summed rate: 0.4 / 0.65 of the way from share 0.1 to 0.75.
+        let progress: f64 = 0.4 / 0.65;
+        let expected = 0.9 * (1.0 - (1.0 - progress).powi(3));
+        assert!((s.event(375).unwrap() - expected).abs() < 1e-12);
     }
 
     #[test]
@@ -462,6 +520,7 @@ mod tests {
             start: None,
             end: None,
             frequency: None,
+            clock: None,
             params: None,
         };
         let e = c.validate().unwrap_err().to_string();
@@ -484,5 +543,17 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("prune.start"));
+        let c = PruneConfig {
+            method: PruneMethod::OneShot,
+            start: None,
+            end: None,
+            clock: Some(RampClock::Lr),
+            ..c
+        };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("prune.clock applies to method = \"gradual\""),
+            "{e}"
+        );
     }
 }
