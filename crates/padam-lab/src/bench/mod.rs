@@ -46,7 +46,8 @@ pub struct StepArgs {
     /// Backend to run on.
     #[arg(long, value_enum, default_value = "cpu")]
     pub backend: BackendKind,
-    /// Parameter-shape sets to time (resnet18, gpt2).
+    /// Parameter-shape sets to time: resnet18, gpt2, and gpt2_host (GPT-2's 148 tensors at width 8:
+    /// the per-tensor host work alone).
     #[arg(long, value_delimiter = ',', default_value = "resnet18,gpt2")]
     pub shapes: Vec<String>,
     /// Optimizers to time: burn_adamw, burn_adam, padam (the fused kernel where the backend

@@ -49,7 +49,18 @@ pub fn resnet18_shapes() -> Vec<Vec<usize>> {
 
 /// Parameter shapes of GPT-2 small (vocab padded to 50304, context 1024), as the PyTorch bench.
 pub fn gpt2_shapes() -> Vec<Vec<usize>> {
-    let (d, layers, vocab, ctx) = (768usize, 12, 50304, 1024);
+    gpt2_like(768, 50304, 1024)
+}
+
+/// GPT-2's 148 tensors, ranks and order at width 8 (vocab 16, context 8; 8,448 parameters):
+/// almost no arithmetic, so a step's time is its per-tensor host work (the walk, the states,
+/// the launches), which on a GPU does not shrink with the tensors.
+pub fn gpt2_host_shapes() -> Vec<Vec<usize>> {
+    gpt2_like(8, 16, 8)
+}
+
+fn gpt2_like(d: usize, vocab: usize, ctx: usize) -> Vec<Vec<usize>> {
+    let layers = 12;
     let mut s = vec![vec![vocab, d], vec![ctx, d]];
     for _ in 0..layers {
         s.extend([
@@ -281,8 +292,11 @@ pub(super) fn step_bench<B: AutodiffBackend>(
         let shapes = match set.as_str() {
             "resnet18" => resnet18_shapes(),
             "gpt2" => gpt2_shapes(),
+            "gpt2_host" => gpt2_host_shapes(),
             other => {
-                anyhow::bail!("--shapes: unknown shape set `{other}` (expected resnet18 or gpt2)")
+                anyhow::bail!(
+                    "--shapes: unknown shape set `{other}` (expected resnet18, gpt2 or gpt2_host)"
+                )
             }
         };
         let n: usize = shapes.iter().map(|s| s.iter().product::<usize>()).sum();
