@@ -8,6 +8,7 @@
 # on a warm machine, so a short call that only brings data can go first (staged here with
 # `STAGE=gpu0 CUDA=0 DATA=... bash scripts/gpu-stage.sh`; it copies and unpacks the data):
 #   rm -rf gpu && ln -s gpu0 gpu && PLAN=/dev/null bash scripts/gpu-runs.sh
+# (checkpoints under gpu/ckpt are restored only by a plan that names their runs).
 # Two plans side by side, e.g. runs whose checkpoints come back (CKPT_BACK=1) beside runs whose
 # cannot: each its own $OUT subfolder and $RUNS (OUT=$OUT/f RUNS=/tmp/padam-runs-f ... &).
 # Trains every run of a plan file in parallel on the one GPU (`padam train` is dispatch-bound
@@ -27,7 +28,9 @@
 set -uo pipefail
 source "$(dirname "$0")/gpu-setup.sh"
 # Each invocation packs in its own folder: two plans side by side must not pack each other's runs.
-OUT=${OUT:-/tmp/out}; STAGE=$(mktemp -d /tmp/runs-out.XXXXXX); mkdir -p "$OUT" "$STAGE/runs"
+OUT=${OUT:-/tmp/out}; STAGE=$(mktemp -d /tmp/runs-out.XXXXXX) || exit 1
+trap 'rm -rf "$STAGE"' EXIT
+mkdir -p "$OUT" "$STAGE/runs"
 RUNS=${RUNS:-/tmp/padam-runs}; mkdir -p "$RUNS"
 DEADLINE=${DEADLINE:-540}
 # BACKEND=tch trains on burn's LibTorch backend (the tch binary, staged with TCH=1).
@@ -52,8 +55,9 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 for f in gpu/ckpt/ckpt-*.tgz; do
   [ -e "$f" ] || continue
   name=$(basename "$f" .tgz); name=${name#ckpt-}
-  # Only the plan's own runs: a plan beside it (its own $RUNS) must not pack them as its own.
-  grep -q "^$name[[:space:]]" "${PLAN:?set PLAN to a plan file}" || continue
+  # Only the plan's own runs (a plan beside it has its own $RUNS and must not pack them as its
+  # own); the name compared as a word, as the plan loop below reads it.
+  awk -v n="$name" '$1 == n { found = 1 } END { exit !found }' "${PLAN:?set PLAN to a plan file}" || continue
   if ! ls "$RUNS/$name"/ckpt-* >/dev/null 2>&1; then tar xzf "$f" -C "$RUNS" && echo "$name: checkpoint restored from $f"; fi
 done
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee -a "$OUT/device.txt"

@@ -116,6 +116,8 @@ use thiserror::Error;
 
 use crate::error::ConfigError;
 use crate::ramp::{CubicRamp, RampClock};
+// Where they lived before `ramp` held them.
+pub use crate::ramp::{cubic_ramp, cubic_ramp_from};
 
 /// The name [`ConfigError`]s of this module carry.
 const OWNER: &str = "sparsity controller";
@@ -138,12 +140,13 @@ const DENSE_FLOOR: f64 = 1e-12;
 pub struct SparsityTarget {
     /// Final exact-zero fraction of the measured weights, in `(0, 1)`.
     pub target: f64,
-    /// Where the ramp starts, as a fraction of the run's steps, in `[0, 1]`; it starts from
-    /// the zero fraction measured there. Default 0.1 (gradual pruning's default, so both follow
+    /// Where the ramp starts, as a fraction of the run (of its steps, or of its summed
+    /// learning rate with `clock = "lr"`), in `[0, 1]`; it starts from the zero fraction
+    /// measured there. Default 0.1 (gradual pruning's default, so both follow
     /// one trajectory); lambda holds `lambda_init` before it.
     #[serde(default = "default_start")]
     pub start: f64,
-    /// Where the ramp reaches `target`, as a fraction of the run's steps, in `(start, 1]`.
+    /// Where the ramp reaches `target`, as a fraction of the run (on `clock`), in `(start, 1]`.
     /// Default 0.75: the rest of the run holds the target, so the measured value settles.
     #[serde(default = "default_end")]
     pub end: f64,

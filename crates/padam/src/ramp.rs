@@ -10,7 +10,7 @@
 //! and the model has too little learning rate left to recover from losing them. On the
 //! learning-rate clock the ramp asks for its zeros while the learning rate is high (under a
 //! cosine decay to a tenth, `end` 0.75 falls at about half the steps). With a constant learning
-//! rate both clocks are one.
+//! rate both clocks lay the ramp on the same steps.
 
 use serde::{Deserialize, Serialize};
 
@@ -54,9 +54,12 @@ pub fn cubic_ramp_from(step: usize, start: usize, end: usize, from: f64, target:
     if step >= end {
         return target;
     }
-    let progress = (step - start) as f64 / (end - start) as f64;
-    // Written as the rise from `from`, so that `from = 0` is bit for bit the ramp from 0
-    // (gradual pruning's schedule).
+    rise(from, target, (step - start) as f64 / (end - start) as f64)
+}
+
+/// The cubic at `progress` in `[0, 1]` of the way from `from` to `target`. Written as the rise
+/// from `from`, so that `from = 0` is bit for bit the ramp from 0 (gradual pruning's schedule).
+fn rise(from: f64, target: f64, progress: f64) -> f64 {
     from + (target - from) * (1.0 - (1.0 - progress).powi(3))
 }
 
@@ -168,7 +171,15 @@ impl CubicRamp {
         } else {
             1.0
         };
-        from + (target - from) * (1.0 - (1.0 - progress).powi(3))
+        rise(from, target, progress)
+    }
+
+    /// The clock the ramp is laid over.
+    pub fn clock(&self) -> RampClock {
+        match self.spent {
+            None => RampClock::Steps,
+            Some(_) => RampClock::Lr,
+        }
     }
 }
 
@@ -223,15 +234,24 @@ impl SpentShare {
         self.0.get(step).copied().unwrap_or(1.0)
     }
 
-    /// The step whose share is nearest `fraction` (the later one on a tie, as `round` takes a
-    /// step count): with a constant learning rate, the step clock's `round(fraction * total)`.
+    /// The step whose share is nearest `fraction`: the later of two as near (to rounding of
+    /// the sums), as `round` takes a step count, so that with a constant learning rate it is
+    /// the step clock's `round(fraction * total)`; the first of a stretch of equal shares
+    /// (learning rate 0) that reaches it.
     fn step_of(&self, fraction: f64) -> usize {
         let after = self.0.partition_point(|&s| s < fraction);
         match after {
             0 => 0,
             t if t >= self.0.len() => self.0.len() - 1,
-            t if fraction - self.0[t - 1] < self.0[t] - fraction => t - 1,
-            t => t,
+            t => {
+                let (below, above) = (fraction - self.0[t - 1], self.0[t] - fraction);
+                // A tie computed from sums is off by a few ulps either way.
+                if below < above - 1e-12 {
+                    t - 1
+                } else {
+                    t
+                }
+            }
         }
     }
 }

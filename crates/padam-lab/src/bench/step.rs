@@ -52,7 +52,7 @@ pub fn gpt2_shapes() -> Vec<Vec<usize>> {
     gpt2_like(768, 50304, 1024)
 }
 
-/// GPT-2's 148 tensors, ranks and order at width 8 (vocab 16, context 8; 8,448 parameters):
+/// GPT-2's 148 tensors, ranks and order at width 8 (vocab 16, context 8; 10,672 parameters):
 /// almost no arithmetic, so a step's time is its per-tensor host work (the walk, the states,
 /// the launches), which on a GPU does not shrink with the tensors.
 pub fn gpt2_host_shapes() -> Vec<Vec<usize>> {

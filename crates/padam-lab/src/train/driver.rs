@@ -367,8 +367,14 @@ where
         let mut masks = None;
         let mut controller = match &config.sparsity {
             Some(target) => Some((
-                SparsityController::with_learning_rates(target.clone(), &learning_rates)
-                    .map_err(|e| anyhow::anyhow!("invalid config: sparsity.{}: {e}", e.field))?,
+                SparsityController::with_learning_rates(target.clone(), &learning_rates).map_err(
+                    |e| match e.field.as_str() {
+                        "learning_rates" => anyhow::anyhow!(
+                            "invalid config: sparsity.clock: the run's learning rates (lr.*): {e}"
+                        ),
+                        field => anyhow::anyhow!("invalid config: sparsity.{field}: {e}"),
+                    },
+                )?,
                 decay
                     .as_ref()
                     .map_or_else(ParamSelection::all, |d| d.selection.clone()),
@@ -388,7 +394,7 @@ where
         if let Some((p, _)) = &pruning {
             tracing::info!(
                 target = p.target,
-                clock = ?config.prune.as_ref().and_then(|c| c.clock).unwrap_or_default(),
+                clock = ?p.ramp.clock(),
                 start_step = p.ramp.start_step(),
                 end_step = p.ramp.end_step(),
                 "pruning ramp"

@@ -3,9 +3,9 @@
 //! - **one-shot**: train dense until step `at * total`, then prune the `target` fraction of
 //!   smallest-magnitude weights globally (one threshold over every pruned tensor) and fine-tune
 //!   with the mask held for the rest of the run;
-//! - **gradual** (Zhu & Gupta 2017): from `start * total` to `end * total` the pruned fraction
-//!   follows `s_t = target * (1 - (1 - (t - t0) / (t1 - t0))^3)`, re-pruned every `frequency`
-//!   steps; masks only grow. With `clock = "lr"` the ramp is laid over the run's summed
+//! - **gradual** (Zhu & Gupta 2017): from `start * total` to `end * total` (on the step clock)
+//!   the pruned fraction follows `s_t = target * (1 - (1 - (t - t0) / (t1 - t0))^3)`, re-pruned
+//!   every `frequency` steps; masks only grow. With `clock = "lr"` the ramp is laid over the run's summed
 //!   learning rate instead of its steps, as the target-sparsity controller's can be
 //!   ([`padam::CubicRamp`]), so the two compare on one trajectory.
 //!
@@ -44,22 +44,28 @@ pub struct PruneConfig {
     /// One-shot: when to prune, as a fraction of the run's steps (default 0.5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at: Option<f64>,
-    /// Gradual: first pruning step, fraction of the run (default 0.1).
+    /// Gradual: first pruning step, fraction of the run on `clock` (default 0.1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start: Option<f64>,
-    /// Gradual: step at which `target` is reached, fraction of the run (default 0.75).
+    /// Gradual: step at which `target` is reached, fraction of the run on `clock` (default 0.75).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end: Option<f64>,
     /// Gradual: steps between pruning events (default: one epoch).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frequency: Option<usize>,
     /// Gradual: what `start`, `end` and the ramp's progress are measured in, `"steps"`
-    /// (default) or `"lr"` (shares of the run's summed learning rate).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// (default) or `"lr"` (shares of the run's summed learning rate). The default, given or
+    /// not, is left out when the config is serialized, so its hash (what a checkpoint must
+    /// match) does not change with it.
+    #[serde(default, skip_serializing_if = "is_step_clock")]
     pub clock: Option<RampClock>,
     /// `"matrices"` (default: rank >= 2, conv kernels and weight matrices) or `"all"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub params: Option<String>,
+}
+
+fn is_step_clock(clock: &Option<RampClock>) -> bool {
+    clock.unwrap_or_default().is_steps()
 }
 
 impl PruneConfig {
@@ -148,7 +154,11 @@ impl PruneConfig {
                     self.end.unwrap_or(0.75),
                     learning_rates,
                 )
-                .map_err(|e| anyhow::anyhow!("prune.clock: {e}"))?,
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "invalid config: prune.clock: the run's learning rates (lr.*): {e}"
+                    )
+                })?,
                 frequency: self.frequency.unwrap_or(steps_per_epoch).max(1),
             },
         })
@@ -414,12 +424,20 @@ mod tests {
             steps,
             vec![75, 125, 175, 225, 275, 325, 375, 425, 475, 525, 575, 625]
         );
-        let on_steps = PruneConfig {
+        // The default clock, given or not, serializes as before the key existed (the config
+        // hash a checkpoint must match).
+        let given = PruneConfig {
+            clock: Some(RampClock::Steps),
+            ..config.clone()
+        };
+        let left_out = PruneConfig {
             clock: None,
-            ..config
-        }
-        .schedule(&rates, 100)
-        .unwrap();
+            ..config.clone()
+        };
+        let json = serde_json::to_string(&given).unwrap();
+        assert_eq!(json, serde_json::to_string(&left_out).unwrap());
+        assert!(!json.contains("clock"), "{json}");
+        let on_steps = left_out.schedule(&rates, 100).unwrap();
         assert_eq!(
             (on_steps.ramp.start_step(), on_steps.ramp.end_step()),
             (100, 750)
