@@ -48,19 +48,12 @@ pub fn cubic_ramp(step: usize, start: usize, end: usize, target: f64) -> f64 {
 /// assert_eq!(cubic_ramp_from(110, 10, 110, 0.3, 0.9), 0.9);
 /// ```
 pub fn cubic_ramp_from(step: usize, start: usize, end: usize, from: f64, target: f64) -> f64 {
-    if step <= start {
-        return from;
-    }
-    if step >= end {
-        return target;
-    }
-    rise(from, target, (step - start) as f64 / (end - start) as f64)
-}
-
-/// The cubic at `progress` in `[0, 1]` of the way from `from` to `target`. Written as the rise
-/// from `from`, so that `from = 0` is bit for bit the ramp from 0 (gradual pruning's schedule).
-fn rise(from: f64, target: f64, progress: f64) -> f64 {
-    from + (target - from) * (1.0 - (1.0 - progress).powi(3))
+    let ramp = CubicRamp {
+        start_step: start,
+        end_step: end,
+        spent: None,
+    };
+    ramp.at(step, from, target)
 }
 
 /// What a ramp's `start`, `end` and progress are measured in (module docs).
@@ -151,27 +144,32 @@ impl CubicRamp {
         self.end_step
     }
 
-    /// The ramp from `from` to `target` after `step` steps: [`cubic_ramp_from`] on the step
-    /// clock; on the learning-rate clock the same cubic in the share spent since the start.
+    /// The ramp from `from` to `target` after `step` steps: `from` up to and at the start,
+    /// `target` at and after the end, and in between the cubic in the progress since the start,
+    /// in steps ([`cubic_ramp_from`]) or in the share of the learning rate spent.
     pub fn at(&self, step: usize, from: f64, target: f64) -> f64 {
         let (start, end) = (self.start_step, self.end_step);
-        let Some(clock) = &self.spent else {
-            return cubic_ramp_from(step, start, end, from, target);
-        };
         if step <= start {
             return from;
         }
         if step >= end {
             return target;
         }
-        let (s0, s1) = (clock.at(start), clock.at(end));
-        // A stretch of zero learning rate inside the ramp: its share does not move.
-        let progress = if s1 > s0 {
-            (clock.at(step) - s0) / (s1 - s0)
-        } else {
-            1.0
+        let progress = match &self.spent {
+            None => (step - start) as f64 / (end - start) as f64,
+            Some(clock) => {
+                let (s0, s1) = (clock.at(start), clock.at(end));
+                // A stretch of zero learning rate inside the ramp: its share does not move.
+                if s1 > s0 {
+                    (clock.at(step) - s0) / (s1 - s0)
+                } else {
+                    1.0
+                }
+            }
         };
-        rise(from, target, progress)
+        // Written as the rise from `from`, so that `from = 0` is bit for bit the ramp from 0
+        // (gradual pruning's schedule).
+        from + (target - from) * (1.0 - (1.0 - progress).powi(3))
     }
 
     /// The clock the ramp is laid over.

@@ -5,9 +5,9 @@
 //!   with the mask held for the rest of the run;
 //! - **gradual** (Zhu & Gupta 2017): from `start * total` to `end * total` (on the step clock)
 //!   the pruned fraction follows `s_t = target * (1 - (1 - (t - t0) / (t1 - t0))^3)`, re-pruned
-//!   every `frequency` steps; masks only grow. With `clock = "lr"` the ramp is laid over the run's summed
-//!   learning rate instead of its steps, as the target-sparsity controller's can be
-//!   ([`padam::CubicRamp`]), so the two compare on one trajectory.
+//!   every `frequency` steps; masks only grow. With `clock = "lr"` the ramp is laid over the
+//!   run's summed learning rate instead of its steps, as the target-sparsity controller's can
+//!   be ([`padam::CubicRamp`]), so the two compare on one trajectory.
 //!
 //! The mask math here is pure (host vectors in, masks out); [`crate::train`] reads the weights,
 //! applies the masks after every optimizer step (`w * mask`, so a masked weight is exactly 0
