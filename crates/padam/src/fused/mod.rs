@@ -53,6 +53,8 @@ mod flex;
 mod multi;
 #[cfg(feature = "tch")]
 mod torch;
+#[cfg(feature = "tch")]
+mod torch_cuda;
 
 pub use multi::{plan_launches, MultiInput, MultiOutput, MAX_TENSORS_PER_LAUNCH};
 

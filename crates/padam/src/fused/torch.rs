@@ -5,7 +5,11 @@
 //! handed back as views of the results. A decayed group takes seven launches, where the tensor
 //! path takes about fifteen per tensor and PyTorch's per-launch host cost (a few µs) sets the
 //! speed. The next step finds its weights and moments already laid out in those buffers and
-//! steps them in place ([`flat_view`]); only the gradients are concatenated anew.
+//! steps them in place ([`flat_view`]); only the gradients are concatenated anew. On a GPU, with
+//! `PADAM_TCH_KERNEL=1` (until it has been measured there), a group is instead one launch of
+//! padam's own kernel ([`torch_cuda`]: Adam, the finish and the non-finite marks in one pass,
+//! with `adam_pwd_element`'s arithmetic); the PyTorch ops stay as its fallback and as the CPU's
+//! step.
 //!
 //! The formulas are those of the module docs of `fused`, in f32, but PyTorch rounds Adam its own
 //! way (`sqrt(v) / sqrt(1 - b2^t) + eps` where burn divides by `sqrt(1 - b2^t)` under the root,
@@ -24,6 +28,7 @@ use burn::tensor::backend::Backend;
 use tch::Tensor;
 
 use super::multi::{recast_inputs, recast_stepped, MultiInput, MultiOutput, Stepped};
+use super::torch_cuda;
 use super::{downcast, DecayMode, FusedInputs, FusedOutput, StepScalars};
 
 type Torch = LibTorch<f32>;
@@ -108,11 +113,24 @@ fn steps_tch(
             flat(|i| &i.moment_1),
             flat(|i| &i.moment_2),
         );
-        if check {
-            let indices: Vec<i64> = group.iter().map(|i| i.flag_index as i64).collect();
-            flags = TchTensor::new(mark_non_finite(&flags.tensor, &g, &lens, &indices));
-        }
-        let (w, m, v) = update(w, &g, m, v, &scalars);
+        let indices: Vec<i64> = group.iter().map(|i| i.flag_index as i64).collect();
+        let (w, m, v) = if g.device().is_cuda()
+            && torch_cuda::enabled()
+            && kernel_step(
+                &w,
+                &g,
+                &m,
+                &v,
+                &scalars,
+                check.then_some((&mut flags, lens.as_slice(), indices.as_slice())),
+            ) {
+            (w, m, v)
+        } else {
+            if check {
+                flags = TchTensor::new(mark_non_finite(&flags.tensor, &g, &lens, &indices));
+            }
+            update(w, &g, m, v, &scalars)
+        };
         let split = |t: Tensor| t.split_with_sizes(lens.as_slice(), 0);
         for (k, ((w, m), v)) in split(w).into_iter().zip(split(m)).zip(split(v)).enumerate() {
             let input = group[k];
@@ -131,6 +149,42 @@ fn steps_tch(
         .map(|o| o.expect("every tensor is in one group"))
         .collect();
     (outputs, flags)
+}
+
+/// The step of one group on the GPU by our own kernel ([`torch_cuda`]), in place: `true` when it
+/// ran. With `check`, the flags (made the step's own first: a deferred check's window may hold
+/// them) are marked where a tensor's gradient holds NaN or inf. `false` (one warning) where the
+/// kernel cannot run, and the caller steps as on the CPU.
+fn kernel_step(
+    w: &Tensor,
+    g: &Tensor,
+    m: &Tensor,
+    v: &Tensor,
+    s: &StepScalars,
+    check: Option<(&mut TchTensor, &[i64], &[i64])>,
+) -> bool {
+    let result = match check {
+        None => torch_cuda::adam_pwd(w, g, m, v, s, None),
+        Some((flags, lens, indices)) => {
+            if !flags.storage.can_mut() {
+                *flags = TchTensor::new(flags.tensor.copy());
+            }
+            let (positions, ends) = group_tables(indices, lens, g.device());
+            let marks = torch_cuda::Marks {
+                flags: &flags.tensor,
+                seg_ends: &ends,
+                flag_index: &positions,
+            };
+            torch_cuda::adam_pwd(w, g, m, v, s, Some(marks))
+        }
+    };
+    if let Err(e) = &result {
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        WARNED.call_once(|| {
+            tracing::warn!("padam's CUDA step kernel did not run ({e}); stepping with PyTorch's fused Adam and ops")
+        });
+    }
+    result.is_ok()
 }
 
 /// The flat buffer that `parts` (of lengths `lens`) already lie in, one after another, as a
@@ -305,11 +359,52 @@ unsafe fn shim_result(message: *mut c_char) -> Result<(), String> {
     Err(text)
 }
 
+/// A group's flag positions and the ends of its tensors in the flat gradient, on `device`.
+struct GroupTables {
+    indices: Vec<i64>,
+    lens: Vec<i64>,
+    device: tch::Device,
+    positions: Tensor,
+    ends: Tensor,
+}
+
 thread_local! {
-    /// The flag positions of each group seen, on its device: the same every step, and copying
-    /// them to the GPU each step would wait for the GPU.
-    static POSITIONS: RefCell<Vec<(Vec<i64>, tch::Device, Tensor)>> =
-        const { RefCell::new(Vec::new()) };
+    /// The tables of each group seen: the same every step, and copying them to the GPU each
+    /// step would wait for the GPU.
+    static TABLES: RefCell<Vec<GroupTables>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The flag positions `indices` and the ends of the segments of lengths `lens` (their running
+/// sums), as i64 tensors on `device`, made once per group.
+fn group_tables(indices: &[i64], lens: &[i64], device: tch::Device) -> (Tensor, Tensor) {
+    TABLES.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        // A few groups at most: a scan, which allocates nothing once the group is known.
+        let known =
+            (cache.iter()).find(|t| t.device == device && t.indices == indices && t.lens == lens);
+        if let Some(t) = known {
+            return (t.positions.shallow_clone(), t.ends.shallow_clone());
+        }
+        let ends: Vec<i64> = (lens.iter())
+            .scan(0, |end, &len| {
+                *end += len;
+                Some(*end)
+            })
+            .collect();
+        let tables = GroupTables {
+            indices: indices.to_vec(),
+            lens: lens.to_vec(),
+            device,
+            positions: Tensor::from_slice(indices).to_device(device),
+            ends: Tensor::from_slice(&ends).to_device(device),
+        };
+        let out = (
+            tables.positions.shallow_clone(),
+            tables.ends.shallow_clone(),
+        );
+        cache.push(tables);
+        out
+    })
 }
 
 /// `flags` with entry `indices[k]` made non-zero (NaN) where segment `k` of `g` (of length
@@ -320,17 +415,7 @@ thread_local! {
 /// finite gradients. Four launches per group (the segment sums are one multi-tensor reduction on
 /// CUDA); the Fashion CNN's step is bound by the host's launches.
 fn mark_non_finite(flags: &Tensor, g: &Tensor, lens: &[i64], indices: &[i64]) -> Tensor {
-    let device = g.device();
-    let positions = POSITIONS.with(|cache| {
-        let mut cache = cache.borrow_mut();
-        // A few groups at most: a scan, which allocates nothing once the group is known.
-        if let Some((_, _, p)) = cache.iter().find(|(i, d, _)| *d == device && i == indices) {
-            return p.shallow_clone();
-        }
-        let p = Tensor::from_slice(indices).to_device(device);
-        cache.push((indices.to_vec(), device, p.shallow_clone()));
-        p
-    });
+    let (positions, _) = group_tables(indices, lens, g.device());
     let poisoned = g * 0.0;
     let per_tensor = segment_abs_sums(&poisoned, lens).unwrap_or_else(|e| {
         static WARNED: std::sync::Once = std::sync::Once::new();
@@ -486,6 +571,17 @@ mod tests {
             flags.equal(&Tensor::zeros([6], (Kind::Float, Device::Cpu))),
             "a new tensor"
         );
+    }
+
+    #[test]
+    fn group_tables_hold_the_positions_and_running_ends_once_per_group() {
+        let (positions, ends) = group_tables(&[4, 0, 7], &[2, 1, 3], Device::Cpu);
+        assert_eq!(Vec::<i64>::try_from(&positions).unwrap(), [4, 0, 7]);
+        assert_eq!(Vec::<i64>::try_from(&ends).unwrap(), [2, 3, 6]);
+        let (again, _) = group_tables(&[4, 0, 7], &[2, 1, 3], Device::Cpu);
+        assert_eq!(again.data_ptr(), positions.data_ptr(), "made once");
+        let (_, other) = group_tables(&[4, 0, 7], &[3, 1, 2], Device::Cpu);
+        assert_eq!(Vec::<i64>::try_from(&other).unwrap(), [3, 4, 6]);
     }
 
     #[test]
