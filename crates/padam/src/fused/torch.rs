@@ -2,9 +2,9 @@
 //! share their constants (decayed matrices, undecayed biases, ...) are concatenated into one
 //! flat buffer per quantity, stepped by PyTorch's fused Adam (`at::_fused_adam_`, through
 //! `csrc/torch_step.cpp`, since tch does not expose it) and pWD's finish as tensor ops, and
-//! handed back as views of the results. A decayed group takes seven launches, where the tensor
-//! path takes about fifteen per tensor and PyTorch's per-launch host cost (a few µs) sets the
-//! speed. The next step finds its weights and moments already laid out in those buffers and
+//! handed back as views of the results (the tensors that came in, where they were stepped in
+//! place). A decayed group takes seven launches, where the tensor path takes about fifteen per
+//! tensor and PyTorch's per-launch host cost (a few µs) sets the speed. The next step finds its weights and moments already laid out in those buffers and
 //! steps them in place ([`flat_view`]); only the gradients are concatenated anew. On a GPU, with
 //! `PADAM_TCH_KERNEL=1` (until it has been measured there), a group is instead one launch of
 //! padam's own kernel ([`torch_cuda`]: Adam, the finish and the non-finite marks in one pass,
@@ -92,8 +92,11 @@ fn steps_tch(
             None => groups.push((input.scalars, vec![i])),
         }
     }
+    let mut inputs: Vec<Option<MultiInput<TchTensor>>> = inputs.into_iter().map(Some).collect();
     for (scalars, members) in groups {
-        let group: Vec<&MultiInput<TchTensor>> = members.iter().map(|&i| &inputs[i]).collect();
+        let group: Vec<MultiInput<TchTensor>> = (members.iter())
+            .map(|&i| inputs[i].take().expect("each tensor is in one group"))
+            .collect();
         let lens: Vec<i64> = group
             .iter()
             .map(|i| i.weight.tensor.numel() as i64)
@@ -103,12 +106,16 @@ fn steps_tch(
             // A copy even of a single tensor: the ops below write in place.
             Tensor::cat(&parts, 0)
         };
+        // The flat buffer, and whether it is the parts' own memory (stepped in place).
         let flat = |pick: fn(&MultiInput<TchTensor>) -> &TchTensor| {
-            let parts: Vec<&TchTensor> = group.iter().map(|i| pick(i)).collect();
-            flat_view(&parts, &lens).unwrap_or_else(|| concatenated(pick))
+            let parts: Vec<&TchTensor> = group.iter().map(pick).collect();
+            match flat_view(&parts, &lens) {
+                Some(view) => (view, true),
+                None => (concatenated(pick), false),
+            }
         };
         let g = concatenated(|i| &i.grad);
-        let (w, m, v) = (
+        let ((w, w_in_place), (m, m_in_place), (v, v_in_place)) = (
             flat(|i| &i.weight),
             flat(|i| &i.moment_1),
             flat(|i| &i.moment_2),
@@ -131,16 +138,30 @@ fn steps_tch(
             }
             update(w, &g, m, v, &scalars)
         };
-        let split = |t: Tensor| t.split_with_sizes(lens.as_slice(), 0);
-        for (k, ((w, m), v)) in split(w).into_iter().zip(split(m)).zip(split(v)).enumerate() {
-            let input = group[k];
+        // A buffer stepped in place already holds the results in its parts: they are handed
+        // back as they came (no new views, the step's steady state). Any other comes back as
+        // views of the new buffer, each owning its part, which nothing else references.
+        let parts = |t: Tensor, in_place: bool| {
+            (!in_place).then(|| t.split_with_sizes(lens.as_slice(), 0).into_iter())
+        };
+        let (mut w_parts, mut m_parts, mut v_parts) = (
+            parts(w, w_in_place),
+            parts(m, m_in_place),
+            parts(v, v_in_place),
+        );
+        for (input, &member) in group.into_iter().zip(&members) {
             let shape = input.weight.tensor.size();
-            // Views of the group's buffers: each owns its part, which nothing else references.
-            let own = |t: Tensor| TchTensor::new(t.view(shape.as_slice()));
-            outputs[members[k]] = Some(MultiOutput {
-                weight: own(w),
-                moment_1: own(m),
-                moment_2: own(v),
+            let out = |given: TchTensor, rest: &mut Option<std::vec::IntoIter<Tensor>>| match rest {
+                Some(rest) => {
+                    let part = rest.next().expect("one part per tensor");
+                    TchTensor::new(part.view(shape.as_slice()))
+                }
+                None => given,
+            };
+            outputs[member] = Some(MultiOutput {
+                weight: out(input.weight, &mut w_parts),
+                moment_1: out(input.moment_1, &mut m_parts),
+                moment_2: out(input.moment_2, &mut v_parts),
             });
         }
     }
