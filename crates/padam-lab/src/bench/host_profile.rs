@@ -64,8 +64,9 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for SpanTimes {
     }
 }
 
-/// Install the summing layer as the process's global subscriber (once; later calls return
-/// the same counters). Fails when another global subscriber was set first.
+/// Install the summing layer as the process's global subscriber, with the library's warnings
+/// on stderr beside it (once; later calls return the same counters). Fails when another global
+/// subscriber was set first.
 pub fn install() -> anyhow::Result<SpanTimes> {
     static TIMES: OnceLock<SpanTimes> = OnceLock::new();
     if let Some(t) = TIMES.get() {
@@ -73,7 +74,12 @@ pub fn install() -> anyhow::Result<SpanTimes> {
     }
     let times = SpanTimes::default();
     let filter = Targets::new().with_target("padam", tracing::Level::TRACE);
-    let subscriber = tracing_subscriber::registry().with(times.clone().with_filter(filter));
+    let warnings = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_filter(tracing::level_filters::LevelFilter::WARN);
+    let subscriber = (tracing_subscriber::registry())
+        .with(times.clone().with_filter(filter))
+        .with(warnings);
     tracing::subscriber::set_global_default(subscriber).map_err(|e| {
         anyhow::anyhow!("--host-profile: cannot install the span timer (another tracing subscriber is set: {e})")
     })?;

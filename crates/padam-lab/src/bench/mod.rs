@@ -104,6 +104,10 @@ pub struct VerifyArgs {
 
 /// Run a benchmark.
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
+    // `--host-profile` installs its own subscriber, with the same warnings beside its timer.
+    if !matches!(&cmd, BenchCommand::Step(args) if args.host_profile) {
+        warnings_to_stderr();
+    }
     match cmd {
         BenchCommand::Step(args) => {
             crate::with_backend!(args.backend, |B, name| step_bench::<B>(&args, name))
@@ -114,4 +118,14 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             crate::with_backend!(args.backend, |B, _name| verify::<B>(&args))
         }
     }
+}
+
+/// The library's warnings (a fused step that fell back to tensor ops, a kernel that could not
+/// be loaded) on stderr, so that a bench's numbers never silently come from another path.
+/// Nothing when a global subscriber is already set.
+fn warnings_to_stderr() {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(tracing::Level::WARN)
+        .try_init();
 }
