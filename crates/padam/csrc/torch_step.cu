@@ -8,15 +8,43 @@
 // `flags` is null when the step checks nothing; otherwise a NaN or inf in g sets
 // flags[flag_index[k]] = 1 for the tensor k whose segment [seg_ends[k-1], seg_ends[k]) holds
 // it (found only then, by bisection over the group's `segments` ends).
-extern "C" __global__ void padam_adam_pwd(
-    float* __restrict__ w, const float* __restrict__ g, float* __restrict__ m,
-    float* __restrict__ v, long long n,
-    float beta_1, float one_minus_beta_1, float beta_2, float one_minus_beta_2,
-    float combined, float eps_scaled, float lr,
-    int mode, float uniform_factor, float c, float p_minus_2, float base,
-    float* flags, const long long* __restrict__ seg_ends,
-    const long long* __restrict__ flag_index, int segments)
+
+// The kernel's one parameter, passed by value: the Rust side (`Args` in torch_cuda.rs) has the
+// same #[repr(C)] layout, and the host build of this file (torch_step_host.cpp) is called with
+// that same struct in the tests, so a mismatch of the two layouts fails them.
+struct PadamArgs {
+    float* w;
+    const float* g;
+    float* m;
+    float* v;
+    long long n;
+    float beta_1, one_minus_beta_1, beta_2, one_minus_beta_2;
+    float combined, eps_scaled, lr;
+    int mode;
+    float uniform_factor, c, p_minus_2, base;
+    float* flags;
+    const long long* seg_ends;
+    const long long* flag_index;
+    int segments;
+};
+
+extern "C" __global__ void padam_adam_pwd(const PadamArgs a)
 {
+    float* __restrict__ w = a.w;
+    const float* __restrict__ g = a.g;
+    float* __restrict__ m = a.m;
+    float* __restrict__ v = a.v;
+    const long long n = a.n;
+    const float beta_1 = a.beta_1, one_minus_beta_1 = a.one_minus_beta_1;
+    const float beta_2 = a.beta_2, one_minus_beta_2 = a.one_minus_beta_2;
+    const float combined = a.combined, eps_scaled = a.eps_scaled, lr = a.lr;
+    const int mode = a.mode;
+    const float uniform_factor = a.uniform_factor, c = a.c, p_minus_2 = a.p_minus_2, base = a.base;
+    float* flags = a.flags;
+    const long long* __restrict__ seg_ends = a.seg_ends;
+    const long long* __restrict__ flag_index = a.flag_index;
+    const int segments = a.segments;
+
     const long long stride = (long long)blockDim.x * gridDim.x;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
         const float gi = g[i];

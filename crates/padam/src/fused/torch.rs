@@ -138,6 +138,16 @@ fn steps_tch(
             }
             update(w, &g, m, v, &scalars)
         };
+        for (flat, in_place, first) in [
+            (&w, w_in_place, &group[0].weight),
+            (&m, m_in_place, &group[0].moment_1),
+            (&v, v_in_place, &group[0].moment_2),
+        ] {
+            debug_assert!(
+                !in_place || flat.data_ptr() == first.tensor.data_ptr(),
+                "a buffer stepped in place is still its parts' memory"
+            );
+        }
         // A buffer stepped in place already holds the results in its parts: they are handed
         // back as they came (no new views, the step's steady state). Any other comes back as
         // views of the new buffer, each owning its part, which nothing else references.
@@ -195,6 +205,8 @@ fn kernel_step(
                 flags: &flags.tensor,
                 seg_ends: &ends,
                 flag_index: &positions,
+                lens,
+                indices,
             };
             torch_cuda::adam_pwd(w, g, m, v, s, Some(marks))
         }
@@ -380,19 +392,20 @@ unsafe fn shim_result(message: *mut c_char) -> Result<(), String> {
     Err(text)
 }
 
-/// A group's flag positions and the ends of its tensors in the flat gradient, on `device`.
+/// A group's tables on one device: its tensors' lengths, and as i64 tensors there its flag
+/// positions and the ends of its tensors in the flat gradient.
 struct GroupTables {
-    indices: Vec<i64>,
     lens: Vec<i64>,
-    device: tch::Device,
     positions: Tensor,
     ends: Tensor,
 }
 
+/// The tables of each group seen, by device and flag positions (which name the group's
+/// tensors): the same every step, and copying them to the GPU each step would wait for it.
+type TableCache = HashMap<tch::Device, HashMap<Vec<i64>, GroupTables>>;
+
 thread_local! {
-    /// The tables of each group seen: the same every step, and copying them to the GPU each
-    /// step would wait for the GPU.
-    static TABLES: RefCell<Vec<GroupTables>> = const { RefCell::new(Vec::new()) };
+    static TABLES: RefCell<TableCache> = RefCell::new(HashMap::new());
 }
 
 /// The flag positions `indices` and the ends of the segments of lengths `lens` (their running
@@ -400,10 +413,8 @@ thread_local! {
 fn group_tables(indices: &[i64], lens: &[i64], device: tch::Device) -> (Tensor, Tensor) {
     TABLES.with(|cache| {
         let mut cache = cache.borrow_mut();
-        // A few groups at most: a scan, which allocates nothing once the group is known.
-        let known =
-            (cache.iter()).find(|t| t.device == device && t.indices == indices && t.lens == lens);
-        if let Some(t) = known {
+        let groups = cache.entry(device).or_default();
+        if let Some(t) = groups.get(indices).filter(|t| t.lens == lens) {
             return (t.positions.shallow_clone(), t.ends.shallow_clone());
         }
         let ends: Vec<i64> = (lens.iter())
@@ -413,9 +424,7 @@ fn group_tables(indices: &[i64], lens: &[i64], device: tch::Device) -> (Tensor, 
             })
             .collect();
         let tables = GroupTables {
-            indices: indices.to_vec(),
             lens: lens.to_vec(),
-            device,
             positions: Tensor::from_slice(indices).to_device(device),
             ends: Tensor::from_slice(&ends).to_device(device),
         };
@@ -423,7 +432,7 @@ fn group_tables(indices: &[i64], lens: &[i64], device: tch::Device) -> (Tensor, 
             tables.positions.shallow_clone(),
             tables.ends.shallow_clone(),
         );
-        cache.push(tables);
+        groups.insert(indices.to_vec(), tables);
         out
     })
 }
