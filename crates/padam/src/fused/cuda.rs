@@ -20,7 +20,7 @@ use cubecl::prelude::*;
 use cubecl::{calculate_cube_count_elemwise, CubeDim};
 
 use super::multi::{self, recast_inputs, recast_stepped, MultiInput, MultiOutput, Stepped};
-use super::{downcast, DecayMode, FusedInputs, FusedOutput, StepScalars};
+use super::{downcast, FusedInputs, FusedOutput, StepScalars, MODE_PNORM, MODE_UNIFORM};
 
 /// burn's CUDA backend without fusion (f32 floats, as `burn::backend::Cuda` with defaults).
 type CubeCuda = CubeBackend<CudaRuntime, f32, i32, u8>;
@@ -28,11 +28,6 @@ type CubeCuda = CubeBackend<CudaRuntime, f32, i32, u8>;
 type FusionCuda = Fusion<CubeCuda>;
 type FusionRt = <CubeCuda as FusionBackend>::FusionRuntime;
 type FusionHandle = <FusionRt as FusionRuntime>::FusionHandle;
-
-/// `DecayMode` as the kernel's compile-time switch.
-const MODE_NONE: u32 = 0;
-const MODE_UNIFORM: u32 = 1;
-const MODE_PNORM: u32 = 2;
 
 /// One unit per element. Reads `w, g, m, v` once, writes `w', m', v'` once; the arithmetic is
 /// the tensor path's, operation for operation (see the module docs of `fused`). `flags[i]` is
@@ -305,11 +300,7 @@ fn launch_cube<R: CubeRuntime>(
     let (w_out, m_out, v_out) = (destination(&w, 0), destination(&m, 2), destination(&v, 3));
     let n = w.meta.shape().num_elements();
     let client = w.client.clone();
-    let mode = match s.decay.mode {
-        DecayMode::None => MODE_NONE,
-        DecayMode::Uniform => MODE_UNIFORM,
-        DecayMode::PNorm => MODE_PNORM,
-    };
+    let mode = s.decay.mode.code();
     drop(alloc);
     let _launch = tracing::trace_span!("fused.launch").entered();
     if n > 0 {
@@ -421,15 +412,6 @@ fn launch_fusion(
         .register(streams, OperationIr::Custom(desc), op)
         .try_into()
         .expect("the fused step registers four outputs")
-}
-
-/// The kernel's value for a decay mode.
-fn mode_code(mode: DecayMode) -> u32 {
-    match mode {
-        DecayMode::None => MODE_NONE,
-        DecayMode::Uniform => MODE_UNIFORM,
-        DecayMode::PNorm => MODE_PNORM,
-    }
 }
 
 /// One tensor of a multi-tensor step on `CubeBackend` tensors.
@@ -573,7 +555,7 @@ fn launch_group<R: CubeRuntime>(
         m_out.push(m_dest.arg);
         v_out.push(v_dest.arg);
         flag_index.push(u32::try_from(step.flag_index).expect("flag index fits u32"));
-        mode.push(mode_code(s.decay.mode));
+        mode.push(s.decay.mode.code());
         combined.push(s.combined);
         eps_scaled.push(s.eps_scaled);
         lr.push(s.lr);

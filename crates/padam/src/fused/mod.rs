@@ -91,6 +91,27 @@ pub enum DecayMode {
     PNorm,
 }
 
+/// The GPU kernels' values for [`DecayMode`] (the CubeCL kernels' switch, `csrc/torch_step.cu`'s
+/// `mode`).
+#[cfg(any(feature = "cuda", feature = "tch"))]
+const MODE_NONE: u32 = 0;
+#[cfg(any(feature = "cuda", feature = "tch"))]
+const MODE_UNIFORM: u32 = 1;
+#[cfg(any(feature = "cuda", feature = "tch"))]
+const MODE_PNORM: u32 = 2;
+
+#[cfg(any(feature = "cuda", feature = "tch"))]
+impl DecayMode {
+    /// The value the GPU kernels take for this mode.
+    fn code(self) -> u32 {
+        match self {
+            DecayMode::None => MODE_NONE,
+            DecayMode::Uniform => MODE_UNIFORM,
+            DecayMode::PNorm => MODE_PNORM,
+        }
+    }
+}
+
 /// Every scalar one fused step of one tensor needs, computed on the host exactly as burn's
 /// `Adam` and [`decay`](crate::decay) compute them, so the kernel and the tensor path see the
 /// same f32 constants.

@@ -4,8 +4,9 @@
 //! `csrc/torch_step.cpp`, since tch does not expose it) and pWD's finish as tensor ops, and
 //! handed back as views of the results (the tensors that came in, where they were stepped in
 //! place). A decayed group takes seven launches, where the tensor path takes about fifteen per
-//! tensor and PyTorch's per-launch host cost (a few µs) sets the speed. The next step finds its weights and moments already laid out in those buffers and
-//! steps them in place ([`flat_view`]); only the gradients are concatenated anew. On a GPU, with
+//! tensor and PyTorch's per-launch host cost (a few µs) sets the speed. The next step finds its
+//! weights and moments already laid out in those buffers and steps them in place
+//! ([`flat_view`]); only the gradients are concatenated anew. On a GPU, with
 //! `PADAM_TCH_KERNEL=1` (until it has been measured there), a group is instead one launch of
 //! padam's own kernel ([`torch_cuda`]: Adam, the finish and the non-finite marks in one pass,
 //! with `adam_pwd_element`'s arithmetic); the PyTorch ops stay as its fallback and as the CPU's
@@ -120,7 +121,11 @@ fn steps_tch(
             flat(|i| &i.moment_1),
             flat(|i| &i.moment_2),
         );
-        let indices: Vec<i64> = group.iter().map(|i| i.flag_index as i64).collect();
+        // The flag positions, which only a checked step needs.
+        let indices: Vec<i64> = match check {
+            true => group.iter().map(|i| i.flag_index as i64).collect(),
+            false => Vec::new(),
+        };
         let (w, m, v) = if g.device().is_cuda()
             && torch_cuda::enabled()
             && kernel_step(

@@ -23,7 +23,7 @@ use cudarc::driver::{
 use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions, Ptx};
 use tch::{Device, Kind, Tensor};
 
-use super::{DecayMode, StepScalars};
+use super::StepScalars;
 
 const SOURCE: &str = include_str!("../../csrc/torch_step.cu");
 const NAME: &str = "padam_adam_pwd";
@@ -94,7 +94,8 @@ impl Args {
             combined: s.combined,
             eps_scaled: s.eps_scaled,
             lr: s.lr,
-            mode: mode_code(d.mode),
+            // 0, 1 or 2: an `int` there.
+            mode: d.mode.code() as i32,
             uniform_factor: d.uniform_factor,
             c: d.c,
             p_minus_2: d.p_minus_2,
@@ -104,15 +105,6 @@ impl Args {
             flag_index,
             segments,
         }
-    }
-}
-
-/// The kernel's `mode`.
-fn mode_code(mode: DecayMode) -> i32 {
-    match mode {
-        DecayMode::None => 0,
-        DecayMode::Uniform => 1,
-        DecayMode::PNorm => 2,
     }
 }
 
